@@ -1,0 +1,41 @@
+"""Command line: parse options, build configs, call the library. No logic lives here."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from wildserve.errors import WildserveError
+
+app = typer.Typer(
+    help="wildserve: LLM-serving research results you can run on real traces.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+experiment_app = typer.Typer(help="Reproduce a paper's experiment end to end.", no_args_is_help=True)
+app.add_typer(experiment_app, name="experiment")
+
+
+def _register() -> None:
+    """Attach each area's commands; area modules import their heavy dependencies lazily."""
+    from wildserve.sim import cli as sim_cli
+
+    app.command("simulate")(sim_cli.simulate)
+
+
+def main() -> None:
+    _register()
+    try:
+        app()
+    except WildserveError as exc:
+        print(f"wildserve: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("wildserve: interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
