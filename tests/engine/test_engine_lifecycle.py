@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -57,7 +59,7 @@ def test_each_request_finishes_once_with_exact_tokens(num_blocks):
         assert r.status == RequestStatus.FINISHED_LENGTH
         times = r.token_times(eng.step_end_s)
         assert len(times) == r.num_output_tokens == r.max_output_tokens
-        assert all(b > a for a, b in zip(times, times[1:], strict=False))
+        assert all(b > a for a, b in itertools.pairwise(times))
         assert times[0] == r.first_token_s and times[-1] == r.finish_s
         assert r.arrival_s <= r.first_scheduled_s < r.first_token_s
         assert r.block_ids == []
