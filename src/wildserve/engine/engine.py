@@ -22,6 +22,7 @@ import numpy as np
 from wildserve.engine.block_pool import BlockPool
 from wildserve.engine.config import EngineConfig
 from wildserve.engine.kv_manager import KVCacheManager, cdiv
+from wildserve.engine.memory import GpuMemory
 from wildserve.engine.request import EngineRequest, RequestStatus
 from wildserve.engine.scheduler import Scheduler, SchedulerOutput
 from wildserve.kvcache.policy import make_eviction_policy
@@ -54,13 +55,19 @@ class Engine:
         self,
         config: EngineConfig,
         cost_model: StepCostModel,
-        num_blocks: int,
+        num_blocks: int | None = None,
         instance_id: int = 0,
+        memory: GpuMemory | None = None,
     ) -> None:
         self.config = config
         self.cost_model = cost_model
         self.instance_id = instance_id
+        self.memory = memory
         num_blocks = config.num_gpu_blocks or num_blocks
+        if num_blocks is None:
+            if memory is None:
+                raise ValueError("Engine needs num_blocks, config.num_gpu_blocks or a GpuMemory")
+            num_blocks = memory.num_blocks()
         self.pool = BlockPool(num_blocks, make_eviction_policy(config.eviction_policy))
         self.kv = KVCacheManager(self.pool, config.block_size, config.enable_prefix_caching)
         self.scheduler = Scheduler(config, self.kv)
