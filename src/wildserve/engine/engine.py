@@ -40,6 +40,7 @@ class StepResult:
     num_steps: int = 0
     num_tokens: int = 0  # tokens computed across all steps
     scheduled: list[EngineRequest] = field(default_factory=list)
+    first_token: list[EngineRequest] = field(default_factory=list)  # produced their first token
     finished: list[EngineRequest] = field(default_factory=list)
     preempted: list[EngineRequest] = field(default_factory=list)
 
@@ -170,6 +171,7 @@ class Engine:
                 req.record_tokens(step_idx, 1)
                 if req.first_token_s < 0:
                     req.first_token_s = end
+                    result.first_token.append(req)
                 if req.num_output_tokens >= req.max_output_tokens:
                     result.finished.append(req)
         self._finish(result.finished, end)

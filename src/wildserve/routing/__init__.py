@@ -4,3 +4,6 @@ from wildserve.routing.policy import ROUTING_POLICIES, RoutingPolicy, make_polic
 from wildserve.routing.view import InstanceView, RouteRequest
 
 __all__ = ["ROUTING_POLICIES", "InstanceView", "RouteRequest", "RoutingPolicy", "make_policy"]
+
+# Importing the modules registers their policies.
+from wildserve.routing import baselines, lmetric  # noqa: F401

@@ -35,6 +35,7 @@ class InstanceView:
     num_waiting: int = 0
     queued_prefill_tokens: int = 0  # uncached prompt tokens sent to it whose prefill is not done
     kv_usage: float = 0.0  # fraction of KV blocks in use
+    num_kv_blocks: int = 0  # KV blocks in total (0: unknown)
     block_size: int = 16
     match_blocks: Callable[[Sequence[int]], int] = field(
         default=_no_match, compare=False, repr=False

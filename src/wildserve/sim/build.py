@@ -7,9 +7,11 @@ from dataclasses import dataclass, field
 
 from wildserve.engine import Engine, EngineConfig
 from wildserve.engine.memory import GpuMemory
+from wildserve.errors import ConfigError
 from wildserve.perf import AnalyticCostModel, MemoryConfig, get_gpu, get_model, kv_capacity
-from wildserve.routing.policy import make_policy
-from wildserve.sim.simulator import SimResult, Simulator
+from wildserve.routing.local import RouterLocalViews
+from wildserve.routing.policy import RoutingPolicy, make_policy
+from wildserve.sim.simulator import ExactViews, SimResult, Simulator, ViewSource
 from wildserve.workload.request import Request
 
 
@@ -44,16 +46,36 @@ def build_engines(cfg: ClusterConfig) -> list[Engine]:
     ]
 
 
+VIEW_SOURCES = ("exact", "router-local")
+
+
+def make_view_source(name: str, engines: list[Engine]) -> ViewSource:
+    """``exact``: the engines' own caches and queues; ``router-local``: the router's bookkeeping."""
+    if name == "exact":
+        return ExactViews(engines)
+    if name == "router-local":
+        return RouterLocalViews(
+            len(engines), engines[0].config.block_size, capacity_blocks=engines[0].pool.num_blocks
+        )
+    raise ConfigError(f"unknown view source '{name}'; choose one of: {', '.join(VIEW_SOURCES)}")
+
+
 def run_policy(
     requests: Sequence[Request],
     cfg: ClusterConfig,
-    policy: str,
+    policy: str | RoutingPolicy,
     progress: Callable[[int, int], None] | None = None,
-    **policy_kwargs: object,
+    view_source: str = "exact",
 ) -> SimResult:
-    """Simulate ``requests`` on a fresh cluster under the named routing policy."""
+    """Simulate ``requests`` on a fresh cluster under a routing policy (a name or an object)."""
     engines = build_engines(cfg)
-    sim = Simulator(engines, make_policy(policy, **policy_kwargs), progress=progress)
+    policy_obj = make_policy(policy) if isinstance(policy, str) else policy
+    views = make_view_source(view_source, engines)
+    sim = Simulator(engines, policy_obj, views=views, progress=progress)
     result = sim.run(requests)
-    result.extra["policy"] = policy
+    result.extra["policy"] = policy_obj.name
+    result.extra["view_source"] = view_source
+    stats = getattr(policy_obj, "stats", None)
+    if stats is not None:
+        result.extra["policy_stats"] = stats()
     return result

@@ -12,6 +12,7 @@ import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from wildserve.engine import Engine, EngineRequest, StepResult
 from wildserve.metrics import RequestMetrics
@@ -19,6 +20,18 @@ from wildserve.routing.policy import RoutingPolicy
 from wildserve.routing.view import InstanceView, RouteRequest
 from wildserve.sim.events import Event, EventQueue
 from wildserve.workload.request import Request
+
+
+class ViewSource(Protocol):
+    """Builds the views a policy decides on and hears what happened to the requests it placed."""
+
+    def views(self, request: RouteRequest) -> list[InstanceView]: ...
+
+    def on_dispatch(
+        self, instance: int, request: RouteRequest, engine_request: EngineRequest
+    ) -> None: ...
+
+    def on_step(self, instance: int, result: StepResult) -> None: ...
 
 
 class ExactViews:
@@ -38,6 +51,7 @@ class ExactViews:
                     num_waiting=len(e.scheduler.waiting),
                     queued_prefill_tokens=e.scheduler.queued_prefill_tokens,
                     kv_usage=e.pool.usage(),
+                    num_kv_blocks=e.pool.num_blocks,
                     block_size=e.config.block_size,
                     match_blocks=match,
                 )
@@ -114,7 +128,7 @@ class Simulator:
         self,
         engines: Sequence[Engine],
         policy: RoutingPolicy,
-        views: ExactViews | None = None,
+        views: ViewSource | None = None,
         progress: Callable[[int, int], None] | None = None,
     ) -> None:
         self.engines = list(engines)
@@ -183,6 +197,9 @@ class Simulator:
         self.instances[index] = instance
         self.view_source.on_dispatch(instance, route, ereq)
         if not self.engines[instance].add_request(ereq, now):
+            on_finish = getattr(self.view_source, "on_finish", None)
+            if on_finish is not None:
+                on_finish(ereq.request_id)
             return None
         return instance
 
