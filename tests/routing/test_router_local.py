@@ -10,10 +10,10 @@ from wildserve.sim.simulator import Simulator
 
 
 def test_prefix_index_is_lru_bounded_and_evicts_deep_blocks_first():
-    idx = PrefixIndex(capacity_blocks=5)
+    idx = PrefixIndex(capacity_blocks=4)
     idx.insert([1, 2, 3])
-    idx.insert([1, 2, 7, 8])  # 6 distinct blocks > 5: the oldest (block 3) goes
-    assert len(idx) == 5
+    idx.insert([1, 2, 7, 8])  # 5 distinct blocks > 4: the oldest (block 3) goes
+    assert len(idx) == 4
     assert idx.match([1, 2, 3]) == 2 and idx.match([1, 2, 7, 8]) == 4
     idx.insert([9, 10])  # evicts 8 then 7 (deepest of the older request first)
     assert idx.match([1, 2, 7, 8]) == 2 and idx.match([9, 10]) == 2
