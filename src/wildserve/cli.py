@@ -14,15 +14,19 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-experiment_app = typer.Typer(help="Reproduce a paper's experiment end to end.", no_args_is_help=True)
+experiment_app = typer.Typer(
+    help="Reproduce a paper's experiment end to end.", no_args_is_help=True
+)
 app.add_typer(experiment_app, name="experiment")
 
 
 def _register() -> None:
     """Attach each area's commands; area modules import their heavy dependencies lazily."""
     from wildserve.sim import cli as sim_cli
+    from wildserve.workload import cli as workload_cli
 
     app.command("simulate")(sim_cli.simulate)
+    app.add_typer(workload_cli.app, name="trace")
 
 
 def main() -> None:
