@@ -58,12 +58,11 @@ def decode_error(
     if m:
         field = m.group("field") or None
         msg = msg[: m.start()]
-    else:
-        m = _MISSING.search(msg)
-        if m:
-            field = m.group("field")
-            msg = "missing required field"
-    if isinstance(exc, msgspec.DecodeError):
+    m = _MISSING.search(msg)
+    if m:  # nested: "missing required field `in` - at `$.requests[1]`" -> requests[1].in
+        field = f"{field}.{m.group('field')}" if field else m.group("field")
+        msg = "missing required field"
+    if not isinstance(exc, msgspec.ValidationError):  # ValidationError subclasses DecodeError
         b = _BYTE.search(msg)
         if b:  # multi-line documents: report the line the bad byte is on
             lineno += text.count(b"\n", 0, int(b.group("byte")))
