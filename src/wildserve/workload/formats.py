@@ -6,6 +6,8 @@ A spec is ``builtin:NAME`` (shipped in the package), ``FORMAT:PATH`` (``mooncake
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import inspect
 import operator
 import re
@@ -222,6 +224,19 @@ def renumber(requests: Iterable[Request]) -> list[Request]:
     return reqs
 
 
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic GC while building millions of acyclic objects (halves a 1M-request load)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def load_trace(spec: str = DEFAULT_TRACE, **options: Any) -> list[Request]:
     """Load a whole trace, sorted by arrival with request ids 0.. in arrival order."""
-    return renumber(iter_trace(spec, **options))
+    with _gc_paused():
+        return renumber(iter_trace(spec, **options))
