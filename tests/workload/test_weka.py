@@ -235,7 +235,7 @@ def test_bundle_error_names_line(tmp_path):
 
 def test_bad_options(tmp_path):
     with pytest.raises(ConfigError, match="session_rate"):
-        list(read_weka(tmp_path, session_rate=0))
+        read_weka(tmp_path, session_rate=0)  # checked before the first request is asked for
     with pytest.raises(TraceFormatError, match=r"no \.json"):
         list(read_weka(tmp_path))
 

@@ -200,8 +200,18 @@ def read_weka(
         raise ConfigError(f"session_rate must be > 0, got {session_rate}")
     if max_idle_s is not None and max_idle_s < 0:
         raise ConfigError(f"max_idle_s must be >= 0, got {max_idle_s}")
-    rng = np.random.default_rng(seed)
-    documents = _iter_documents(Path(path))
+    return _merge(
+        _iter_documents(Path(path)), session_rate, np.random.default_rng(seed), max_idle_s
+    )
+
+
+def _merge(
+    documents: Iterator[tuple[Path, int, bytes]],
+    session_rate: float,
+    rng: np.random.Generator,
+    max_idle_s: float | None,
+) -> Iterator[Request]:
+    """Heap-merge sessions in arrival order, decoding each one only when its start is reached."""
     heap: list[tuple[float, int, int]] = []  # (arrival, session number, index in session)
     active: dict[int, list[Request]] = {}
     numbers = itertools.count()
