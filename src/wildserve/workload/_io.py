@@ -7,7 +7,7 @@ import math
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Annotated, TypeVar
+from typing import IO, Annotated, Any, TypeVar
 
 import msgspec
 
@@ -103,3 +103,20 @@ def check_order(path: str | Path, lineno: int, field: str, prev: float, now: flo
         raise TraceFormatError(
             str(path), lineno, field, f"decreases from {prev:g} to {now:g} (must be non-decreasing)"
         )
+
+
+def iter_block_records(
+    path: str | Path, decoder: msgspec.json.Decoder, block_size: int
+) -> Iterator[tuple[int, Any]]:
+    """Decode a JSONL trace of ``timestamp`` / ``input_length`` / ``hash_ids`` records, checked.
+
+    Shared by the Mooncake and Bailian readers: block-id count must be ceil(input/block) and
+    ``timestamp`` must not decrease. Yields (1-based line number, record).
+    """
+    prev = 0.0
+    for lineno, text in iter_lines(path):
+        rec = decode(decoder, path, lineno, text)
+        check_num_blocks(path, lineno, "hash_ids", len(rec.hash_ids), rec.input_length, block_size)
+        check_order(path, lineno, "timestamp", prev, rec.timestamp)
+        prev = rec.timestamp
+        yield lineno, rec

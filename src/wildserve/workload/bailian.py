@@ -9,14 +9,7 @@ from typing import Annotated
 import msgspec
 
 from wildserve.errors import TraceFormatError
-from wildserve.workload._io import (
-    NonNegFloat,
-    NonNegInt,
-    check_num_blocks,
-    check_order,
-    decode,
-    iter_lines,
-)
+from wildserve.workload._io import NonNegFloat, NonNegInt, iter_block_records
 from wildserve.workload.request import Request
 
 BAILIAN_BLOCK_SIZE = 16
@@ -42,12 +35,7 @@ def read_bailian(path: str | Path, block_size: int = BAILIAN_BLOCK_SIZE) -> Iter
     """
     decoder = msgspec.json.Decoder(_BailianLine)
     seen: dict[int, tuple[int, int]] = {}  # chat_id -> (request_id, root chat_id)
-    prev_s = 0.0
-    for request_id, (lineno, text) in enumerate(iter_lines(path)):
-        rec: _BailianLine = decode(decoder, path, lineno, text)
-        check_num_blocks(path, lineno, "hash_ids", len(rec.hash_ids), rec.input_length, block_size)
-        check_order(path, lineno, "timestamp", prev_s, rec.timestamp)
-        prev_s = rec.timestamp
+    for request_id, (lineno, rec) in enumerate(iter_block_records(path, decoder, block_size)):
         if rec.chat_id in seen:
             raise TraceFormatError(str(path), lineno, "chat_id", f"{rec.chat_id} appears twice")
         parent_id: int | None = None
