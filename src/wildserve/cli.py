@@ -23,8 +23,10 @@ app.add_typer(experiment_app, name="experiment")
 def _register() -> None:
     """Attach each area's commands; area modules import their heavy dependencies lazily."""
     from wildserve.sim import cli as sim_cli
+    from wildserve.workload import cli as workload_cli
 
     app.command("simulate")(sim_cli.simulate)
+    app.add_typer(workload_cli.app, name="trace")
 
 
 def main() -> None:

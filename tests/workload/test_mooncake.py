@@ -88,8 +88,8 @@ def _bad(tmp_path, line: str) -> str:
 )
 def test_malformed_field_named(tmp_path, line, field, problem):
     msg = _bad(tmp_path, line)
-    assert f"field '{field}'" in msg
-    assert problem in msg
+    assert f":2: field '{field}': " in msg
+    assert problem in msg and "invalid JSON" not in msg
 
 
 def test_decreasing_timestamp(tmp_path):

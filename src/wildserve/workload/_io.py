@@ -7,7 +7,7 @@ import math
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Annotated, TypeVar
+from typing import IO, Annotated, Any, TypeVar
 
 import msgspec
 
@@ -58,12 +58,11 @@ def decode_error(
     if m:
         field = m.group("field") or None
         msg = msg[: m.start()]
-    else:
-        m = _MISSING.search(msg)
-        if m:
-            field = m.group("field")
-            msg = "missing required field"
-    if isinstance(exc, msgspec.DecodeError):
+    m = _MISSING.search(msg)
+    if m:  # nested: "missing required field `in` - at `$.requests[1]`" -> requests[1].in
+        field = f"{field}.{m.group('field')}" if field else m.group("field")
+        msg = "missing required field"
+    if not isinstance(exc, msgspec.ValidationError):  # ValidationError subclasses DecodeError
         b = _BYTE.search(msg)
         if b:  # multi-line documents: report the line the bad byte is on
             lineno += text.count(b"\n", 0, int(b.group("byte")))
@@ -104,3 +103,20 @@ def check_order(path: str | Path, lineno: int, field: str, prev: float, now: flo
         raise TraceFormatError(
             str(path), lineno, field, f"decreases from {prev:g} to {now:g} (must be non-decreasing)"
         )
+
+
+def iter_block_records(
+    path: str | Path, decoder: msgspec.json.Decoder, block_size: int
+) -> Iterator[tuple[int, Any]]:
+    """Decode a JSONL trace of ``timestamp`` / ``input_length`` / ``hash_ids`` records, checked.
+
+    Shared by the Mooncake and Bailian readers: block-id count must be ceil(input/block) and
+    ``timestamp`` must not decrease. Yields (1-based line number, record).
+    """
+    prev = 0.0
+    for lineno, text in iter_lines(path):
+        rec = decode(decoder, path, lineno, text)
+        check_num_blocks(path, lineno, "hash_ids", len(rec.hash_ids), rec.input_length, block_size)
+        check_order(path, lineno, "timestamp", prev, rec.timestamp)
+        prev = rec.timestamp
+        yield lineno, rec

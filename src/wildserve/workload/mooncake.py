@@ -7,14 +7,7 @@ from pathlib import Path
 
 import msgspec
 
-from wildserve.workload._io import (
-    NonNegFloat,
-    NonNegInt,
-    check_num_blocks,
-    check_order,
-    decode,
-    iter_lines,
-)
+from wildserve.workload._io import NonNegFloat, NonNegInt, iter_block_records
 from wildserve.workload.request import Request
 
 MOONCAKE_BLOCK_SIZE = 512
@@ -30,12 +23,7 @@ class _MooncakeLine(msgspec.Struct):
 def read_mooncake(path: str | Path, block_size: int = MOONCAKE_BLOCK_SIZE) -> Iterator[Request]:
     """Stream a Mooncake trace; ``len(hash_ids)`` must be ceil(input_length / block_size)."""
     decoder = msgspec.json.Decoder(_MooncakeLine)
-    prev_ms = 0.0
-    for request_id, (lineno, text) in enumerate(iter_lines(path)):
-        rec: _MooncakeLine = decode(decoder, path, lineno, text)
-        check_num_blocks(path, lineno, "hash_ids", len(rec.hash_ids), rec.input_length, block_size)
-        check_order(path, lineno, "timestamp", prev_ms, rec.timestamp)
-        prev_ms = rec.timestamp
+    for request_id, (_, rec) in enumerate(iter_block_records(path, decoder, block_size)):
         yield Request(
             request_id=request_id,
             arrival_s=rec.timestamp / 1000.0,
