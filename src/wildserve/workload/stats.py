@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from wildserve import metrics
 from wildserve.blocks import trace_block_hashes
 from wildserve.workload.request import Request
 
@@ -43,13 +44,7 @@ def _pcts(values: list[int]) -> dict[str, float]:
     if not values:
         return {}
     arr = np.asarray(values, dtype=np.float64)
-    out = {"mean": float(arr.mean())}
-    out.update(
-        {
-            f"p{p}": float(v)
-            for p, v in zip(PERCENTILES, np.percentile(arr, PERCENTILES), strict=True)
-        }
-    )
+    out = metrics.summarize(arr, PERCENTILES)
     out["max"] = float(arr.max())
     return out
 
