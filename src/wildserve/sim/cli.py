@@ -89,9 +89,9 @@ def simulate(
     jobs: Annotated[int, typer.Option(help="policies simulated in parallel (0: one per core)")] = 0,
 ) -> None:
     """Simulate a cluster of LLM serving instances replaying a trace, once per routing policy."""
-    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from wildserve.console import make_console
     from wildserve.errors import ConfigError
     from wildserve.io import atomic_write_json
     from wildserve.routing import ROUTING_POLICIES
@@ -101,7 +101,7 @@ def simulate(
     from wildserve.workload.transforms import limit
     from wildserve.workload.transforms import rate_scale as scale_arrivals
 
-    console = Console()
+    console = make_console()
     policies = [p.strip() for p in policy.split(",") if p.strip()]
     if not policies:
         raise ConfigError("--policy names no policy")

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from wildserve.console import make_console
 from wildserve.errors import ConfigError
 from wildserve.workload import transforms
 from wildserve.workload.formats import BUILTINS, DEFAULT_TRACE, FORMATS, iter_trace
@@ -96,7 +96,7 @@ def info(
     requests = transforms.rate_scale(requests, rate_scale)
     if limit is not None:
         requests = transforms.limit(requests, limit)
-    console = Console()
+    console = make_console()
     with Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
@@ -119,7 +119,7 @@ def info(
 @app.command("list")
 def list_traces() -> None:
     """The builtin traces and the formats a spec can name."""
-    console = Console()
+    console = make_console()
     table = Table(title="builtin traces (builtin:NAME)", header_style="bold")
     table.add_column("name")
     table.add_column("format")
