@@ -27,6 +27,10 @@ class BlockPool:
         self.ref_cnt: list[int] = [0] * num_blocks
         self.block_hash: list[int | None] = [None] * num_blocks
         self.hash_to_block: dict[int, int] = {}
+        # Other in-use or evictable blocks registered under a hash another block already holds (two
+        # requests computed the same prefix concurrently). The hash stays cached while any copy lives,
+        # which keeps an LRU cache prefix-closed: no cached block ever outlives all its parent's copies.
+        self._copies: dict[int, list[int]] = {}
         self._empty: list[int] = list(range(num_blocks - 1, -1, -1))  # pop() gives block 0 first
         self.event_sink: KVEventSink | None = None
         self.num_evictions = 0
@@ -57,14 +61,43 @@ class BlockPool:
         return matched
 
     def num_matched(self, block_hashes: Sequence[int]) -> int:
-        """Length in blocks of the longest cached prefix of ``block_hashes``."""
+        """Length in blocks of the longest cached prefix of ``block_hashes``.
+
+        When the eviction policy keeps the cache prefix-closed (a cached block's parent is always
+        cached), presence along one chain is monotone, so a galloping then binary search finds the first
+        miss with O(log n) lookups instead of walking the whole match.
+        """
         table = self.hash_to_block
-        n = 0
-        for h in block_hashes:
-            if h not in table:
+        n = len(block_hashes)
+        if n < 16 or not self.policy.prefix_closed:
+            k = 0
+            for h in block_hashes:
+                if h not in table:
+                    break
+                k += 1
+            return k
+        if block_hashes[0] not in table:
+            return 0
+        lo, step = 1, 1  # block_hashes[:lo] are all cached
+        while True:
+            probe = lo + step - 1
+            if probe >= n - 1:
+                if block_hashes[n - 1] in table:
+                    return n
+                hi = n - 1
                 break
-            n += 1
-        return n
+            if block_hashes[probe] not in table:
+                hi = probe  # block_hashes[hi] is not cached
+                break
+            lo = probe + 1
+            step *= 2
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if block_hashes[mid] in table:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
 
     def num_evictable_in(self, block_ids: Sequence[int]) -> int:
         """How many of these cached blocks sit in the free pool (taking them shrinks it)."""
@@ -100,15 +133,8 @@ class BlockPool:
             empty.clear()
             victims = self.policy.pop_many(num - len(out), now)
             self.num_evictions += len(victims)
-            block_hash = self.block_hash
-            table = self.hash_to_block
-            sink = self.event_sink
             for b in victims:
-                h = block_hash[b]
-                del table[h]
-                block_hash[b] = None
-                if sink is not None:
-                    sink("removed", h)
+                self._uncache(b)
             out += victims
         ref = self.ref_cnt
         for b in out:
@@ -125,21 +151,25 @@ class BlockPool:
     ) -> None:
         """Register full, in-use blocks under their prefix hashes so later requests can hit them.
 
-        A hash already held by another block stays with that block; this copy stays private.
+        A hash already held by another block keeps that block for lookups; this one is kept as a
+        copy, so the hash stays cached until its last copy is evicted.
         """
         table = self.hash_to_block
         block_hash = self.block_hash
         policy = self.policy if self.policy.tracks_access else None
         sink = self.event_sink
         for depth, (b, h) in enumerate(zip(block_ids, block_hashes, strict=True), start=depth0):
-            if h in table or block_hash[b] is not None:
+            if block_hash[b] is not None:
                 continue
-            table[h] = b
             block_hash[b] = h
+            if h in table:
+                self._copies.setdefault(h, []).append(b)
+            else:
+                table[h] = b
+                if sink is not None:
+                    sink("stored", h)
             if policy is not None:
                 policy.on_access(b, now, depth, category)
-            if sink is not None:
-                sink("stored", h)
 
     def release(self, block_ids: Sequence[int], now: float) -> None:
         """Drop one reference to each block, tail first, so deeper blocks are evicted earlier."""
@@ -171,11 +201,26 @@ class BlockPool:
         n = 0
         while len(self.policy):
             b = self.policy.pop(0.0)
-            h = self.block_hash[b]
-            del self.hash_to_block[h]
-            self.block_hash[b] = None
-            if self.event_sink is not None:
-                self.event_sink("removed", h)
+            self._uncache(b)
             self._empty.append(b)
             n += 1
         return n
+
+    def _uncache(self, block_id: int) -> None:
+        """Forget an evicted block's hash; the hash leaves the cache with its last copy."""
+        h = self.block_hash[block_id]
+        self.block_hash[block_id] = None
+        copies = self._copies.get(h)
+        if self.hash_to_block[h] == block_id:
+            if copies:
+                self.hash_to_block[h] = copies.pop()
+                if not copies:
+                    del self._copies[h]
+                return
+            del self.hash_to_block[h]
+            if self.event_sink is not None:
+                self.event_sink("removed", h)
+        else:
+            copies.remove(block_id)  # type: ignore[union-attr]
+            if not copies:
+                del self._copies[h]

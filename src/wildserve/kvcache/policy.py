@@ -20,6 +20,9 @@ class EvictionPolicy(ABC):
 
     name: ClassVar[str]
     tracks_access: ClassVar[bool] = True  # False: the pool may skip on_access calls (a hot path)
+    # True when a cached block can never outlive every copy of its parent (prefix lookups may then
+    # binary-search instead of walking)
+    prefix_closed: ClassVar[bool] = False
 
     def on_access(self, block_id: int, now: float, depth: int, category: int) -> None:  # noqa: B027
         """A cached block was hit or filled at ``now``; ``depth`` is its index in the prefix."""
@@ -62,6 +65,9 @@ class LRUPolicy(EvictionPolicy):
 
     name = "lru"
     tracks_access = False
+    # Each request releases its blocks tail first, so a parent copy always sits behind its child in
+    # the queue (or is in use): children go first.
+    prefix_closed = True
 
     def __init__(self) -> None:
         self._queue: OrderedDict[int, None] = OrderedDict()

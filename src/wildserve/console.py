@@ -1,0 +1,12 @@
+"""The CLI's rich console: wide enough for result tables even when output is not a terminal."""
+
+from __future__ import annotations
+
+from rich.console import Console
+
+
+def make_console(min_width: int = 160) -> Console:
+    console = Console()
+    if not console.is_terminal and console.width < min_width:
+        console = Console(width=min_width)
+    return console
