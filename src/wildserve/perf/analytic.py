@@ -87,7 +87,7 @@ class StepCostBase:
         self._head_weight_s = model.hidden_size * vocab_per_gpu * dt / head_bytes_s
         self._head_act_row_s = (model.hidden_size + vocab_per_gpu) * dt / head_bytes_s
         self._logits_row_bytes = model.vocab_size * dt
-        self._layer_cache: dict[int, float] = {}
+        self._token_cache: dict[int, tuple[float, float, float]] = {}
 
     # ---- collectives ------------------------------------------------------------------------------
     def all_reduce_time(self, num_bytes: float) -> float:
@@ -112,23 +112,28 @@ class StepCostBase:
     def embed_time(self, num_tokens: int) -> float:
         raise NotImplementedError
 
-    def layer_token_time(self, num_tokens: int) -> float:
-        """One layer's time that depends only on the token count: ops, 2 all-reduces, KV write."""
-        cached = self._layer_cache.get(num_tokens)
+    def token_times(self, num_tokens: int) -> tuple[float, float, float]:
+        """(one layer, embedding stage, head-side norm) seconds that depend only on the token count.
+
+        A layer is its ops, two TP all-reduces and the KV-cache write; the embedding stage is the
+        lookup plus its TP all-reduce; cached per token count since steps repeat batch sizes a lot.
+        """
+        cached = self._token_cache.get(num_tokens)
         if cached is not None:
             return cached
         ops = self.layer_op_times(num_tokens)
-        total = 0.0
+        layer = 0.0
         for name in LAYER_OPS:
-            total += ops.get(name, 0.0)
+            layer += ops.get(name, 0.0)
         for name, value in ops.items():  # extra ops of a subclass (e.g. the MoE router)
             if name not in LAYER_OPS:
-                total += value
-        total += 2.0 * self.all_reduce_time(num_tokens * self._hidden_bytes)
-        total += self.eff.kernel_s + num_tokens * self._kv_write_s
-        if len(self._layer_cache) < _CACHE_LIMIT:
-            self._layer_cache[num_tokens] = total
-        return total
+                layer += value
+        reduce = self.all_reduce_time(num_tokens * self._hidden_bytes)
+        layer += 2.0 * reduce + self.eff.kernel_s + num_tokens * self._kv_write_s
+        out = (layer, self.embed_time(num_tokens) + reduce, ops.get("input_layernorm", 0.0))
+        if len(self._token_cache) < _CACHE_LIMIT:
+            self._token_cache[num_tokens] = out
+        return out
 
     def prefill_attention_time(self, shape: BatchShape) -> float:
         """One layer's attention over prefill chunks: pairs at FlashAttention speed, or KV reads."""
@@ -149,9 +154,6 @@ class StepCostBase:
         )
         return gemm + self.gather_time(num_sampled * self._logits_row_bytes)
 
-    def final_norm_time(self, num_tokens: int) -> float:
-        return self.layer_op_times(num_tokens).get("input_layernorm", 0.0) if num_tokens else 0.0
-
     def overhead_time(self, shape: BatchShape) -> float:
         seqs = shape.num_prefill_seqs + shape.num_decode_tokens
         return self.eff.step_overhead_s + seqs * self.eff.seq_overhead_s
@@ -165,17 +167,15 @@ class StepCostBase:
         num_tokens = shape.num_prefill_tokens + shape.num_decode_tokens
         if num_tokens <= 0:
             return 0.0, 0.0
-        per_layer = self.layer_token_time(num_tokens) + self.prefill_attention_time(shape)
+        layer, embed, final_norm = self.token_times(num_tokens)
+        per_layer = layer + self.prefill_attention_time(shape)
         if shape.num_decode_tokens > 0:
             per_layer += self.eff.kernel_s
         base = layers * per_layer
         if with_embed:  # the first stage also carries the host-side overhead of the step
-            base += self.embed_time(num_tokens) + self.all_reduce_time(
-                num_tokens * self._hidden_bytes
-            )
-            base += self.overhead_time(shape)
+            base += embed + self.overhead_time(shape)
         if with_head:
-            base += self.final_norm_time(num_tokens) + self.head_time(shape.num_sampled)
+            base += final_norm + self.head_time(shape.num_sampled)
         return base, layers * self._decode_token_s
 
     def step_time(
@@ -225,10 +225,9 @@ class StepCostBase:
         out["layer.attn_decode"] = layers * (
             (self.eff.kernel_s if shape.num_decode_tokens else 0.0) + decode
         )
-        out["embedding"] = self.embed_time(num_tokens) + self.all_reduce_time(
-            num_tokens * self._hidden_bytes
-        )
-        out["final_norm"] = self.final_norm_time(num_tokens)
+        _, embed, final_norm = self.token_times(num_tokens)
+        out["embedding"] = embed
+        out["final_norm"] = final_norm
         out["lm_head"] = self.head_time(shape.num_sampled)
         out["step_overhead"] = self.overhead_time(shape)
         return out
@@ -239,11 +238,14 @@ class StepCostBase:
         return num_tokens * self.model.activation_bytes_per_token()
 
     def activation_transfer_time(self, num_tokens: int, bandwidth: float | None = None) -> float:
-        """Send/recv time between stages; ``bandwidth`` (bytes/s) defaults to achieved NVLink."""
-        bw = self._bus_bw if bandwidth is None else bandwidth
+        """Send/recv time between stages; ``bandwidth`` (bytes/s) defaults to achieved NVLink.
+
+        Pass e.g. ``gpu.pcie_bw`` or an inter-node NIC rate for stages that do not share NVLink.
+        """
+        bw = self.gpu.nvlink_bw * self.eff.p2p_bw if bandwidth is None else bandwidth
         if num_tokens <= 0:
             return 0.0
-        return self.eff.allreduce_latency_s + self.activation_bytes(num_tokens) / bw
+        return self.eff.p2p_latency_s + self.activation_bytes(num_tokens) / bw
 
 
 class AnalyticCostModel(StepCostBase):
@@ -273,8 +275,9 @@ class AnalyticCostModel(StepCostBase):
             k, experts = model.num_experts_per_tok, model.num_experts
             self._moe_experts = float(experts)
             self._moe_log_miss = math.log1p(-k / experts)  # log P(a token avoids a given expert)
+            # Compute and activations scale with k experts per token, weights with experts touched.
             self._moe = {
-                name: (k * c, w, k * a)  # compute and activations scale with k experts per token
+                name: (k * c, w, k * a)
                 for name, (c, w, a) in (
                     ("mlp_up_proj", self._gemm(h, up * width)),
                     ("mlp_down_proj", self._gemm(width, h)),
