@@ -72,8 +72,7 @@ class StepCostBase:
         # Attention: QK^T and PV are 2 FLOPs per multiply-add each, for every head and query-key pair.
         self._pair_s = 4.0 * hd * heads / attn_flops_s
         self._kv_read_s = kv_token_layer_bytes / attn_bytes_s
-        decode_compute_s = 4.0 * hd * heads / attn_flops_s
-        self._decode_token_s = max(self._kv_read_s, decode_compute_s)  # per KV token per layer
+        self._decode_token_s = max(self._kv_read_s, self._pair_s)  # per KV token per layer
         # KV-cache write of each new token: read K,V from the projection output, write to the cache.
         self._kv_write_s = 2.0 * kv_token_layer_bytes / attn_bytes_s
         # Collectives over NVLink: ring traffic factor times bytes over the achieved bus bandwidth.
@@ -129,19 +128,27 @@ class StepCostBase:
             if name not in LAYER_OPS:
                 layer += value
         reduce = self.all_reduce_time(num_tokens * self._hidden_bytes)
-        layer += 2.0 * reduce + self.eff.kernel_s + num_tokens * self._kv_write_s
+        # KV-cache write kernel and one attention launch (vLLM v1 runs prefills and decodes in one).
+        layer += 2.0 * reduce + 2.0 * self.eff.kernel_s + num_tokens * self._kv_write_s
         out = (layer, self.embed_time(num_tokens) + reduce, ops.get("input_layernorm", 0.0))
         if len(self._token_cache) < _CACHE_LIMIT:
             self._token_cache[num_tokens] = out
         return out
 
-    def prefill_attention_time(self, shape: BatchShape) -> float:
-        """One layer's attention over prefill chunks: pairs at FlashAttention speed, or KV reads."""
+    def attention_parts(self, shape: BatchShape) -> tuple[float, float]:
+        """One layer's attention as (fixed seconds, seconds per decode KV token); launch excluded.
+
+        Prefills and decodes share one kernel (vLLM v1), so a mixed batch costs the larger of all
+        its query-key pairs at FlashAttention speed and all its KV reads: decode context then sits
+        in the fixed part. A pure-decode batch is linear in the KV it reads, which is what lets
+        :meth:`decode_run_times` fast-forward exactly.
+        """
         if shape.num_prefill_tokens <= 0:
-            return 0.0
-        compute = shape.prefill_attn_pairs * self._pair_s
-        memory = (shape.prefill_ctx_tokens + shape.num_prefill_tokens) * self._kv_read_s
-        return self.eff.kernel_s + (compute if compute > memory else memory)
+            return 0.0, self._decode_token_s
+        ctx = shape.decode_ctx_tokens
+        compute = (shape.prefill_attn_pairs + ctx) * self._pair_s
+        memory = (shape.prefill_ctx_tokens + shape.num_prefill_tokens + ctx) * self._kv_read_s
+        return (compute if compute > memory else memory), 0.0
 
     def head_time(self, num_sampled: int) -> float:
         """LM head GEMM over the sampled rows plus the logits gather across TP."""
@@ -168,15 +175,13 @@ class StepCostBase:
         if num_tokens <= 0:
             return 0.0, 0.0
         layer, embed, final_norm = self.token_times(num_tokens)
-        per_layer = layer + self.prefill_attention_time(shape)
-        if shape.num_decode_tokens > 0:
-            per_layer += self.eff.kernel_s
-        base = layers * per_layer
+        attn, rate = self.attention_parts(shape)
+        base = layers * (layer + attn)
         if with_embed:  # the first stage also carries the host-side overhead of the step
             base += embed + self.overhead_time(shape)
         if with_head:
             base += final_norm + self.head_time(shape.num_sampled)
-        return base, layers * self._decode_token_s
+        return base, layers * rate
 
     def step_time(
         self,
@@ -220,11 +225,9 @@ class StepCostBase:
             layers * 2.0 * self.all_reduce_time(num_tokens * self._hidden_bytes)
         )
         out["layer.kv_cache_write"] = layers * (self.eff.kernel_s + num_tokens * self._kv_write_s)
-        out["layer.attn_prefill"] = layers * self.prefill_attention_time(shape)
-        decode = shape.decode_ctx_tokens * self._decode_token_s
-        out["layer.attn_decode"] = layers * (
-            (self.eff.kernel_s if shape.num_decode_tokens else 0.0) + decode
-        )
+        out["layer.attn_launch"] = layers * self.eff.kernel_s
+        attn, rate = self.attention_parts(shape)
+        out["layer.attention"] = layers * (attn + shape.decode_ctx_tokens * rate)
         _, embed, final_norm = self.token_times(num_tokens)
         out["embedding"] = embed
         out["final_norm"] = final_norm
