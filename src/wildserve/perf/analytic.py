@@ -240,15 +240,19 @@ class StepCostBase:
         """Bytes of hidden states one pipeline stage hands to the next for ``num_tokens`` tokens."""
         return num_tokens * self.model.activation_bytes_per_token()
 
-    def activation_transfer_time(self, num_tokens: int, bandwidth: float | None = None) -> float:
-        """Send/recv time between stages; ``bandwidth`` (bytes/s) defaults to achieved NVLink.
+    def p2p_time(self, num_bytes: float, bandwidth: float | None = None) -> float:
+        """Point-to-point send of ``num_bytes``; ``bandwidth`` (bytes/s) defaults to achieved NVLink.
 
-        Pass e.g. ``gpu.pcie_bw`` or an inter-node NIC rate for stages that do not share NVLink.
+        Pass e.g. ``gpu.pcie_bw`` or an inter-node NIC rate for peers that do not share NVLink.
         """
-        bw = self.gpu.nvlink_bw * self.eff.p2p_bw if bandwidth is None else bandwidth
-        if num_tokens <= 0:
+        if num_bytes <= 0:
             return 0.0
-        return self.eff.p2p_latency_s + self.activation_bytes(num_tokens) / bw
+        bw = self.gpu.nvlink_bw * self.eff.p2p_bw if bandwidth is None else bandwidth
+        return self.eff.p2p_latency_s + num_bytes / bw
+
+    def activation_transfer_time(self, num_tokens: int, bandwidth: float | None = None) -> float:
+        """Hidden states of ``num_tokens`` tokens sent from one pipeline stage to the next."""
+        return self.p2p_time(self.activation_bytes(num_tokens), bandwidth)
 
 
 class AnalyticCostModel(StepCostBase):
