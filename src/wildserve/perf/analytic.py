@@ -220,7 +220,9 @@ class StepCostBase:
         num_tokens = shape.num_tokens
         if num_tokens <= 0:
             return {}
-        out = {f"layer.{k}": layers * v for k, v in self.layer_op_times(num_tokens).items()}
+        ops = self.layer_op_times(num_tokens)
+        order = [k for k in LAYER_OPS if k in ops] + [k for k in ops if k not in LAYER_OPS]
+        out = {f"layer.{k}": layers * ops[k] for k in order}
         out["layer.tp_all_reduce"] = (
             layers * 2.0 * self.all_reduce_time(num_tokens * self._hidden_bytes)
         )
