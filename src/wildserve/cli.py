@@ -22,8 +22,11 @@ app.add_typer(experiment_app, name="experiment")
 
 def _register() -> None:
     """Attach each area's commands; area modules import their heavy dependencies lazily."""
+    from wildserve.perf import cli as perf_cli
     from wildserve.sim import cli as sim_cli
     from wildserve.workload import cli as workload_cli
+
+    app.add_typer(perf_cli.app, name="perf")
 
     app.command("simulate")(sim_cli.simulate)
     app.add_typer(workload_cli.app, name="trace")

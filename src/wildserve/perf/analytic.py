@@ -72,8 +72,7 @@ class StepCostBase:
         # Attention: QK^T and PV are 2 FLOPs per multiply-add each, for every head and query-key pair.
         self._pair_s = 4.0 * hd * heads / attn_flops_s
         self._kv_read_s = kv_token_layer_bytes / attn_bytes_s
-        decode_compute_s = 4.0 * hd * heads / attn_flops_s
-        self._decode_token_s = max(self._kv_read_s, decode_compute_s)  # per KV token per layer
+        self._decode_token_s = max(self._kv_read_s, self._pair_s)  # per KV token per layer
         # KV-cache write of each new token: read K,V from the projection output, write to the cache.
         self._kv_write_s = 2.0 * kv_token_layer_bytes / attn_bytes_s
         # Collectives over NVLink: ring traffic factor times bytes over the achieved bus bandwidth.
@@ -87,7 +86,7 @@ class StepCostBase:
         self._head_weight_s = model.hidden_size * vocab_per_gpu * dt / head_bytes_s
         self._head_act_row_s = (model.hidden_size + vocab_per_gpu) * dt / head_bytes_s
         self._logits_row_bytes = model.vocab_size * dt
-        self._layer_cache: dict[int, float] = {}
+        self._token_cache: dict[int, tuple[float, float, float]] = {}
 
     # ---- collectives ------------------------------------------------------------------------------
     def all_reduce_time(self, num_bytes: float) -> float:
@@ -112,31 +111,44 @@ class StepCostBase:
     def embed_time(self, num_tokens: int) -> float:
         raise NotImplementedError
 
-    def layer_token_time(self, num_tokens: int) -> float:
-        """One layer's time that depends only on the token count: ops, 2 all-reduces, KV write."""
-        cached = self._layer_cache.get(num_tokens)
+    def token_times(self, num_tokens: int) -> tuple[float, float, float]:
+        """(one layer, embedding stage, head-side norm) seconds that depend only on the token count.
+
+        A layer is its ops, two TP all-reduces and the KV-cache write; the embedding stage is the
+        lookup plus its TP all-reduce; cached per token count since steps repeat batch sizes a lot.
+        """
+        cached = self._token_cache.get(num_tokens)
         if cached is not None:
             return cached
         ops = self.layer_op_times(num_tokens)
-        total = 0.0
+        layer = 0.0
         for name in LAYER_OPS:
-            total += ops.get(name, 0.0)
+            layer += ops.get(name, 0.0)
         for name, value in ops.items():  # extra ops of a subclass (e.g. the MoE router)
             if name not in LAYER_OPS:
-                total += value
-        total += 2.0 * self.all_reduce_time(num_tokens * self._hidden_bytes)
-        total += self.eff.kernel_s + num_tokens * self._kv_write_s
-        if len(self._layer_cache) < _CACHE_LIMIT:
-            self._layer_cache[num_tokens] = total
-        return total
+                layer += value
+        reduce = self.all_reduce_time(num_tokens * self._hidden_bytes)
+        # KV-cache write kernel and one attention launch (vLLM v1 runs prefills and decodes in one).
+        layer += 2.0 * reduce + 2.0 * self.eff.kernel_s + num_tokens * self._kv_write_s
+        out = (layer, self.embed_time(num_tokens) + reduce, ops.get("input_layernorm", 0.0))
+        if len(self._token_cache) < _CACHE_LIMIT:
+            self._token_cache[num_tokens] = out
+        return out
 
-    def prefill_attention_time(self, shape: BatchShape) -> float:
-        """One layer's attention over prefill chunks: pairs at FlashAttention speed, or KV reads."""
+    def attention_parts(self, shape: BatchShape) -> tuple[float, float]:
+        """One layer's attention as (fixed seconds, seconds per decode KV token); launch excluded.
+
+        Prefills and decodes share one kernel (vLLM v1), so a mixed batch costs the larger of all
+        its query-key pairs at FlashAttention speed and all its KV reads: decode context then sits
+        in the fixed part. A pure-decode batch is linear in the KV it reads, which is what lets
+        :meth:`decode_run_times` fast-forward exactly.
+        """
         if shape.num_prefill_tokens <= 0:
-            return 0.0
-        compute = shape.prefill_attn_pairs * self._pair_s
-        memory = (shape.prefill_ctx_tokens + shape.num_prefill_tokens) * self._kv_read_s
-        return self.eff.kernel_s + (compute if compute > memory else memory)
+            return 0.0, self._decode_token_s
+        ctx = shape.decode_ctx_tokens
+        compute = (shape.prefill_attn_pairs + ctx) * self._pair_s
+        memory = (shape.prefill_ctx_tokens + shape.num_prefill_tokens + ctx) * self._kv_read_s
+        return (compute if compute > memory else memory), 0.0
 
     def head_time(self, num_sampled: int) -> float:
         """LM head GEMM over the sampled rows plus the logits gather across TP."""
@@ -148,9 +160,6 @@ class StepCostBase:
             self.eff.overlap_p,
         )
         return gemm + self.gather_time(num_sampled * self._logits_row_bytes)
-
-    def final_norm_time(self, num_tokens: int) -> float:
-        return self.layer_op_times(num_tokens).get("input_layernorm", 0.0) if num_tokens else 0.0
 
     def overhead_time(self, shape: BatchShape) -> float:
         seqs = shape.num_prefill_seqs + shape.num_decode_tokens
@@ -165,18 +174,14 @@ class StepCostBase:
         num_tokens = shape.num_prefill_tokens + shape.num_decode_tokens
         if num_tokens <= 0:
             return 0.0, 0.0
-        per_layer = self.layer_token_time(num_tokens) + self.prefill_attention_time(shape)
-        if shape.num_decode_tokens > 0:
-            per_layer += self.eff.kernel_s
-        base = layers * per_layer
+        layer, embed, final_norm = self.token_times(num_tokens)
+        attn, rate = self.attention_parts(shape)
+        base = layers * (layer + attn)
         if with_embed:  # the first stage also carries the host-side overhead of the step
-            base += self.embed_time(num_tokens) + self.all_reduce_time(
-                num_tokens * self._hidden_bytes
-            )
-            base += self.overhead_time(shape)
+            base += embed + self.overhead_time(shape)
         if with_head:
-            base += self.final_norm_time(num_tokens) + self.head_time(shape.num_sampled)
-        return base, layers * self._decode_token_s
+            base += final_norm + self.head_time(shape.num_sampled)
+        return base, layers * rate
 
     def step_time(
         self,
@@ -215,20 +220,19 @@ class StepCostBase:
         num_tokens = shape.num_tokens
         if num_tokens <= 0:
             return {}
-        out = {f"layer.{k}": layers * v for k, v in self.layer_op_times(num_tokens).items()}
+        ops = self.layer_op_times(num_tokens)
+        order = [k for k in LAYER_OPS if k in ops] + [k for k in ops if k not in LAYER_OPS]
+        out = {f"layer.{k}": layers * ops[k] for k in order}
         out["layer.tp_all_reduce"] = (
             layers * 2.0 * self.all_reduce_time(num_tokens * self._hidden_bytes)
         )
         out["layer.kv_cache_write"] = layers * (self.eff.kernel_s + num_tokens * self._kv_write_s)
-        out["layer.attn_prefill"] = layers * self.prefill_attention_time(shape)
-        decode = shape.decode_ctx_tokens * self._decode_token_s
-        out["layer.attn_decode"] = layers * (
-            (self.eff.kernel_s if shape.num_decode_tokens else 0.0) + decode
-        )
-        out["embedding"] = self.embed_time(num_tokens) + self.all_reduce_time(
-            num_tokens * self._hidden_bytes
-        )
-        out["final_norm"] = self.final_norm_time(num_tokens)
+        out["layer.attn_launch"] = layers * self.eff.kernel_s
+        attn, rate = self.attention_parts(shape)
+        out["layer.attention"] = layers * (attn + shape.decode_ctx_tokens * rate)
+        _, embed, final_norm = self.token_times(num_tokens)
+        out["embedding"] = embed
+        out["final_norm"] = final_norm
         out["lm_head"] = self.head_time(shape.num_sampled)
         out["step_overhead"] = self.overhead_time(shape)
         return out
@@ -238,12 +242,19 @@ class StepCostBase:
         """Bytes of hidden states one pipeline stage hands to the next for ``num_tokens`` tokens."""
         return num_tokens * self.model.activation_bytes_per_token()
 
-    def activation_transfer_time(self, num_tokens: int, bandwidth: float | None = None) -> float:
-        """Send/recv time between stages; ``bandwidth`` (bytes/s) defaults to achieved NVLink."""
-        bw = self._bus_bw if bandwidth is None else bandwidth
-        if num_tokens <= 0:
+    def p2p_time(self, num_bytes: float, bandwidth: float | None = None) -> float:
+        """Point-to-point send of ``num_bytes``; ``bandwidth`` (bytes/s) defaults to achieved NVLink.
+
+        Pass e.g. ``gpu.pcie_bw`` or an inter-node NIC rate for peers that do not share NVLink.
+        """
+        if num_bytes <= 0:
             return 0.0
-        return self.eff.allreduce_latency_s + self.activation_bytes(num_tokens) / bw
+        bw = self.gpu.nvlink_bw * self.eff.p2p_bw if bandwidth is None else bandwidth
+        return self.eff.p2p_latency_s + num_bytes / bw
+
+    def activation_transfer_time(self, num_tokens: int, bandwidth: float | None = None) -> float:
+        """Hidden states of ``num_tokens`` tokens sent from one pipeline stage to the next."""
+        return self.p2p_time(self.activation_bytes(num_tokens), bandwidth)
 
 
 class AnalyticCostModel(StepCostBase):
@@ -273,8 +284,9 @@ class AnalyticCostModel(StepCostBase):
             k, experts = model.num_experts_per_tok, model.num_experts
             self._moe_experts = float(experts)
             self._moe_log_miss = math.log1p(-k / experts)  # log P(a token avoids a given expert)
+            # Compute and activations scale with k experts per token, weights with experts touched.
             self._moe = {
-                name: (k * c, w, k * a)  # compute and activations scale with k experts per token
+                name: (k * c, w, k * a)
                 for name, (c, w, a) in (
                     ("mlp_up_proj", self._gemm(h, up * width)),
                     ("mlp_down_proj", self._gemm(width, h)),

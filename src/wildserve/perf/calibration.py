@@ -31,9 +31,10 @@ class Efficiency:
     attn_memory: float = 0.7  # paged decode attention: fraction of HBM bandwidth reading KV
     # TP all-reduce, fitted on Vidur's H100 DGX network profile: latency + ring traffic / bus bandwidth.
     allreduce_latency_s: float = 30e-6
-    allreduce_bw: float = (
-        0.7  # fraction of the per-direction NVLink bandwidth reached as bus bandwidth
-    )
+    allreduce_bw: float = 0.7  # fraction of per-direction NVLink bandwidth reached as bus bandwidth
+    # Pipeline-stage send/recv within a node, fitted on the same profile's two-GPU send_recv rows.
+    p2p_latency_s: float = 10e-6
+    p2p_bw: float = 0.8
     # Host-side cost per step (scheduling, input preparation, sampling, output processing) in vLLM v1.
     # Not measured here: an assumed 1 ms per step plus 5 us per scheduled sequence.
     step_overhead_s: float = 1e-3
@@ -49,17 +50,43 @@ class Efficiency:
                     f"efficiency field '{f.name}' is a fraction of peak, got {value} > 1"
                 )
 
+        if self.overlap_p < 1.0:
+            raise ConfigError(f"efficiency field 'overlap_p' must be >= 1, got {self.overlap_p}")
+
     def with_overrides(self, **changes: float) -> Efficiency:
         return replace(self, **changes)
 
 
-_MAY_BE_ZERO = {"kernel_s", "allreduce_latency_s", "step_overhead_s", "seq_overhead_s"}
+_MAY_BE_ZERO = {
+    "kernel_s",
+    "allreduce_latency_s",
+    "p2p_latency_s",
+    "step_overhead_s",
+    "seq_overhead_s",
+}
 
 CALIBRATIONS: Registry[Efficiency] = Registry("calibration")
 
-# Hand-set first guesses from a few profile rows; replaced by the fit below when it lands.
-CALIBRATIONS.add("hopper", Efficiency())
-CALIBRATIONS.add("ampere", Efficiency(gemm_compute=0.73, gemm_memory=0.85))
+# Fitted by `wildserve perf fit` (default: shipped profiles, stride 1, start = the class defaults),
+# on every profiled model except fit.HOLDOUT. Collectives were profiled on H100 only, so both families
+# use the same fraction of their own NVLink bandwidth. add_bw sits at the 1.0 bound: mid-size
+# residual adds are partly served from L2. Fields not listed (attention, host overhead) are defaults.
+CALIBRATIONS.add(
+    "hopper",  # fitted on H100 profiles; used for h100, h200, h20
+    Efficiency(
+        gemm_compute=0.7462, gemm_memory=0.8738, overlap_p=1.461, kernel_s=3.193e-06,
+        norm_bw=0.4012, act_bw=0.613, rope_bw=0.5688, add_bw=0.9999, emb_bw=0.1966,
+        allreduce_latency_s=2.763e-05, allreduce_bw=0.7783, p2p_latency_s=7.589e-06, p2p_bw=0.8028,
+    ),
+)  # fmt: skip
+CALIBRATIONS.add(
+    "ampere",  # fitted on A100 profiles; used for a100, a800
+    Efficiency(
+        gemm_compute=0.7425, gemm_memory=0.7841, overlap_p=1.564, kernel_s=3.826e-06,
+        norm_bw=0.3697, act_bw=0.5075, rope_bw=0.4997, add_bw=0.9955, emb_bw=0.1624,
+        allreduce_latency_s=2.763e-05, allreduce_bw=0.7783, p2p_latency_s=7.589e-06, p2p_bw=0.8028,
+    ),
+)  # fmt: skip
 
 
 def get_calibration(family: str) -> Efficiency:

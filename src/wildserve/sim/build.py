@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from wildserve.engine import Engine, EngineConfig
 from wildserve.engine.memory import GpuMemory
 from wildserve.errors import ConfigError
-from wildserve.perf import AnalyticCostModel, MemoryConfig, get_gpu, get_model, kv_capacity
+from wildserve.perf import MemoryConfig, build_cost_model, get_gpu, get_model, kv_capacity
 from wildserve.routing.local import RouterLocalViews
 from wildserve.routing.policy import RoutingPolicy, make_policy
 from wildserve.sim.simulator import ExactViews, SimResult, Simulator, ViewSource
@@ -25,6 +25,10 @@ class ClusterConfig:
     gpu: str = field(default="h20", metadata={"help": "GPU name: h100, h200, h20, a100, a800"})
     tp: int = field(default=1, metadata={"help": "tensor-parallel GPUs per instance"})
     num_instances: int = field(default=16, metadata={"help": "serving instances"})
+    cost_model: str = field(
+        default="analytic",
+        metadata={"help": "step-time model: analytic, or table (Vidur profiles)"},
+    )
     engine: EngineConfig = field(default_factory=EngineConfig)
 
 
@@ -32,7 +36,7 @@ def build_engines(cfg: ClusterConfig) -> list[Engine]:
     """Engines sized from GPU memory; they share one (stateless) cost model."""
     model = get_model(cfg.model)
     gpu = get_gpu(cfg.gpu)
-    cost = AnalyticCostModel(model, gpu, cfg.tp)
+    cost = build_cost_model(cfg.cost_model, model, gpu, cfg.tp)
     ec = cfg.engine
     cap = kv_capacity(
         model,

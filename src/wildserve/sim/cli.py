@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import fields
 from pathlib import Path
@@ -50,6 +51,9 @@ def simulate(
     model: Annotated[str, typer.Option(help=_h(_CLUSTER, "model"))] = _d(_CLUSTER, "model"),
     gpu: Annotated[str, typer.Option(help=_h(_CLUSTER, "gpu"))] = _d(_CLUSTER, "gpu"),
     tp: Annotated[int, typer.Option(help=_h(_CLUSTER, "tp"))] = _d(_CLUSTER, "tp"),
+    cost_model: Annotated[str, typer.Option(help=_h(_CLUSTER, "cost_model"))] = _d(
+        _CLUSTER, "cost_model"
+    ),
     instances: Annotated[int, typer.Option(help=_h(_CLUSTER, "num_instances"))] = _d(
         _CLUSTER, "num_instances"
     ),
@@ -115,11 +119,18 @@ def simulate(
         gpu_memory_utilization=gpu_memory_utilization,
         eviction_policy=eviction_policy,
     )
-    cfg = ClusterConfig(model=model, gpu=gpu, tp=tp, num_instances=instances, engine=engine_cfg)
+    cfg = ClusterConfig(
+        model=model,
+        gpu=gpu,
+        tp=tp,
+        num_instances=instances,
+        cost_model=cost_model,
+        engine=engine_cfg,
+    )
     from wildserve.sim.build import build_engines
 
     # Fail on a bad model, GPU or memory setting before loading the trace.
-    build_engines(ClusterConfig(model=model, gpu=gpu, tp=tp, num_instances=1, engine=engine_cfg))
+    build_engines(dataclasses.replace(cfg, num_instances=1))
 
     t0 = time.perf_counter()
     requests = load_trace(trace)
@@ -159,6 +170,7 @@ def simulate(
                 "model": model,
                 "gpu": gpu,
                 "tp": tp,
+                "cost_model": cost_model,
                 "instances": instances,
                 "rate_scale": rate_scale,
                 "engine": {f: getattr(engine_cfg, f) for f in _ENGINE},
