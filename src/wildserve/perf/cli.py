@@ -194,3 +194,44 @@ def pack(
     if network is not None:
         written += pack_network(network)
     typer.echo(f"wrote {len(written)} files")
+
+
+@app.command("models")
+def list_models() -> None:
+    """List the model shapes and GPUs the cost model knows."""
+    from rich.table import Table
+
+    from wildserve.console import make_console
+    from wildserve.perf.gpus import GPUS, get_gpu
+    from wildserve.perf.models import MODELS, get_model
+
+    console = make_console()
+    table = Table(title="models", header_style="bold")
+    for col in ("name", "layers", "hidden", "heads/kv", "experts", "params (B)", "KV KiB/token"):
+        table.add_column(col, justify="left" if col == "name" else "right")
+    for name in MODELS.names():
+        m = get_model(name)
+        experts = f"{m.num_experts_per_tok}/{m.num_experts}" if m.num_experts else "-"
+        table.add_row(
+            name,
+            str(m.num_layers),
+            str(m.hidden_size),
+            f"{m.num_heads}/{m.num_kv_heads}",
+            experts,
+            f"{m.num_params / 1e9:.1f}",
+            f"{m.kv_bytes_per_token() / 1024:.0f}",
+        )
+    console.print(table)
+    gpus = Table(title="GPUs", header_style="bold")
+    for col in ("name", "family", "dense TFLOP/s", "HBM TB/s", "memory GiB"):
+        gpus.add_column(col, justify="left" if col == "name" else "right")
+    for name in GPUS.names():
+        g = get_gpu(name)
+        gpus.add_row(
+            name,
+            g.family,
+            f"{g.peak_flops / 1e12:.0f}",
+            f"{g.hbm_bw / 1e12:.2f}",
+            f"{g.memory_bytes / 2**30:.0f}",
+        )
+    console.print(gpus)
