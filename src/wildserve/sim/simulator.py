@@ -173,6 +173,7 @@ class Simulator:
             engines=self.engines,
             wall_s=time.perf_counter() - wall0,
             end_s=now,
+            extra={"events": handled},
         )
 
     def dispatch(self, index: int, now: float) -> int | None:
