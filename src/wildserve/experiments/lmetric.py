@@ -38,7 +38,7 @@ UNTUNED_BASELINES = (
     "aibrix-prefix",
 )
 # linear-tuned is argmin(alpha * new_tokens + beta * requests); only beta/alpha matters (alpha = 1)
-LINEAR_BETAS = (256.0, 1024.0, 4096.0, 16384.0, 65536.0)
+LINEAR_BETAS = (512.0, 2048.0, 8192.0, 32768.0)
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ class WorkloadSpec:
 DEFAULT_WORKLOADS = (
     WorkloadSpec("mooncake", "builtin:mooncake-conversation", (0.5, 1.0, 1.5, 2.0)),
     # idle gaps over 30 s (users away for hours) are shortened so sessions overlap
-    WorkloadSpec("weka", "builtin:weka-claude-code", (2.0, 4.0, 8.0, 16.0), {"max_idle_s": 30.0}),
+    WorkloadSpec("weka", "builtin:weka-claude-code", (0.25, 0.5, 1.0, 2.0), {"max_idle_s": 30.0}),
 )
 DEFAULT_SETUPS = (("qwen2.5-7b", "h20"), ("qwen3-30b-a3b", "h20"))
 
