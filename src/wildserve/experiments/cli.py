@@ -41,9 +41,7 @@ def lmetric(
     """Every routing policy on the Mooncake and WEKA traces, swept over load; writes a report."""
     import dataclasses
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from wildserve.console import make_console
+    from wildserve.console import make_console, make_progress
     from wildserve.errors import ConfigError
     from wildserve.experiments.lmetric import (
         DEFAULT_WORKLOADS,
@@ -80,13 +78,7 @@ def lmetric(
     )
     jobs = jobs or default_jobs(64)
     t0 = time.perf_counter()
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-    ) as bar:
+    with make_progress(console) as bar:
         overall = bar.add_task("runs", total=1)
         state: dict = {"done": set()}
 
