@@ -29,5 +29,5 @@ def small_cluster(num_instances: int = 4, util: float = 0.5, **engine) -> Cluste
         model="qwen2.5-14b",
         gpu="h100",
         num_instances=num_instances,
-        engine=EngineConfig(gpu_memory_utilization=util, watermark=0.01, **engine),
+        engine=EngineConfig(**{"gpu_memory_utilization": util, "watermark": 0.01, **engine}),
     )

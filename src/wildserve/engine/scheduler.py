@@ -46,8 +46,11 @@ class PreemptionPolicy:
 
     def resume(
         self, sched: Scheduler, req: EngineRequest, num_new: int, reserve: int, now: float
-    ) -> bool:
-        """Readmit a waiting request that kept its computed tokens; False leaves it waiting."""
+    ) -> bool | None:
+        """Readmit a waiting request that kept its computed tokens.
+
+        False: no room (it waits until memory frees); None: not this step, but maybe the next.
+        """
         return sched.kv.allocate_slots(req, num_new, now, (), reserve)
 
     def unstick(self, sched: Scheduler, now: float) -> bool:
@@ -103,7 +106,9 @@ class Scheduler:
             budget -= num_new
             i += 1
 
-        if not out.preempted:
+        # vLLM admits nothing in a step that preempted; but a step must not end empty while
+        # requests wait (only possible when a policy keeps preempted KV on the GPU)
+        if not out.preempted or not out.scheduled:
             self._admit_waiting(out, budget, now)
         return out
 
@@ -119,7 +124,10 @@ class Scheduler:
             req = waiting[0]
             if req.num_computed_tokens:  # kept its KV through a preemption: resume it
                 num_new = min(req.num_tokens - req.num_computed_tokens, budget)
-                if not self.preemption.resume(self, req, num_new, reserve, now):
+                resumed = self.preemption.resume(self, req, num_new, reserve, now)
+                if resumed is None:  # not this step (e.g. a transfer budget), maybe the next
+                    return
+                if not resumed:
                     if self.running or out.scheduled or not self.preemption.unstick(self, now):
                         out.waiting_stuck = True
                         return

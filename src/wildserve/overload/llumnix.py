@@ -55,6 +55,7 @@ class Migration:
     next_s: float = math.inf  # when the current stage (or the final copy) ends
     switching: bool = False  # copying the last blocks; the request is off both engines
     ready: bool = False  # stage copy done; waiting for the source to reach a step boundary
+    switched_s: float = math.nan  # left the source (the downtime starts)
     done_s: float = math.nan
     outcome: str = ""  # "moved" or why it was abandoned
 
@@ -201,6 +202,7 @@ class LlumnixController(SampledController):
             return self._abandon(m, now, "destination full")
         self.engines[m.src].detach(req, now)
         m.switching = True
+        m.switched_s = now
         bw = self.links.bandwidth([m.src, m.dst])
         m.next_s = now + self.cost_model.p2p_time(self._bytes(m, left), bw)
         m.copied += left

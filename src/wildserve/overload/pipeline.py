@@ -8,7 +8,9 @@ length, which does not change while the same requests keep decoding, so a fast-f
 costs exactly what single steps cost.
 
 Stage s costs ``step_time(mb, num_layers=layers_s, with_embed=s == 0, with_head=s == last)`` per
-micro-batch; each hop between stages sends the micro-batch's hidden states
+micro-batch, except that the fixed host overhead of a step (scheduling, input preparation:
+``overhead_time`` of an empty batch) is paid once per step, by the first micro-batch, since the group
+schedules its batch once; each hop between stages sends the micro-batch's hidden states
 (``activation_transfer_time``). Micro-batches cycle through the stages continuously (each one's next
 iteration enters stage 0 once it has left the last stage), so a step lasts the steady-state period of
 that cyclic flow shop: the larger of the busiest stage's total work, the longest micro-batch round
@@ -155,6 +157,7 @@ class PipelineCosting:
         times = [
             [np.array([cost.step_time(sh, **kw)]) for sh in shapes] for kw in self._stage_kwargs()
         ]
+        self._once_per_step(times)
         hops = [
             np.array([cost.activation_transfer_time(sh.num_tokens, self.link_bw)]) for sh in shapes
         ]
@@ -168,9 +171,16 @@ class PipelineCosting:
             [cost.decode_run_times(n, c, num_steps, **kw) for n, c in zip(seqs, reads, strict=True)]
             for kw in self._stage_kwargs()
         ]
+        self._once_per_step(times)
         hops = [np.full(num_steps, cost.activation_transfer_time(n, self.link_bw)) for n in seqs]
         period, self.last_work = cyclic_period(times, hops)
         return period
+
+    def _once_per_step(self, times: list[list[np.ndarray]]) -> None:
+        """Take the fixed step overhead back out of every stage-0 micro-batch but the first."""
+        fixed = self.cost_model.overhead_time(BatchShape())
+        for t in times[0][1:]:
+            t -= fixed
 
     def record(self, num_steps: int, duration_s: float) -> None:
         """Account the steps the engine actually took from the last call (it may cut a run short)."""

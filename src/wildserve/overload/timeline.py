@@ -67,6 +67,10 @@ class SampledController(ClusterController):
         """Periodic work of the controller, run right after each sample."""
         return []
 
+    def summary(self) -> dict:
+        """What the controller did, for the report (JSON-ready)."""
+        return {}
+
     # ---- sampling ---------------------------------------------------------------------------
     def start(self, sim: Simulator) -> Iterable[tuple[float, Event]]:
         t0 = sim.requests[0].arrival_s if sim.requests else 0.0
