@@ -32,6 +32,9 @@ def _register() -> None:
     from wildserve.experiments import cli as experiments_cli
 
     experiment_app.command("lmetric")(experiments_cli.lmetric)
+    from wildserve.overload import cli as overload_cli
+
+    experiment_app.command("kunserve")(overload_cli.kunserve)
     app.add_typer(workload_cli.app, name="trace")
 
 

@@ -85,6 +85,22 @@ class KunServeRecompute(KunServe):
     config = KunServeConfig(kv_mode="recompute")
 
 
+@SYSTEMS.register("kunserve-deg4")
+class KunServeDegree4(KunServe):
+    """Diagnostic: every group has 4 stages."""
+
+    name = "kunserve-deg4"
+    config = KunServeConfig(degrees=(4,))
+
+
+@SYSTEMS.register("kunserve-deg8")
+class KunServeDegree8(KunServe):
+    """Diagnostic: every group has 8 stages."""
+
+    name = "kunserve-deg8"
+    config = KunServeConfig(degrees=(8,))
+
+
 @dataclass
 class SystemRun:
     """One system's run: the simulation, the controller's timeline and summary, latency metrics."""
