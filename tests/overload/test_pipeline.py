@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tests.engine.test_engine_lifecycle import drive as drive_engine
 from wildserve.engine import Engine, EngineConfig, EngineRequest
 from wildserve.engine.costing import ModelCosting
 from wildserve.engine.scheduler import SchedulerOutput
@@ -84,18 +85,17 @@ def test_pipeline_step_costs_about_a_whole_model_step(cost):
 
 
 def drive(engine: Engine, reqs: list[EngineRequest]) -> int:
-    """Feed arrivals and step as the simulator does; returns how many ``step`` calls it took."""
-    now, i, calls = 0.0, 0, 0
-    while i < len(reqs) or engine.has_work:
-        while i < len(reqs) and reqs[i].arrival_s <= now:
-            engine.add_request(reqs[i], now)
-            i += 1
-        horizon = reqs[i].arrival_s if i < len(reqs) else float("inf")
-        if not engine.has_work:
-            now = horizon
-            continue
-        now = engine.step(now, horizon=horizon).end_s
+    """The engine tests' driver; returns how many ``step`` calls it took."""
+    calls = 0
+    step = engine.step
+
+    def counted(*args, **kwargs):
+        nonlocal calls
         calls += 1
+        return step(*args, **kwargs)
+
+    engine.step = counted
+    drive_engine(engine, reqs)
     return calls
 
 

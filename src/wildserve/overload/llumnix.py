@@ -21,9 +21,11 @@ from wildserve.overload.layout import Links
 from wildserve.overload.timeline import SampledController
 from wildserve.perf.analytic import StepCostBase
 from wildserve.routing.llumnix import freeness
-from wildserve.routing.view import InstanceView
+from wildserve.routing.view import RouteRequest
 from wildserve.sim.events import Call, Event
-from wildserve.sim.simulator import Simulator, Wake
+from wildserve.sim.simulator import ExactViews, Simulator, Wake
+
+_NO_REQUEST = RouteRequest(request_id=-1, prompt_tokens=1, block_hashes=(), block_size=16)
 
 
 @dataclass(frozen=True)
@@ -60,19 +62,6 @@ class Migration:
     outcome: str = ""  # "moved" or why it was abandoned
 
 
-def instance_view(i: int, e: Engine) -> InstanceView:
-    """What a router would see of engine ``e`` (no prefix matching)."""
-    return InstanceView(
-        instance_id=i,
-        num_running=len(e.scheduler.running),
-        num_waiting=len(e.scheduler.waiting),
-        queued_prefill_tokens=e.scheduler.queued_prefill_tokens,
-        kv_usage=e.pool.usage(),
-        num_kv_blocks=e.pool.num_blocks,
-        block_size=e.config.block_size,
-    )
-
-
 class LlumnixController(SampledController):
     """Starts and advances staged migrations (module doc)."""
 
@@ -90,6 +79,7 @@ class LlumnixController(SampledController):
         self.cfg = cfg if cfg is not None else LlumnixConfig()
         self.active: list[Migration] = []
         self.history: list[Migration] = []
+        self._views = ExactViews(self.engines, shared_index=False)
         self._out = [0] * len(self.engines)  # migrations leaving each instance
         self._in = [0] * len(self.engines)
 
@@ -126,7 +116,7 @@ class LlumnixController(SampledController):
     def _maybe_migrate(self, sim: Simulator, src: int, now: float) -> list[tuple[float, Event]]:
         if self._out[src]:
             return []
-        views = [instance_view(i, e) for i, e in enumerate(self.engines)]
+        views = self._views.views(_NO_REQUEST)
         if freeness(views[src]) >= self.cfg.src_freeness:
             return []
         source = self.engines[src]
