@@ -18,6 +18,7 @@ import numpy as np
 
 from wildserve.engine import EngineConfig
 from wildserve.overload.systems import PERCENTILES, run_system
+from wildserve.perf import BatchShape, build_cost_model
 from wildserve.sim.build import ClusterConfig
 from wildserve.sim.parallel import report_progress, run_parallel
 from wildserve.workload import load_trace
@@ -34,6 +35,14 @@ class Setup:
     gpu: str
     tp: int = 1
     num_instances: int = 8
+    load_scale: float | None = None  # multiplies scenario rates; None: prefill speed vs REFERENCE
+
+
+def prefill_tokens_per_s(setup: Setup, chunk: int = 8192) -> float:
+    """One instance's prefill throughput (a full chunk from scratch), from the perf model."""
+    shape = BatchShape()
+    shape.add_chunk(chunk, 0, True)
+    return chunk / build_cost_model("analytic", setup.model, setup.gpu, setup.tp).step_time(shape)
 
 
 @dataclass(frozen=True)
@@ -72,6 +81,16 @@ SETUPS = (
     Setup("qwen2.5-14b@a800", "qwen2.5-14b", "a800"),
     Setup("llama-3-70b@h100-tp4", "llama-3-70b", "h100", tp=4),
 )
+REFERENCE = SETUPS[0]  # the base loads below are set on it; other setups get them scaled by speed
+
+
+def load_scale(setup: Setup) -> float:
+    """How much of the reference setup's load this setup is given (its prefill speed relative)."""
+    if setup.load_scale is not None:
+        return setup.load_scale
+    return prefill_tokens_per_s(setup) / prefill_tokens_per_s(REFERENCE)
+
+
 TRACES = {
     "azure-conv": "builtin:azure-conv",
     "azure-code": "builtin:azure-code",
@@ -151,9 +170,16 @@ def tail_ttft_per_second(
 
 
 def _run(
-    key: str, scenario: BurstScenario, cfg: ClusterConfig, system: str, router: str, period_s: float
+    key: str,
+    setup: Setup,
+    scenario: BurstScenario,
+    cfg: ClusterConfig,
+    system: str,
+    router: str,
+    period_s: float,
 ) -> dict:
-    requests = scenario.requests(_LOADED.get(scenario.trace))
+    scaled = dataclasses.replace(scenario, rate_scale=scenario.rate_scale * load_scale(setup))
+    requests = scaled.requests(_LOADED.get(scenario.trace))
 
     def progress(done: int, total: int) -> None:
         report_progress(key, done, total)
@@ -216,6 +242,7 @@ def run_experiment(
             _run,
             (
                 r["key"],
+                setups[r["setup"]],
                 scenarios[r["scenario"]],
                 exp.cluster(setups[r["setup"]]),
                 r["system"],
@@ -231,7 +258,7 @@ def run_experiment(
     return {
         "runs": runs,
         "config": {
-            "setups": [dataclasses.asdict(s) for s in exp.setups],
+            "setups": [{**dataclasses.asdict(s), "load": load_scale(s)} for s in exp.setups],
             "scenarios": [dataclasses.asdict(s) for s in exp.scenarios],
             "diagnostics": [dataclasses.asdict(s) for s in exp.diagnostics],
             "systems": list(exp.systems),

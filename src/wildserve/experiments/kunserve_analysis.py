@@ -72,14 +72,16 @@ def drop_economics(setup: Setup, contexts: tuple[int, ...] = (1500, 12000)) -> l
     return rows
 
 
-def economics_table(setups: list[dict], contexts: tuple[int, ...] = (1500, 12000)) -> list[str]:
+def economics_table(
+    setups: list[dict], rows_of: dict[str, list[dict]], contexts: tuple[int, ...] = (1500, 12000)
+) -> list[str]:
     head = " | ".join(f"ctx {c}: seqs / TBT ms / decode tok/s per GPU (vs 1)" for c in contexts)
     lines = [
         f"| setup | degree | KV tokens per instance (vs 1) | {head} |",
         "|---|---:|---:|" + "---:|" * len(contexts),
     ]
     for s in setups:
-        rows = drop_economics(Setup(**s), contexts)
+        rows = rows_of[s["name"]]
         base = rows[0]
         for row in rows:
             cells = [
@@ -94,8 +96,21 @@ def economics_table(setups: list[dict], contexts: tuple[int, ...] = (1500, 12000
     return lines
 
 
+def queue_cause(run: dict, queue: int = 50, full: float = 0.95) -> float | None:
+    """KV usage when the queue first reached ``queue`` requests (None: it never did)."""
+    tl = run["timeline"]
+    for waiting, usage in zip(tl["num_waiting"], tl["kv_usage"], strict=True):
+        if waiting >= queue:
+            return usage
+    return None
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
 def analysis_lines(doc: dict) -> list[str]:
-    """The measured summary and the economics tables, for the report's headline section."""
+    """The measured summary, why it is what it is, and the economics tables."""
     cfg = doc["config"]
     heads = [
         (s["name"], sc["name"], h)
@@ -106,24 +121,112 @@ def analysis_lines(doc: dict) -> list[str]:
     lines: list[str] = []
     if heads:
         ratios = np.array([h["ratio"] for _, _, h in heads])
+        burst = np.array([h["burst_ratio"] for _, _, h in heads if h["burst_ratio"]])
         best = max(heads, key=lambda x: x[2]["ratio"])
         worst = min(heads, key=lambda x: x[2]["ratio"])
         dropped = [h for _, _, h in heads if h["groups"]]
         lines += [
-            f"Over {len(heads)} (setup, scenario) pairs, KunServe's p99 TTFT divided into the best "
-            f"baseline's is {np.median(ratios):.2f}x at the median (a ratio above 1 means KunServe is "
+            f"**Summary.** Over {len(heads)} (setup, scenario) pairs, the best baseline's p99 TTFT "
+            f"divided by KunServe's is {np.median(ratios):.2f}x at the median (above 1: KunServe is "
             f"better), from {worst[2]['ratio']:.2f}x ({worst[0]}, {worst[1]}) to "
-            f"{best[2]['ratio']:.2f}x ({best[0]}, {best[1]}); the goal of >= 10x is met in "
-            f"{int((ratios >= 10).sum())} of them. KunServe dropped layers in {len(dropped)} of "
-            f"them (in the others the trigger, KV usage >= 95 % with queued demand >= free blocks, "
-            "never fired, and KunServe ran exactly as vLLM).",
+            f"{best[2]['ratio']:.2f}x ({best[0]}, {best[1]}); over the requests arriving in the "
+            f"burst window (+30 s) it is {np.median(burst):.2f}x at the median, at most "
+            f"{burst.max():.2f}x. The goal of >= 10x lower p99 TTFT is met in "
+            f"{int((ratios >= 10).sum())} of them. KunServe dropped layers in {len(dropped)}; in the "
+            "others its trigger (KV usage >= 95 % with queued demand >= free blocks) never fired "
+            "and it ran exactly as vLLM.",
             "",
         ]
+    contexts = (1500, 12000)
+    fields = {"name", "model", "gpu", "tp", "num_instances"}
+    rows_of = {
+        s["name"]: drop_economics(Setup(**{k: v for k, v in s.items() if k in fields}), contexts)
+        for s in cfg["setups"]
+    }
+    lines += _why(doc, heads, rows_of, contexts)
     lines += [
         "What a drop buys, from the memory and perf models the simulation uses (decode steps with "
         "every sequence at the given context and the KV region full, capped at max_num_seqs per "
         "stage; a degree-g row is one group of g instances, per-GPU throughput divides by g x TP):",
         "",
-        *economics_table(cfg["setups"]),
+        *economics_table(cfg["setups"], rows_of, contexts),
     ]
     return lines
+
+
+def _why(
+    doc: dict, heads: list, rows_of: dict[str, list[dict]], contexts: tuple[int, ...]
+) -> list[str]:
+    cfg = doc["config"]
+    gains = [r["memory_gain"] for rows in rows_of.values() for r in rows[1:]]
+    tputs = [
+        r[f"tok_s_per_gpu@{c}"] / rows[0][f"tok_s_per_gpu@{c}"]
+        for rows in rows_of.values()
+        for r in rows[1:]
+        for c in contexts
+    ]
+    runs = {(r["setup"], r["scenario"], r["system"]): r for r in doc["runs"]}
+    queued = compute_first = 0
+    for s in cfg["setups"]:
+        for sc in cfg["scenarios"]:
+            r = runs.get((s["name"], sc["name"], "vllm"))
+            usage = queue_cause(r) if r else None
+            if usage is not None:
+                queued += 1
+                compute_first += usage < 0.95
+    tbt = [
+        x
+        for _, _, h in heads
+        if h["groups"] and (x := _ratio(h["tbt_p50"], h["vllm_tbt_p50"])) is not None
+    ]
+    bubbles = [h["bubble"] for _, _, h in heads if h["bubble"] is not None]
+    out = [
+        "**Why the gain is small here.**",
+        "",
+        f"1. *The overload is mostly on compute, not on KV memory.* In {compute_first} of the "
+        f"{queued} scenarios where vLLM's queue reached 50 requests, its KV usage was still below "
+        "95 % when it did: the queue waited for prefill compute, which dropping layers does not "
+        "add. The Azure traces' prompts are short next to their outputs only for conversations; "
+        "code requests have ~28 output tokens, so their KV is freed almost as soon as it is "
+        "written; Mooncake's 12k-token prompts cost ~0.5 s of prefill each on one H100.",
+        "2. *At full memory, decode is HBM-bandwidth bound.* A step reads every byte of KV in use, "
+        f"so a drop that adds {min(gains) - 1:.0%}-{max(gains) - 1:.0%} KV tokens (table below) "
+        "admits that many more sequences but stretches every step nearly as much: decode tokens/s "
+        f"per GPU moves by {min(tputs) - 1:+.0%} to {max(tputs) - 1:+.0%}. "
+        "Queued requests get in sooner, then everyone decodes slower; the backlog drains at about "
+        "the same rate.",
+        "3. *Pipelines have costs of their own.* Every micro-batch re-reads the LM head on the "
+        "last stage (1.6 GB for Qwen2.5's 152k vocabulary), stage loads differ, and hops add "
+        f"latency: the bubble fraction averaged {np.mean(bubbles):.2f} over the groups formed, "
+        if bubbles
+        else "3. *Pipelines have costs of their own* (LM head per micro-batch, bubbles, hops), ",
+    ]
+    if tbt:
+        out[-1] += (
+            f"and KunServe's median TBT was {np.median(tbt):.2f}x vLLM's where it dropped "
+            f"(range {min(tbt):.2f}x-{max(tbt):.2f}x)."
+        )
+    out += [
+        "4. *A restore takes GPUs out of service.* A restoring group takes no new requests until "
+        "its pipelined requests finish (the issue's rule), so the remaining instances carry the "
+        "load meanwhile.",
+        "",
+    ]
+    diag = cfg.get("diagnostics", [])
+    if diag and cfg["setups"]:
+        first = cfg["setups"][0]["name"]
+        for sc in diag:
+            h = headline(doc, first, sc["name"])
+            if h is None:
+                continue
+            out += [
+                f"*Where it does pay* ({first}, `{sc['name']}`, outputs 4x longer so KV fills "
+                f"before compute): KunServe's p99 TTFT is {h['ratio']:.2f}x lower than the best "
+                f"baseline ({h['best_baseline']}), and {h['burst_ratio']:.1f}x lower for the "
+                "requests arriving in the burst window (+30 s), which it admits at once instead "
+                "of queueing them for memory; its pipelines then fill with the long outputs and "
+                "a backlog forms later, which sets its p99 over the whole slice. Forcing 4 or 8 "
+                "stages is worse than the greedy plan's 2 (more memory, less throughput).",
+                "",
+            ]
+    return out

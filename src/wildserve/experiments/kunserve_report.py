@@ -175,12 +175,17 @@ def write_report(
         "",
         "## Setups and scenarios",
         "",
-        "| setup | model | GPU | TP | instances |",
-        "|---|---|---|---:|---:|",
+        "| setup | model | GPU | TP | instances | load (x the scenario rates) |",
+        "|---|---|---|---:|---:|---:|",
         *(
-            f"| {s['name']} | {s['model']} | {s['gpu']} | {s['tp']} | {s['num_instances']} |"
+            f"| {s['name']} | {s['model']} | {s['gpu']} | {s['tp']} | {s['num_instances']} | "
+            f"{s['load']:.2f} |"
             for s in cfg["setups"]
         ),
+        "",
+        "A setup's load multiplies every scenario's arrival rates by its prefill speed relative to "
+        "the first setup's (the perf model's tokens/s on an 8192-token chunk), so each cluster "
+        "sees a comparable compute load. Request counts below are the first setup's.",
         "",
         "| scenario | trace | base rate x | burst x | burst window s | simulated arrivals s | requests |",
         "|---|---|---:|---:|---|---:|---:|",
