@@ -35,7 +35,9 @@ class Setup:
     gpu: str
     tp: int = 1
     num_instances: int = 8
-    load_scale: float | None = None  # multiplies scenario rates; None: prefill speed vs REFERENCE
+    load_scale: float | None = (
+        None  # rate multiplier of every scenario; None: prefill speed vs REFERENCE
+    )
 
 
 def prefill_tokens_per_s(setup: Setup, chunk: int = 8192) -> float:
@@ -81,7 +83,9 @@ SETUPS = (
     Setup("qwen2.5-14b@a800", "qwen2.5-14b", "a800"),
     Setup("llama-3-70b@h100-tp4", "llama-3-70b", "h100", tp=4),
 )
-REFERENCE = SETUPS[0]  # the base loads below are set on it; other setups get them scaled by speed
+# The base loads below are set on the reference; another setup replays the same workload, burst
+# included, with every arrival time divided by its load scale (slower clusters get it stretched).
+REFERENCE = SETUPS[0]
 
 
 def load_scale(setup: Setup) -> float:
@@ -178,15 +182,17 @@ def _run(
     router: str,
     period_s: float,
 ) -> dict:
-    scaled = dataclasses.replace(scenario, rate_scale=scenario.rate_scale * load_scale(setup))
-    requests = scaled.requests(_LOADED.get(scenario.trace))
+    # the reference setup's workload, burst included, slowed down to this setup's speed
+    load = load_scale(setup)
+    requests = list(rate_scale(scenario.requests(_LOADED.get(scenario.trace)), load))
+    start, end = scenario.burst_start_s / load, scenario.burst_end_s / load
 
     def progress(done: int, total: int) -> None:
         report_progress(key, done, total)
 
     run = run_system(system, requests, cfg, router=router, period_s=period_s, progress=progress)
     m = run.metrics
-    in_burst = (run.arrival >= scenario.burst_start_s) & (run.arrival < scenario.burst_end_s + 30.0)
+    in_burst = (run.arrival >= start) & (run.arrival < end + 30.0)
     return {
         "latency": run.latency_summary(),
         "burst_ttft": {
@@ -194,7 +200,7 @@ def _run(
             "requests": int(in_burst.sum()),
         },
         "timeline": run.timeline.as_dict(),
-        "tail_ttft_per_s": tail_ttft_per_second(run.arrival, m.ttft, scenario.duration_s),
+        "tail_ttft_per_s": tail_ttft_per_second(run.arrival, m.ttft, scenario.duration_s / load),
         "requests": len(requests),
         "sim_end_s": run.result.end_s,
         "wall_s": run.result.wall_s,

@@ -108,9 +108,14 @@ def plot_timelines(doc: dict, setup: str, scenario: dict, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     runs = _runs(doc, setup, scenario["name"])
+    load = next((s["load"] for s in doc["config"]["setups"] if s["name"] == setup), 1.0)
+    b0, b1 = (
+        scenario["burst_start_s"] / load,
+        (scenario["burst_start_s"] + scenario["burst_s"]) / load,
+    )
     fig, axes = plt.subplots(4, 1, figsize=(9, 9.5), sharex=True)
-    lo = max(0.0, scenario["burst_start_s"] - 20)
-    hi = scenario["burst_start_s"] + scenario["burst_s"] + 80
+    lo = max(0.0, b0 - 20 / load)
+    hi = b1 + 80 / load
     for system, r in runs.items():
         tl = r["timeline"]
         t = np.asarray(tl["time_s"])
@@ -133,12 +138,7 @@ def plot_timelines(doc: dict, setup: str, scenario: dict, path: Path) -> Path:
         strict=True,
     ):
         ax.set_ylabel(label)
-        ax.axvspan(
-            scenario["burst_start_s"],
-            scenario["burst_start_s"] + scenario["burst_s"],
-            color="grey",
-            alpha=0.15,
-        )
+        ax.axvspan(b0, b1, color="grey", alpha=0.15)
         ax.grid(alpha=0.3)
     axes[3].set_yscale("log")
     axes[3].set_xlabel("time (s); shaded: burst window")
@@ -183,9 +183,10 @@ def write_report(
             for s in cfg["setups"]
         ),
         "",
-        "A setup's load multiplies every scenario's arrival rates by its prefill speed relative to "
-        "the first setup's (the perf model's tokens/s on an 8192-token chunk), so each cluster "
-        "sees a comparable compute load. Request counts below are the first setup's.",
+        "Every setup replays the same requests (burst included) with arrival times divided by its "
+        "load, its prefill speed relative to the first setup's (the perf model's tokens/s on an "
+        "8192-token chunk), so each cluster sees a comparable compute load; the scenario times "
+        "below are the first setup's.",
         "",
         "| scenario | trace | base rate x | burst x | burst window s | simulated arrivals s | requests |",
         "|---|---|---:|---:|---|---:|---:|",
