@@ -12,7 +12,7 @@ import numpy as np
 from wildserve.engine import EngineConfig, EngineRequest
 from wildserve.engine.costing import ModelCosting
 from wildserve.engine.scheduler import SchedulerOutput
-from wildserve.experiments.kunserve import Setup
+from wildserve.experiments.kunserve import REFERENCE, Setup, prefill_tokens_per_s
 from wildserve.experiments.kunserve_report import headline
 from wildserve.overload.layout import (
     build_layered_cluster,
@@ -185,10 +185,12 @@ def _why(
         "",
         f"1. *The overload is mostly on compute, not on KV memory.* In {compute_first} of the "
         f"{queued} scenarios where vLLM's queue reached 50 requests, its KV usage was still below "
-        "95 % when it did: the queue waited for prefill compute, which dropping layers does not "
-        "add. The Azure traces' prompts are short next to their outputs only for conversations; "
-        "code requests have ~28 output tokens, so their KV is freed almost as soon as it is "
-        "written; Mooncake's 12k-token prompts cost ~0.5 s of prefill each on one H100.",
+        "95 % when it did: the queue waited for prefill compute (or batch seats), which dropping "
+        "layers does not add. Azure code requests produce ~28 tokens each, so their KV is freed "
+        "almost as soon as it is written; Azure conversations (~1.2k-token prompts, ~210 output "
+        "tokens) fill compute and KV at about the same load on these GPUs; a 12k-token Mooncake "
+        f"prompt takes {12000 / prefill_tokens_per_s(REFERENCE):.2f} s of prefill on one "
+        f"{REFERENCE.gpu.upper()} ({REFERENCE.model}).",
         "2. *At full memory, decode is HBM-bandwidth bound.* A step reads every byte of KV in use, "
         f"so a drop that adds {min(gains) - 1:.0%}-{max(gains) - 1:.0%} KV tokens (table below) "
         "admits that many more sequences but stretches every step nearly as much: decode tokens/s "
@@ -219,14 +221,23 @@ def _why(
             h = headline(doc, first, sc["name"])
             if h is None:
                 continue
+            deeper = [
+                (d, runs[key]["latency"]["ttft"]["p99"])
+                for d in (4, 8)
+                if (key := (first, sc["name"], f"kunserve-deg{d}")) in runs
+            ]
             out += [
                 f"*Where it does pay* ({first}, `{sc['name']}`, outputs 4x longer so KV fills "
                 f"before compute): KunServe's p99 TTFT is {h['ratio']:.2f}x lower than the best "
                 f"baseline ({h['best_baseline']}), and {h['burst_ratio']:.1f}x lower for the "
                 "requests arriving in the burst window (+30 s), which it admits at once instead "
                 "of queueing them for memory; its pipelines then fill with the long outputs and "
-                "a backlog forms later, which sets its p99 over the whole slice. Forcing 4 or 8 "
-                "stages is worse than the greedy plan's 2 (more memory, less throughput).",
+                "a backlog forms later, which sets its p99 over the whole slice."
+                + "".join(
+                    f" Forcing {d} stages per group gives a p99 TTFT of {p99:.1f} s against the "
+                    f"greedy plan's {h['kunserve_p99_ttft']:.1f} s."
+                    for d, p99 in deeper
+                ),
                 "",
             ]
     return out

@@ -123,9 +123,10 @@ def plot_timelines(doc: dict, setup: str, scenario: dict, path: Path) -> Path:
         axes[0].plot(t[sel], np.asarray(tl["num_waiting"])[sel], label=system)
         axes[1].plot(t[sel], np.asarray(tl["kv_usage"])[sel] * 100, label=system)
         axes[2].plot(t[sel], np.asarray(tl["layers_dropped"])[sel], label=system)
+        # seconds without arrivals (Mooncake's arrive in clumps) are skipped, not drawn as gaps
         tail = np.array([np.nan if x is None else x for x in r["tail_ttft_per_s"]])
         sec = np.arange(tail.size) + 0.5
-        s2 = (sec >= lo) & (sec <= hi)
+        s2 = (sec >= lo) & (sec <= hi) & np.isfinite(tail)
         axes[3].plot(sec[s2], tail[s2], label=system)
     for ax, label in zip(
         axes,
