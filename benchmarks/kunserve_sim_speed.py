@@ -32,7 +32,7 @@ def main() -> None:
     ap.add_argument("--trace", default="azure-conv", choices=sorted(TRACES))
     ap.add_argument("--factor", type=float, default=3.0)
     ap.add_argument("--setup", default=SETUPS[0].name, choices=[s.name for s in SETUPS])
-    ap.add_argument("--systems", default=",".join(SYSTEMS))
+    ap.add_argument("--systems", default=",".join(["vllm", *(s for s in SYSTEMS if s != "vllm")]))
     args = ap.parse_args()
 
     setup = {s.name: s for s in SETUPS}[args.setup]
@@ -50,7 +50,7 @@ def main() -> None:
     bare = time.process_time() - cpu0
     print(f"{'system':>20} {'CPU s':>7} {'vs vllm':>8}")
     print(f"{'(no controller)':>20} {bare:7.2f}")
-    base = None
+    base = None  # the first system listed (vllm by default) is the baseline
     for name in args.systems.split(","):
         cpu0 = time.process_time()
         run_system(name, reqs, cfg)
