@@ -23,6 +23,10 @@ def _register() -> None:
     from wildserve.sim import cli as sim_cli
 
     app.command("simulate")(sim_cli.simulate)
+    from wildserve.vsearch import cli as vsearch_cli
+
+    app.add_typer(vsearch_cli.app, name="vsearch")
+    experiment_app.command("omega")(vsearch_cli.experiment)
 
 
 def main() -> None:
