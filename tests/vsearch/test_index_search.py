@@ -82,7 +82,7 @@ def test_save_load_round_trip_searches_identically(angular_setup, tmp_path):
 def test_load_rejects_other_files(tmp_path):
     bad = tmp_path / "bad.npz"
     np.savez(bad, something=np.zeros(3))
-    with pytest.raises(IndexFileError, match="bad.npz"):
+    with pytest.raises(IndexFileError, match=r"bad\.npz"):
         HnswGraph.load(bad)
 
 

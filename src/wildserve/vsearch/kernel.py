@@ -226,7 +226,7 @@ def search_batch(
     `visited`/`mark` are caller-owned int32 arrays of one slot per vector (kept across calls so a
     single-query call does not allocate); `gen[0]` is the visited-generation counter.
     """
-    vectors, levels, offsets, neighbors, cum_nb, entry, max_level = graph
+    vectors, _levels, offsets, neighbors, cum_nb, entry, max_level = graph
     nq = queries.shape[0]
     ef = max(ef, k)
     track = max(track, k)

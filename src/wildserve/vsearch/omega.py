@@ -124,7 +124,7 @@ def omega_check(tr, top_d, ring, q, cargs, pst):
 
 def conditional_found(found_at: np.ndarray, edges: np.ndarray, prior: float) -> np.ndarray:
     """cond[c, b, j] = P(rank j found by edges[b] | ranks < c found by then), shrunk to the marginal."""
-    nq, k_max = found_at.shape
+    _, k_max = found_at.shape
     num_bins = edges.size
     found_by = (found_at[:, None, :] <= edges[None, :, None]).astype(np.float64)  # (nq, B, k_max)
     marginal = found_by.mean(axis=0)  # (B, k_max)
@@ -270,7 +270,7 @@ def fit_omega(train: TrajectoryLog, train_config: TrainConfig, config: OmegaConf
     """Train the K=1 model, calibrate it and gather the offline statistics."""
     nq = train.found_at.shape[0]
     order = np.random.default_rng(train_config.seed).permutation(nq)
-    n_cal = max(1, int(round(nq * train_config.calib_fraction)))
+    n_cal = max(1, round(nq * train_config.calib_fraction))
     is_cal = np.zeros(nq, bool)
     is_cal[order[:n_cal]] = True
     label = train.found_by_row(0).astype(np.float64)
