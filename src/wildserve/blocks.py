@@ -18,7 +18,9 @@ def chain_hash(parent: int, content: object) -> int:
     return hash((parent, content))
 
 
-def token_block_hashes(token_ids: Sequence[int], block_size: int, parent: int = ROOT_HASH) -> list[int]:
+def token_block_hashes(
+    token_ids: Sequence[int], block_size: int, parent: int = ROOT_HASH
+) -> list[int]:
     """Hashes of the full ``block_size``-token blocks of ``token_ids`` (a trailing partial block has none)."""
     hashes: list[int] = []
     h = parent

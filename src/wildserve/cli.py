@@ -14,7 +14,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-experiment_app = typer.Typer(help="Reproduce a paper's experiment end to end.", no_args_is_help=True)
+experiment_app = typer.Typer(
+    help="Reproduce a paper's experiment end to end.", no_args_is_help=True
+)
 app.add_typer(experiment_app, name="experiment")
 
 

@@ -148,7 +148,10 @@ def experiment(
     n_test: int = typer.Option(_EXP.n_test, help="held-out test queries"),
     m: int = typer.Option(_IDX.m, help="HNSW M"),
     ef: int = typer.Option(_TRN.ef, help="beam width of training and early-stop searches"),
-    repeats: int = typer.Option(2, help="timing repeats per cell (best is kept)"),
+    repeats: int = typer.Option(3, help="timing repeats per cell (best is kept)"),
+    darth_tune_steps: int = typer.Option(
+        BaselineConfig().darth_tune_steps, help="bisection steps of DARTH's stop level"
+    ),
     seed: int = typer.Option(_EXP.seed, help="seed of split, stream and models"),
     output_json: Path = typer.Option(Path("results/omega.json"), help="results file"),
     plot_dir: Path | None = typer.Option(None, help="write PNG plots here"),
@@ -170,7 +173,7 @@ def experiment(
             dataclasses.replace(_IDX, metric=metric, m=m),
             dataclasses.replace(_TRN, ef=ef, seed=seed),
             OmegaConfig(),
-            BaselineConfig(),
+            BaselineConfig(darth_tune_steps=darth_tune_steps),
             repeats=repeats,
             progress=lambda msg: status.update(msg),
         )

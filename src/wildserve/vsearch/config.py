@@ -48,8 +48,8 @@ class TrainConfig:
     calib_fraction: float = field(
         default=0.2, metadata={"help": "queries held out for isotonic fit"}
     )
-    num_trees: int = field(default=100, metadata={"help": "LightGBM boosting rounds"})
-    num_leaves: int = field(default=31, metadata={"help": "LightGBM leaves per tree"})
+    num_trees: int = field(default=50, metadata={"help": "LightGBM boosting rounds"})
+    num_leaves: int = field(default=15, metadata={"help": "LightGBM leaves per tree"})
     learning_rate: float = field(default=0.1, metadata={"help": "LightGBM shrinkage"})
     min_data_in_leaf: int = field(default=50, metadata={"help": "LightGBM leaf size floor"})
     max_rows: int = field(
@@ -85,6 +85,12 @@ class OmegaConfig:
     prior_strength: float = field(
         default=20.0,
         metadata={"help": "pseudo-count pulling sparse conditional cells to the marginal"},
+    )
+    precision_fraction: float = field(
+        default=0.2, metadata={"help": "training queries held out for the precision table"}
+    )
+    confidence_z: float = field(
+        default=1.645, metadata={"help": "confirmations need precision - z*stderr >= target"}
     )
 
     def __post_init__(self) -> None:

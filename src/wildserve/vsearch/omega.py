@@ -17,8 +17,9 @@ probability that the true j-th neighbour has been found by t given that ranks 1.
     ( sum_{j<=c} p_j + sum_{j>c} min(cond[c, t, j], p_{c+1}) ) / K
 with p_j the calibrated probability that confirmed rank j, and p_{c+1} that of the first unconfirmed rank
 (a later rank is never credited above the first one the model could not confirm). The search stops once
-this reaches the target. Checks start at a low quantile of the top-1 discovery times and then come every
-`check_growth` more computations; nothing depends on K or the target beyond the formula above.
+this reaches the target. Checks start at a low quantile of the top-1 discovery times; the next one comes at least
+`check_growth` later and, when the statistics say the target is still far, halfway to the moment they
+alone would reach it. Nothing depends on K or the target beyond these formulas.
 """
 
 from __future__ import annotations
@@ -112,31 +113,48 @@ def omega_check(tr, top_d, ring, q, cargs, pst):
     b = np.searchsorted(edges, ndis, side="right") - 1
     b = min(max(b, 0), cond.shape[1] - 1)
     rest = 0.0
-    for j in range(c, k):
-        rest += min(cond[c, b, j], q_next)
+    if c < k:
+        rest = q_next  # the first unconfirmed rank: what the model says about it
+        for j in range(c + 1, k):  # later ranks: how often they are found once c are, by now
+            rest += cond[c, b, j]
     er = (pst[P_SUM_CONF] + rest) / k
     pst[P_ER] = er
     if er >= target:
         return True
-    pst[P_NEXT] = max(ndis + min_gap, ndis * (1.0 + growth))
+    # next check: at least `growth` later, and halfway to when the offline statistics alone would
+    # bring the expected recall to the target (no point asking the model before then)
+    t_done = edges[-1]
+    for bb in range(b + 1, edges.size):
+        est = pst[P_SUM_CONF]
+        for j in range(c, k):
+            est += cond[c, bb, j]
+        if est >= target * k:
+            t_done = edges[bb]
+            break
+    pst[P_NEXT] = max(ndis + min_gap, ndis * (1.0 + growth), ndis + 0.5 * (t_done - ndis))
     return False
 
 
-def conditional_found(found_at: np.ndarray, edges: np.ndarray, prior: float) -> np.ndarray:
-    """cond[c, b, j] = P(rank j found by edges[b] | ranks < c found by then), shrunk to the marginal."""
-    _, k_max = found_at.shape
+def conditional_found(
+    found_at: np.ndarray, edges: np.ndarray, prior: float, z: float
+) -> np.ndarray:
+    """cond[c, b, j]: a lower confidence bound (z standard errors) on P(rank j found by edges[b] |
+    ranks < c found by then); sparse cells are shrunk toward the marginal by `prior` pseudo-counts."""
+    nq, k_max = found_at.shape
     num_bins = edges.size
     found_by = (found_at[:, None, :] <= edges[None, :, None]).astype(np.float64)  # (nq, B, k_max)
     marginal = found_by.mean(axis=0)  # (B, k_max)
     # all ranks < c found by t  <=>  the latest of them was found by t
     latest = np.maximum.accumulate(found_at, axis=1)  # latest[:, c-1] = max found_at[:, :c]
     cond = np.empty((k_max + 1, num_bins, k_max), np.float64)
-    cond[0] = marginal
+    cond[0] = marginal - z * np.sqrt(marginal * (1.0 - marginal) / nq)
     for c in range(1, k_max + 1):
         given = (latest[:, c - 1][:, None] <= edges[None, :]).astype(np.float64)  # (nq, B)
         n = given.sum(axis=0)  # (B,)
         pos = np.einsum("qb,qbj->bj", given, found_by)
-        cond[c] = (pos + prior * marginal) / (n[:, None] + prior)
+        mean = (pos + prior * marginal) / (n[:, None] + prior)
+        cond[c] = mean - z * np.sqrt(mean * (1.0 - mean) / (n[:, None] + prior))
+    np.clip(cond, 0.0, 1.0, out=cond)
     # ranks already confirmed are found by definition
     for c in range(1, k_max + 1):
         cond[c, :, :c] = 1.0
@@ -150,13 +168,18 @@ PROB_GRID = np.unique(
 
 
 @njit(cache=True)
-def _first_crossing_hits(p, found, starts, grid, hits, crossed):
+def _first_crossing_hits(p, found, ndis, starts, grid, schedule, hits, crossed):
     """For each query (rows starts[i]:starts[i+1], in search order) and threshold grid[g]: did p ever
-    reach grid[g], and was the neighbour already found at the first row where it did?"""
+    reach grid[g] at a check of OMEGA's schedule, and was the neighbour already found the first time?"""
+    first, growth, min_gap = schedule[0], schedule[1], schedule[2]
     for i in range(starts.size - 1):
         runmax = -1.0
         g = 0
+        next_check = first
         for r in range(starts[i], starts[i + 1]):
+            if ndis[r] < next_check:
+                continue
+            next_check = max(ndis[r] + min_gap, ndis[r] * (1.0 + growth))
             if p[r] > runmax:
                 runmax = p[r]
             while g < grid.size and grid[g] <= runmax:
@@ -165,28 +188,60 @@ def _first_crossing_hits(p, found, starts, grid, hits, crossed):
                 g += 1
 
 
+def rank_bucket(rank0: int) -> int:
+    """Ranks pooled for the precision table: 1 | 2-3 | 4-7 | 8-15 | ... (0-based rank in)."""
+    return int(np.log2(rank0 + 1))
+
+
 def first_crossing_precision(
-    forest: FlatForest, calibration: Isotonic, log_: TrajectoryLog, rows: np.ndarray, k_max: int
+    forest: FlatForest,
+    calibration: Isotonic,
+    log_: TrajectoryLog,
+    rows: np.ndarray,
+    k_max: int,
+    z: float,
+    schedule: np.ndarray,
 ) -> np.ndarray:
-    """prec[r, g]: among held-out queries whose masked rank-(r+1) probability ever reaches grid[g],
-    the fraction whose true (r+1)-th neighbour was already found the first time it did. This is what a
-    confirmation at that threshold is worth (the calibrated probability itself is too optimistic there:
-    its top bin is full of late rows where everything is found). Made non-decreasing in the threshold,
-    and (hits) / (crossed + 1) so thin support reads low."""
+    """prec[r, g]: a lower confidence bound on the fraction of held-out queries whose true (r+1)-th
+    neighbour was already found the first time its masked probability reached grid[g] at one of
+    OMEGA's checks (the schedule is replayed on the logged rows).
+
+    This is what confirming at that threshold is worth; the calibrated probability itself is too
+    optimistic there (its top bin is full of late rows where everything is found). Ranks are pooled in
+    doubling buckets, the curve is made monotone by isotonic regression over the thresholds (not a
+    running max, which would pick the luckiest estimate), and z standard errors are taken off, counting
+    the ranks of one query as one observation so the bound is not overconfident.
+    """
+    from sklearn.isotonic import IsotonicRegression
+
     order = rows[np.lexsort((log_.row_ndis[rows], log_.row_query[rows]))]
     qs = log_.row_query[order]
     starts = np.concatenate([[0], np.flatnonzero(np.diff(qs)) + 1, [qs.size]]).astype(np.int64)
     feats = log_.feats[order].copy()
-    prec = np.zeros((k_max, PROB_GRID.size))
+    ndis = log_.row_ndis[order]
+    num_buckets = rank_bucket(k_max - 1) + 1
+    hits = np.zeros((num_buckets, PROB_GRID.size))
+    crossed = np.zeros((num_buckets, PROB_GRID.size))
+    size = np.zeros(num_buckets)
     for r in range(k_max):
+        b = rank_bucket(r)
+        size[b] += 1
         feats[:, 3] = log_.tops[order, r]
         p = calibration(forest.predict(feats))
         found = log_.found_by_row(r)[order].astype(np.float64)
-        hits = np.zeros(PROB_GRID.size)
-        crossed = np.zeros(PROB_GRID.size)
-        _first_crossing_hits(p, found, starts, PROB_GRID, hits, crossed)
-        prec[r] = np.maximum.accumulate(hits / (crossed + 1.0))
-    return prec
+        _first_crossing_hits(p, found, ndis, starts, PROB_GRID, schedule, hits[b], crossed[b])
+    bound = np.zeros((num_buckets, PROB_GRID.size))
+    grid_idx = np.arange(PROB_GRID.size, dtype=np.float64)
+    for b in range(num_buckets):
+        ok = crossed[b] > 0
+        if not ok.any():
+            continue
+        iso = IsotonicRegression(y_min=0.0, y_max=1.0, increasing=True)
+        smooth = iso.fit(grid_idx[ok], hits[b, ok] / crossed[b, ok], sample_weight=crossed[b, ok])
+        mean = smooth.predict(grid_idx[ok])
+        n_eff = crossed[b, ok] / size[b]
+        bound[b, ok] = np.clip(mean - z * np.sqrt(mean * (1.0 - mean) / n_eff), 0.0, 1.0)
+    return bound[[rank_bucket(r) for r in range(k_max)]]
 
 
 @dataclass(frozen=True)
@@ -271,10 +326,13 @@ def fit_omega(train: TrajectoryLog, train_config: TrainConfig, config: OmegaConf
     nq = train.found_at.shape[0]
     order = np.random.default_rng(train_config.seed).permutation(nq)
     n_cal = max(1, round(nq * train_config.calib_fraction))
-    is_cal = np.zeros(nq, bool)
-    is_cal[order[:n_cal]] = True
+    n_prec = max(1, round(nq * config.precision_fraction))
+    part = np.zeros(nq, np.int64)  # 0: model, 1: isotonic calibration, 2: precision table
+    part[order[:n_cal]] = 1
+    part[order[n_cal : n_cal + n_prec]] = 2
+    row_part = part[train.row_query]
     label = train.found_by_row(0).astype(np.float64)
-    fit_rows = np.flatnonzero(~is_cal[train.row_query])
+    fit_rows = np.flatnonzero(row_part == 0)
     fit_rows = fit_rows[subsample_rows(fit_rows.size, train_config.max_rows, train_config.seed)]
     y = label[fit_rows]
     n_pos, n_neg = y.sum(), y.size - y.sum()
@@ -283,14 +341,23 @@ def fit_omega(train: TrajectoryLog, train_config: TrainConfig, config: OmegaConf
         train.feats[fit_rows], y, objective="binary", config=train_config, weight=weight
     )
     forest = from_booster(booster)
-    cal_rows = np.flatnonzero(is_cal[train.row_query])
+    cal_rows = np.flatnonzero(row_part == 1)
     calibration = fit_isotonic(forest.predict(train.feats[cal_rows]), label[cal_rows])
     top1 = train.found_at[:, 0]
     first_check = float(np.quantile(top1[np.isfinite(top1)], config.first_check_quantile))
     hi = float(max(train.final_ndis.max(), 2.0))
     edges = np.unique(np.round(np.geomspace(1.0, hi, config.num_time_bins)))
-    cond = conditional_found(train.found_at, edges, config.prior_strength)
-    prec = first_crossing_precision(forest, calibration, train, cal_rows, train.found_at.shape[1])
+    cond = conditional_found(train.found_at, edges, config.prior_strength, config.confidence_z)
+    schedule = np.array([first_check, config.check_growth, config.min_check_gap], np.float64)
+    prec = first_crossing_precision(
+        forest,
+        calibration,
+        train,
+        np.flatnonzero(row_part == 2),
+        train.found_at.shape[1],
+        config.confidence_z,
+        schedule,
+    )
     log.info(
         "omega: %d fit rows, %d calibration rows, first check at %.0f",
         y.size,
