@@ -59,41 +59,6 @@ def _dist(vectors, i, q, code):
 
 
 @njit(inline="always")
-def _max_push(hd, hi, n, d, i):
-    """Push onto a max-heap of (distance, id) stored in hd/hi[:n]; returns the new size."""
-    pos = n
-    while pos > 0:
-        parent = (pos - 1) >> 1
-        if hd[parent] >= d:
-            break
-        hd[pos] = hd[parent]
-        hi[pos] = hi[parent]
-        pos = parent
-    hd[pos] = d
-    hi[pos] = i
-    return n + 1
-
-
-@njit(inline="always")
-def _max_replace_top(hd, hi, n, d, i):
-    """Replace the farthest entry of a full max-heap by (d, i)."""
-    pos = 0
-    while True:
-        child = 2 * pos + 1
-        if child >= n:
-            break
-        if child + 1 < n and hd[child + 1] > hd[child]:
-            child += 1
-        if hd[child] <= d:
-            break
-        hd[pos] = hd[child]
-        hi[pos] = hi[child]
-        pos = child
-    hd[pos] = d
-    hi[pos] = i
-
-
-@njit(inline="always")
 def _min_push(hd, hi, n, d, i):
     pos = n
     while pos > 0:
@@ -232,7 +197,7 @@ def search_batch(
     track = max(track, k)
     deg0 = cum_nb[1] - cum_nb[0]
     cap = 2 * ef + deg0 + 1
-    wd = np.empty(ef, np.float32)
+    wd = np.empty(ef, np.float32)  # the beam as a min-heap of negated distances (top = farthest)
     wi = np.empty(ef, np.int64)
     cd = np.empty(cap, np.float32)
     ci = np.empty(cap, np.int64)
@@ -279,7 +244,7 @@ def search_batch(
                     break
         # base layer: ef-bounded best-first beam
         visited[ep] = tag
-        wn = _max_push(wd, wi, 0, d_ep, ep)
+        wn = _min_push(wd, wi, 0, -d_ep, ep)
         cn = _min_push(cd, ci, 0, d_ep, ep)
         topn = _top_insert(top_d, top_i, 0, track, d_ep, ep)
         ring[0] = d_ep
@@ -291,7 +256,7 @@ def search_batch(
             d0 = cd[0]
             v0 = ci[0]
             cn = _min_pop(cd, ci, cn)
-            if wn >= ef and d0 > wd[0]:
+            if wn >= ef and d0 > -wd[0]:
                 break
             base = offsets[v0]
             for j in range(base + cum_nb[0], base + cum_nb[1]):
@@ -308,13 +273,15 @@ def search_batch(
                 if num_watch > 0 and mark[v] > 0:
                     found_at[qi, mark[v] - 1] = ndis
                 if wn < ef:
-                    wn = _max_push(wd, wi, wn, d, v)
-                elif d < wd[0]:
-                    _max_replace_top(wd, wi, wn, d, v)
+                    wn = _min_push(wd, wi, wn, -d, v)
+                elif d < -wd[0]:
+                    wd[0] = -d  # replace the farthest
+                    wi[0] = v
+                    _min_sift_down(wd, wi, wn, 0)
                 else:
                     continue
                 if cn == cap:
-                    cn = _compact_frontier(cd, ci, cn, wd[0])
+                    cn = _compact_frontier(cd, ci, cn, -wd[0])
                 cn = _min_push(cd, ci, cn, d, v)
                 topn = _top_insert(top_d, top_i, topn, track, d, v)
             hops += 1

@@ -60,42 +60,32 @@ def plot(result: dict, out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     cells = _cells(result)
     targets = sorted({c["target"] for c in cells})
+    specs = (
+        ("latency_us", "mean latency per query (µs)", "latency_vs_k.png", True),
+        ("recall", "mean recall@K (held-out queries)", "recall_vs_k.png", False),
+        ("mean_ndis", "mean distance computations", "ndis_vs_k.png", True),
+    )
     paths = []
-    fig, axes = plt.subplots(1, len(targets), figsize=(5 * len(targets), 4), sharey=True)
-    for ax, t in zip(axes, targets, strict=True):
-        for m in METHOD_ORDER:
-            pts = sorted(
-                (c["k"], c["latency_us"]) for c in cells if c["method"] == m and c["target"] == t
-            )
-            if pts:
-                ax.plot(*zip(*pts, strict=True), marker="o", label=m)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_title(f"recall target {t:.2f}")
-        ax.set_xlabel("K")
-    axes[0].set_ylabel("mean latency per query (µs)")
-    axes[0].legend()
-    fig.tight_layout()
-    paths.append(out_dir / "latency_vs_k.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
-
-    fig, axes = plt.subplots(1, len(targets), figsize=(5 * len(targets), 4))
-    for ax, t in zip(axes, targets, strict=True):
-        for m in METHOD_ORDER:
-            pts = sorted(
-                (c["k"], c["recall"]) for c in cells if c["method"] == m and c["target"] == t
-            )
-            if pts:
-                ax.plot(*zip(*pts, strict=True), marker="o", label=m)
-        ax.axhline(t, color="black", linestyle="--", linewidth=1)
-        ax.set_xscale("log")
-        ax.set_title(f"recall achieved, target {t:.2f}")
-        ax.set_xlabel("K")
-    axes[0].set_ylabel("mean recall@K (held-out queries)")
-    axes[0].legend()
-    fig.tight_layout()
-    paths.append(out_dir / "recall_vs_k.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    for key, ylabel, filename, log_y in specs:
+        fig, axes = plt.subplots(1, len(targets), figsize=(5 * len(targets), 4), sharey=log_y)
+        for ax, t in zip(axes, targets, strict=True):
+            for m in METHOD_ORDER:
+                pts = sorted(
+                    (c["k"], c[key]) for c in cells if c["method"] == m and c["target"] == t
+                )
+                if pts:
+                    ax.plot(*zip(*pts, strict=True), marker="o", label=m)
+            if key == "recall":
+                ax.axhline(t, color="black", linestyle="--", linewidth=1)
+            ax.set_xscale("log")
+            if log_y:
+                ax.set_yscale("log")
+            ax.set_title(f"recall target {t:.2f}")
+            ax.set_xlabel("K")
+        axes[0].set_ylabel(ylabel)
+        axes[0].legend()
+        fig.tight_layout()
+        paths.append(out_dir / filename)
+        fig.savefig(paths[-1], dpi=110)
+        plt.close(fig)
     return paths
