@@ -1,25 +1,28 @@
 """OMEGA: one top-1 model (trained on K=1) plus offline statistics serve every K and recall target.
 
+Training queries are split three ways (seeded): 60% train the model, 20% fit its isotonic calibration,
+20% measure the precision table below, so no statistic is measured on data it was fitted to.
+
 Base model: a LightGBM classifier of "has the true nearest neighbour been evaluated yet?" on the 11
-trajectory features, trained on rows of full-length (ef = TrainConfig.ef) searches of 80% of the training
-queries, positives re-weighted so both classes weigh the same, and isotonically calibrated on the rows of
-the other 20%. It is evaluated inside the numba search from its dumped trees.
+trajectory features of full-length (ef = TrainConfig.ef) searches, positives re-weighted so both
+classes weigh the same, isotonically calibrated; evaluated inside the numba search from its dumped trees.
 
 Any K (dynamic refinement): with ranks 1..c confirmed, "is the true (c+1)-th neighbour found?" is asked
-as a masked top-1 question: the same model on the same features, except that the best distance is the
-(c+1)-th best (the confirmed points are masked out). A rank is confirmed when its calibrated probability
-reaches the recall target (the per-rank target). At a check, a doubling search (ranks c+1, c+2, c+4, ...)
-then a binary search finds how many ranks are confirmed, so easy queries need few model calls.
+as a masked top-1 question: the same model on the same features except that the best distance is the
+(c+1)-th best (the confirmed points are masked out). Per-rank target: a rank is confirmed when the
+first-crossing precision of its probability (the table below) reaches the recall target. At a check, a
+doubling search (ranks c+1, c+2, c+4, ...) then a binary search finds how many ranks are confirmed, so
+easy queries need few model calls.
 
-Offline statistics (all training queries): on a log-spaced grid of distance computations t, the
-probability that the true j-th neighbour has been found by t given that ranks 1..c have been
-(`cond[c, t, j]`, sparse cells shrunk toward the marginal). The expected recall@K at a check is
-    ( sum_{j<=c} p_j + sum_{j>c} min(cond[c, t, j], p_{c+1}) ) / K
-with p_j the calibrated probability that confirmed rank j, and p_{c+1} that of the first unconfirmed rank
-(a later rank is never credited above the first one the model could not confirm). The search stops once
-this reaches the target. Checks start at a low quantile of the top-1 discovery times; the next one comes at least
-`check_growth` later and, when the statistics say the target is still far, halfway to the moment they
-alone would reach it. Nothing depends on K or the target beyond these formulas.
+Offline statistics. (1) `prec[r, p]`: on held-out queries, how often the true r-th neighbour had been
+found the first time the masked probability reached p at a check of this schedule (lower confidence
+bound). (2) `cond[c, t, j]`: on a log grid of distance computations t, how often the true j-th
+neighbour is found by t given ranks 1..c are (lower confidence bound, sparse cells shrunk toward the
+marginal). Expected recall@K at a check:
+    ( sum_{j<=c} prec_j + prec_{c+1}(current p) + sum_{j>c+1} cond[c, t, j] ) / K
+and the search stops once it reaches the target. Checks start at a low quantile of the top-1 discovery
+times; the next comes at least `check_growth` later and, when the statistics say the target is still
+far, halfway to when they alone would reach it. Nothing is tuned per K or per target.
 """
 
 from __future__ import annotations
