@@ -87,7 +87,7 @@ class OmegaConfig:
         metadata={"help": "pseudo-count pulling sparse conditional cells to the marginal"},
     )
     precision_fraction: float = field(
-        default=0.2, metadata={"help": "training queries held out for the precision table"}
+        default=0.3, metadata={"help": "training queries held out for the precision table"}
     )
     confidence_z: float = field(
         default=1.645, metadata={"help": "confirmations need precision - z*stderr >= target"}
@@ -111,7 +111,7 @@ class ExperimentConfig:
     metric: str = field(default="angular", metadata={"help": "l2, ip or angular"})
     n_base: int = field(default=100_000, metadata={"help": "base vectors kept (0 = all)"})
     n_train: int = field(default=1000, metadata={"help": "training queries"})
-    n_val: int = field(default=500, metadata={"help": "queries the baselines are tuned on"})
+    n_val: int = field(default=300, metadata={"help": "queries the baselines are tuned on"})
     n_test: int = field(
         default=1000, metadata={"help": "held-out queries every number is reported on"}
     )
@@ -149,7 +149,7 @@ class BaselineConfig:
         default=0.1, metadata={"help": "DARTH minimum interval: this fraction of the same mean"}
     )
     darth_tune_steps: int = field(
-        default=6, metadata={"help": "bisection steps of DARTH's stop level"}
+        default=4, metadata={"help": "bisection steps of DARTH's stop level"}
     )
     tune_z: float = field(
         default=1.645, metadata={"help": "tuned knobs need mean - z*stderr >= target on validation"}
