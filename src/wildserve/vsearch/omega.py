@@ -1,7 +1,7 @@
 """OMEGA: one top-1 model (trained on K=1) plus offline statistics serve every K and recall target.
 
-Training queries are split three ways (seeded): 60% train the model, 20% fit its isotonic calibration,
-20% measure the precision table below, so no statistic is measured on data it was fitted to.
+Training queries are split three ways (seeded): 50% train the model, 20% fit its isotonic calibration,
+30% measure the precision table below, so no statistic is measured on data it was fitted to.
 
 Base model: a LightGBM classifier of "has the true nearest neighbour been evaluated yet?" on the 11
 trajectory features of full-length (ef = TrainConfig.ef) searches, positives re-weighted so both
@@ -15,8 +15,8 @@ doubling search (ranks c+1, c+2, c+4, ...) then a binary search finds how many r
 easy queries need few model calls.
 
 Offline statistics. (1) `prec[r, p]`: on held-out queries, how often the true r-th neighbour had been
-found the first time the masked probability reached p at a check of this schedule (lower confidence
-bound). (2) `cond[c, t, j]`: on a log grid of distance computations t, how often the true j-th
+found the first time the masked probability reached p at checks `check_growth` apart (lower confidence
+bound; real checks are never denser, so the bound stays on the safe side). (2) `cond[c, t, j]`: on a log grid of distance computations t, how often the true j-th
 neighbour is found by t given ranks 1..c are (lower confidence bound, sparse cells shrunk toward the
 marginal). Expected recall@K at a check:
     ( sum_{j<=c} prec_j + prec_{c+1}(current p) + sum_{j>c+1} cond[c, t, j] ) / K
