@@ -16,9 +16,9 @@ easy queries need few model calls.
 
 Offline statistics. (1) `prec[r, p]`: on held-out queries, how often the true r-th neighbour had been
 found the first time the masked probability reached p at checks `check_growth` apart (lower confidence
-bound; real checks are never denser, so the bound stays on the safe side). (2) `cond[c, t, j]`: on a log grid of distance computations t, how often the true j-th
-neighbour is found by t given ranks 1..c are (lower confidence bound, sparse cells shrunk toward the
-marginal). Expected recall@K at a check:
+bound; real checks are never denser, so the bound stays on the safe side). (2) `cond[c, t, j]`: on a
+log grid of distance computations t, how often the true j-th neighbour is found by t given ranks 1..c
+are (lower confidence bound, sparse cells shrunk toward the marginal). Expected recall@K at a check:
     ( sum_{j<=c} prec_j + prec_{c+1}(current p) + sum_{j>c+1} cond[c, t, j] ) / K
 and the search stops once it reaches the target. Checks start at a low quantile of the top-1 discovery
 times; the next comes at least `check_growth` later and, when the statistics say the target is still
