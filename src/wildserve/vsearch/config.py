@@ -79,6 +79,10 @@ class OmegaConfig:
     min_check_gap: int = field(
         default=32, metadata={"help": "at least this many computations apart"}
     )
+    jump_to_statistics: bool = field(
+        default=True,
+        metadata={"help": "skip checks halfway to when the statistics reach the target"},
+    )
     num_time_bins: int = field(
         default=40, metadata={"help": "log-spaced bins of the offline tables"}
     )

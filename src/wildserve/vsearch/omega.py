@@ -71,6 +71,7 @@ def _rank_confidence(feats, top_d, rank, forest, cal_x, cal_y, prec, grid, pst):
 def omega_check(tr, top_d, ring, q, cargs, pst):
     forest, cal_x, cal_y, prec, grid, cond, edges, params, feats = cargs
     target, first_check, growth, min_gap = params[0], params[1], params[2], params[3]
+    jump = params[4] > 0.0
     k = int(tr[kernel.T_K])
     ndis = tr[kernel.T_NDIS]
     if pst[P_NEXT] == 0.0:
@@ -126,8 +127,8 @@ def omega_check(tr, top_d, ring, q, cargs, pst):
         return True
     # next check: at least `growth` later, and halfway to when the offline statistics alone would
     # bring the expected recall to the target (no point asking the model before then)
-    t_done = edges[-1]
-    for bb in range(b + 1, edges.size):
+    t_done = edges[-1] if jump else ndis
+    for bb in range(b + 1, edges.size if jump else 0):
         est = pst[P_SUM_CONF]
         for j in range(c, k):
             est += cond[c, bb, j]
@@ -271,7 +272,13 @@ class OmegaModel:
         if not 0.0 < target < 1.0:
             raise ConfigError(f"recall target must be in (0, 1), got {target}")
         params = np.array(
-            [target, self.first_check, self.config.check_growth, self.config.min_check_gap],
+            [
+                target,
+                self.first_check,
+                self.config.check_growth,
+                self.config.min_check_gap,
+                float(self.config.jump_to_statistics),
+            ],
             np.float64,
         )
         cargs = (
@@ -310,7 +317,8 @@ class OmegaModel:
             with np.load(path, allow_pickle=False) as z:
                 raw = dict(zip(z["config_keys"].tolist(), z["config_values"].tolist(), strict=True))
                 types = {f.name: f.type for f in fields(OmegaConfig)}
-                cfg = OmegaConfig(**{n: int(v) if types[n] == "int" else v for n, v in raw.items()})
+                cast = {"int": int, "bool": bool, "float": float}
+                cfg = OmegaConfig(**{n: cast[types[n]](v) for n, v in raw.items()})
                 return cls(
                     forest=FlatForest.from_npz(z, "forest_"),
                     calibration=Isotonic(z["cal_x"], z["cal_y"]),
