@@ -138,6 +138,7 @@ def _atomic_savez(path: Path, **arrays: np.ndarray) -> None:
     try:
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
