@@ -92,7 +92,9 @@ def lmetric(
                 state["done"].add(key)
                 bar.update(overall, completed=len(state["done"]))
                 if not console.is_terminal:  # a log file gets one line per finished run
-                    console.print(f"[{len(state['done'])}] {key} done ({time.perf_counter() - t0:.0f} s)")
+                    console.print(
+                        f"[{len(state['done'])}] {key} done ({time.perf_counter() - t0:.0f} s)"
+                    )
 
         doc, metrics = run_experiment(exp, jobs, on_progress, on_plan)
         zero = run_zero_score_demo(jobs=jobs) if zero_score_demo else None
