@@ -16,14 +16,14 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import orjson
 from aiohttp import web
 
 from wildserve.blocks import token_block_hashes
-from wildserve.engine import Engine, EngineConfig, EngineRequest
+from wildserve.engine import Engine, EngineRequest
 from wildserve.gateway import openai_api as api
+from wildserve.gateway.config import EngineServerConfig
 from wildserve.gateway.kv_events import (
     MEDIUM_GPU,
     UINT64,
@@ -33,40 +33,10 @@ from wildserve.gateway.kv_events import (
     KVCacheEvent,
     KVEventPublisher,
 )
+from wildserve.gateway.serve import cancel_and_wait
 from wildserve.gateway.tokens import PromptError, Tokenizer, make_tokenizer, prompt_token_ids
 
 log = logging.getLogger(__name__)
-
-
-def _opt(default: object, help: str) -> object:
-    return field(default=default, metadata={"help": help})
-
-
-@dataclass
-class EngineServerConfig:
-    """One emulated instance: which model and GPU it models, how fast its clock runs, what it serves."""
-
-    model: str = _opt("qwen2.5-7b", "model name (see `wildserve perf models`)")
-    gpu: str = _opt("h20", "GPU name: h100, h200, h20, a100, a800")
-    tp: int = _opt(1, "tensor-parallel GPUs per instance")
-    cost_model: str = _opt("analytic", "step-time model: analytic, or table")
-    speed: float = _opt(1.0, "wall-clock speed-up of modeled time (inf: no waiting at all)")
-    served_model_name: str | None = _opt(None, "model name in the API (default: --model)")
-    tokenizer: str | None = _opt(None, "tokenizer.json (or its folder); default: one token per byte")
-    kv_events_endpoint: str | None = _opt(None, "publish KV events on this ZMQ PUB endpoint")
-    kv_events_topic: str = _opt("", "ZMQ topic of the KV events (vLLM's default is empty)")
-    default_max_tokens: int = _opt(16, "output tokens when a request gives no max_tokens")
-    engine: EngineConfig = field(default_factory=EngineConfig)
-
-    def __post_init__(self) -> None:
-        from wildserve.errors import ConfigError
-
-        if not self.speed > 0:
-            raise ConfigError(f"speed must be > 0 (inf for no waiting), got {self.speed}")
-
-    @property
-    def api_model_name(self) -> str:
-        return self.served_model_name or self.model
 
 
 def build_engine(cfg: EngineServerConfig) -> Engine:
@@ -192,12 +162,7 @@ class EmulatedEngine:
         self._task = asyncio.get_running_loop().create_task(self._drive())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(self._task)
         if self.publisher is not None:
             self.publisher.close()
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import msgspec
 
+from wildserve.gateway.serve import cancel_and_wait
 from wildserve.routing.kv_index import KVEventIndex
 
 log = logging.getLogger(__name__)
@@ -67,9 +68,13 @@ MEDIUM_GPU = "GPU"
 _ENCODER = msgspec.msgpack.Encoder()
 
 
-def encode_batch(events: Sequence[KVCacheEvent], ts: float | None = None, dp_rank: int = 0) -> bytes:
+def encode_batch(
+    events: Sequence[KVCacheEvent], ts: float | None = None, dp_rank: int = 0
+) -> bytes:
     return _ENCODER.encode(
-        KVEventBatch(ts=time.time() if ts is None else ts, events=list(events), data_parallel_rank=dp_rank)
+        KVEventBatch(
+            ts=time.time() if ts is None else ts, events=list(events), data_parallel_rank=dp_rank
+        )
     )
 
 
@@ -199,7 +204,9 @@ class KVEventSubscriber:
 
     def handle(self, seq: int, payload: bytes) -> None:
         if seq <= self.last_seq:
-            log.info("KV events of instance %d restarted at seq %d: index cleared", self.instance, seq)
+            log.info(
+                "KV events of instance %d restarted at seq %d: index cleared", self.instance, seq
+            )
             self.index.cleared(self.instance)
         elif self.last_seq >= 0 and seq > self.last_seq + 1:
             self.num_gaps += 1
@@ -212,12 +219,7 @@ class KVEventSubscriber:
         self.num_batches += 1
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(self._task)
         if self._sock is not None:
             self._sock.close(linger=0)
         if self._ctx is not None:

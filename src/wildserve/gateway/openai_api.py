@@ -116,8 +116,7 @@ def models_list(names: list[str]) -> dict:
     return {
         "object": "list",
         "data": [
-            {"id": n, "object": "model", "created": created, "owned_by": "wildserve"}
-            for n in names
+            {"id": n, "object": "model", "created": created, "owned_by": "wildserve"} for n in names
         ],
     }
 

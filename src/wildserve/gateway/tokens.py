@@ -129,9 +129,7 @@ class HFTokenizer:
     def render_chat(self, messages: list[dict]) -> str:
         if self._template is None:
             return plain_chat(messages)
-        return self._template.render(
-            messages=messages, add_generation_prompt=True, **self._special
-        )
+        return self._template.render(messages=messages, add_generation_prompt=True, **self._special)
 
 
 def make_tokenizer(path: str | Path | None) -> Tokenizer:
