@@ -52,9 +52,9 @@ class OpenAIHTTPError(Exception):
 async def read_raw_body(request: web.Request) -> bytes:
     try:
         return await request.read()
-    except web.HTTPRequestEntityTooLarge as exc:
+    except web.HTTPRequestEntityTooLarge:
         raise OpenAIHTTPError(
-            413, f"request body too large: limit is {exc.max_size} bytes"
+            413, f"request body too large: limit is {request.client_max_size} bytes"
         ) from None
 
 
