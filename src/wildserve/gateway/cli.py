@@ -54,6 +54,9 @@ def gateway(
     read_timeout: Annotated[float, typer.Option(help=_h(_GW, "read_timeout_s"))] = _d(
         _GW, "read_timeout_s"
     ),
+    upstream_keepalive: Annotated[float, typer.Option(help=_h(_GW, "upstream_keepalive_s"))] = _d(
+        _GW, "upstream_keepalive_s"
+    ),
     health_interval: Annotated[float, typer.Option(help=_h(_GW, "health_interval_s"))] = _d(
         _GW, "health_interval_s"
     ),
@@ -86,6 +89,7 @@ def gateway(
         max_body_bytes=max_body_bytes,
         connect_timeout_s=connect_timeout,
         read_timeout_s=read_timeout,
+        upstream_keepalive_s=upstream_keepalive,
         health_interval_s=health_interval,
         unhealthy_after=unhealthy_after,
         metrics_poll_s=metrics_poll,

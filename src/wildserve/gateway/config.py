@@ -30,6 +30,7 @@ class GatewayConfig:
     max_body_bytes: int = _opt(16 << 20, "largest request body accepted (413 above)", ge=1)
     connect_timeout_s: float = _opt(2.0, "connecting to a backend", gt=0)
     read_timeout_s: float = _opt(600.0, "longest wait for a backend's next bytes", gt=0)
+    upstream_keepalive_s: float = _opt(15.0, "idle backend connections close after this", gt=0)
     health_interval_s: float = _opt(1.0, "seconds between health checks of each backend", gt=0)
     health_timeout_s: float = _opt(1.0, "a health check slower than this fails", gt=0)
     unhealthy_after: int = _opt(2, "consecutive failed health checks that eject a backend", ge=1)

@@ -66,7 +66,7 @@ class Gateway:
     # ---- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
         cfg = self.cfg
-        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30.0)
+        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=cfg.upstream_keepalive_s)
         self.session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
         loop = asyncio.get_running_loop()
         self.health = HealthChecker(
