@@ -75,7 +75,9 @@ def single_token_words(tokenizer: Tokenizer, max_words: int = 4096) -> list[str]
     words: list[str] = []
     for tid in range(vocab):
         text = tokenizer.decode_one(tid)
-        if len(text) < 3 or not text.startswith(" ") or not text[1:].isalpha():
+        if not text.startswith(" "):  # word-level vocabularies decode without the space
+            text = " " + text
+        if len(text) < 3 or not text[1:].isalpha():
             continue
         if not text[1:].isascii() or list(tokenizer.encode(text)) != [tid]:
             continue
