@@ -18,11 +18,11 @@ import pytest
 pytest.importorskip("aiohttp")
 pytest.importorskip("zmq")
 
-from wildserve.engine import EngineConfig  # noqa: E402
-from wildserve.gateway.config import EngineServerConfig, GatewayConfig  # noqa: E402
-from wildserve.gateway.engine_server import make_engine_app  # noqa: E402
-from wildserve.gateway.proxy import GATEWAY, make_gateway_app  # noqa: E402
-from wildserve.gateway.serve import start_app  # noqa: E402
+from wildserve.engine import EngineConfig
+from wildserve.gateway.config import EngineServerConfig, GatewayConfig
+from wildserve.gateway.engine_server import make_engine_app
+from wildserve.gateway.proxy import GATEWAY, make_gateway_app
+from wildserve.gateway.serve import start_app
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -65,14 +65,18 @@ def test_hung_engine_hits_the_read_timeout(loop_thread, processes):
 def test_connect_failure_is_retried_once_on_the_next_best_backend(loop_thread, processes):
     a = processes(_engine_args(speed=20))
     b = processes(_engine_args(speed=20))
-    url, gw = start_gateway(loop_thread, [a.url, b.url], health_interval_s=60)  # no ejection by checks
+    url, gw = start_gateway(
+        loop_thread, [a.url, b.url], health_interval_s=60
+    )  # no ejection by checks
     client = _client(url)
     prompt = "shared prefix words " * 30
     first = client.with_raw_response.completions.create(model=MODEL, prompt=prompt, max_tokens=1)
     assert first.headers["x-wildserve-backend"] == "0"
     a.kill()
     again = client.with_raw_response.completions.create(model=MODEL, prompt=prompt, max_tokens=2)
-    assert again.headers["x-wildserve-backend"] == "1"  # A (holding the prefix) refused: retried on B
+    assert (
+        again.headers["x-wildserve-backend"] == "1"
+    )  # A (holding the prefix) refused: retried on B
     assert again.parse().usage.completion_tokens == 2
     assert not gw.backends[0].healthy  # the failed connection ejected A at once
     text = urllib.request.urlopen(f"{url}/metrics").read().decode()
@@ -94,7 +98,9 @@ def test_engine_restart_is_ejected_then_readmitted(loop_thread, processes):
     a.kill()
     assert eventually(lambda: not gw.backends[0].healthy)
     for _ in range(3):  # traffic flows to the survivor meanwhile
-        r = client.with_raw_response.completions.create(model=MODEL, prompt="abc " * 20, max_tokens=1)
+        r = client.with_raw_response.completions.create(
+            model=MODEL, prompt="abc " * 20, max_tokens=1
+        )
         assert r.headers["x-wildserve-backend"] == "1"
     a.start()  # same port
     assert eventually(lambda: gw.backends[0].healthy, timeout=15)
@@ -131,7 +137,9 @@ def _post(url: str, data: bytes) -> tuple[int, dict]:
 
 
 def test_bad_requests_get_openai_errors_without_reaching_a_backend(loop_thread):
-    url, gw = start_gateway(loop_thread, ["http://127.0.0.1:9"], max_body_bytes=4096, health_interval_s=60)
+    url, gw = start_gateway(
+        loop_thread, ["http://127.0.0.1:9"], max_body_bytes=4096, health_interval_s=60
+    )
     cases = {
         b"{not json": 400,
         b"[1, 2]": 400,

@@ -47,7 +47,9 @@ def test_openai_client_streaming_and_not_completions_and_chat(loop_thread, view_
     deltas = [c.choices[0].delta for c in cstream]
     assert deltas[0].role == "assistant" and sum(1 for d in deltas if d.content) == 3
     # every path released its in-flight state (the handler ends just after the last byte)
-    assert eventually(lambda: gw.local.num_tracked == 0 and all(b.in_flight == 0 for b in gw.backends))
+    assert eventually(
+        lambda: gw.local.num_tracked == 0 and all(b.in_flight == 0 for b in gw.backends)
+    )
     assert gw.cfg.view_source == view_source
 
 
@@ -76,7 +78,9 @@ def test_lmetric_sends_a_repeated_prefix_to_the_instance_that_holds_it(loop_thre
         started.wait(10)
         threads.append(t)
     shared = "You are a careful assistant. Answer briefly. " * 40  # 1,800 bytes
-    first = client.with_raw_response.completions.create(model=MODEL, prompt=shared + "Q0", max_tokens=2)
+    first = client.with_raw_response.completions.create(
+        model=MODEL, prompt=shared + "Q0", max_tokens=2
+    )
     assert first.headers["x-wildserve-backend"] == "2"
     for t in threads:
         t.join(30)
@@ -103,8 +107,9 @@ def test_round_robin_ignores_the_prefix(loop_thread):
     url, _ = start_gateway(loop_thread, urls, policy="round-robin")
     client = _client(url)
     seen = [
-        client.with_raw_response.completions.create(model=MODEL, prompt="same " * 50, max_tokens=1)
-        .headers["x-wildserve-backend"]
+        client.with_raw_response.completions.create(
+            model=MODEL, prompt="same " * 50, max_tokens=1
+        ).headers["x-wildserve-backend"]
         for _ in range(6)
     ]
     assert seen == ["0", "1", "2", "0", "1", "2"]

@@ -92,10 +92,17 @@ def test_wire_layout_is_vllms():
 
     payload = encode_batch(
         [
-            BlockStored(block_hashes=[11, 12], parent_block_hash=None, token_ids=tokens,
-                        block_size=16, lora_id=None, medium="GPU", lora_name=None),
+            BlockStored(
+                block_hashes=[11, 12],
+                parent_block_hash=None,
+                token_ids=tokens,
+                block_size=16,
+                lora_id=None,
+                medium="GPU",
+                lora_name=None,
+            ),
             BlockRemoved(block_hashes=[11], medium="GPU"),
-        ],  # fmt: skip
+        ],
         ts=1.5,
     )
     raw = msgspec.msgpack.decode(payload)
@@ -130,7 +137,9 @@ async def _pub_sub(batches: list[tuple[int, bytes]], topic: bytes = b"kv@pod-0@m
 def _payload(events, legacy=False):
     if legacy:
         return msgspec.msgpack.encode(VBatch(ts=time.time(), events=events))
-    return msgspec.msgpack.encode(VKVEventBatch(ts=time.time(), events=events, data_parallel_rank=0))
+    return msgspec.msgpack.encode(
+        VKVEventBatch(ts=time.time(), events=events, data_parallel_rank=0)
+    )
 
 
 @pytest.mark.parametrize("legacy", [False, True])
@@ -162,7 +171,7 @@ def test_bytes_hashes_cleared_and_publisher_restart():
         (2, _payload([_stored(VBlockStored, [h1], None, t[:16], lora_name=None)])),
         (0, _payload([])),  # sequence went back: the publisher restarted, its cache is empty
     ]
-    index, sub = asyncio.run(_pub_sub(batches))
+    index, _sub = asyncio.run(_pub_sub(batches))
     assert index.match(1, token_block_hashes(t, 16)) == 0
     assert index.num_blocks(1) == 0
 
@@ -177,8 +186,8 @@ def test_topic_filter_drops_other_topics():
 def test_our_publisher_and_the_emulated_engine_chain_to_the_prompts_hashes():
     """The emulated engine publishes each cached block with its tokens and parent; the index
     re-chains them into exactly the router's hashes of the prompt."""
-    from wildserve.gateway.engine_server import EmulatedEngine
     from tests.gateway.conftest import engine_cfg
+    from wildserve.gateway.engine_server import EmulatedEngine
 
     async def main():
         port = free_port()

@@ -43,26 +43,31 @@ async def _load(url: str, n: int, concurrency: int, seed: int) -> int:
             body = {"model": "m", "prompt": prompt, "max_tokens": rng.randint(1, 8)}
             path = "/v1/completions"
             if kind < 0.25:
-                body = {"model": "m", "messages": [{"role": "user", "content": prompt}], "max_tokens": 3}
+                body = {
+                    "model": "m",
+                    "messages": [{"role": "user", "content": prompt}],
+                    "max_tokens": 3,
+                }
                 path = "/v1/chat/completions"
             elif kind < 0.7:
                 body["stream"] = True
-            async with sem:
-                async with s.post(url + path, json=body) as r:
-                    if kind > 0.95:  # the client walks away mid-answer
-                        await r.content.readany()
-                        r.close()
-                        ok += 1
-                        return
-                    await r.read()
-                    ok += r.status == 200
+            async with sem, s.post(url + path, json=body) as r:
+                if kind > 0.95:  # the client walks away mid-answer
+                    await r.content.readany()
+                    r.close()
+                    ok += 1
+                    return
+                await r.read()
+                ok += r.status == 200
 
         await asyncio.gather(*(one(i) for i in range(n)))
     return ok
 
 
 def _soak(processes, n: int) -> None:
-    engines = [processes(["engine", "--speed", "inf", "--num-gpu-blocks", "20000"]) for _ in range(2)]
+    engines = [
+        processes(["engine", "--speed", "inf", "--num-gpu-blocks", "20000"]) for _ in range(2)
+    ]
     args = ["gateway", "--health-interval", "0.5", "--upstream-keepalive", "1"]
     for e in engines:
         args += ["--backend", e.url]

@@ -9,8 +9,8 @@ import pytest
 
 from tests.gateway.conftest import engine_cfg
 from wildserve.blocks import token_block_hashes
-from wildserve.gateway.replay import PromptBuilder, replay, summarize_records
 from wildserve.gateway.config import ReplayConfig
+from wildserve.gateway.replay import PromptBuilder, replay, summarize_records
 from wildserve.gateway.tokens import (
     ByteTokenizer,
     HFTokenizer,
@@ -31,7 +31,9 @@ def hf_dir(tmp_path_factory):
 
     tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.train_from_iterator([" ".join(WORDS)] * 3, trainers.WordLevelTrainer(special_tokens=["[UNK]"]))
+    tok.train_from_iterator(
+        [" ".join(WORDS)] * 3, trainers.WordLevelTrainer(special_tokens=["[UNK]"])
+    )
     d = tmp_path_factory.mktemp("tok")
     tok.save(str(d / "tokenizer.json"))
     template = "{% for m in messages %}<{{ m['role'] }}> {{ m['content'] }} {% endfor %}<assistant>"
@@ -45,7 +47,9 @@ def test_byte_tokens_and_request_shapes():
     assert prompt_token_ids({"prompt": [5, 6, 7]}, False, t) == [5, 6, 7]
     assert prompt_token_ids({"prompt": ["one"]}, False, t) == b"one"
     chat = {"messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]}
-    assert prompt_token_ids(chat, True, t) == plain_chat([{"role": "user", "content": "hi"}]).encode()
+    assert (
+        prompt_token_ids(chat, True, t) == plain_chat([{"role": "user", "content": "hi"}]).encode()
+    )
     for body, is_chat in (({}, False), ({"prompt": 3}, False), ({"messages": []}, True),
                           ({"messages": ["x"]}, True), ({"messages": [{"content": 5}]}, True)):  # fmt: skip
         with pytest.raises(PromptError):

@@ -21,7 +21,8 @@ from wildserve.routing.view import InstanceView, RouteRequest
 
 log = logging.getLogger(__name__)
 
-EngineKey = int | bytes  # vLLM sends uint64 ints, or bytes with VLLM_KV_EVENTS_USE_INT_BLOCK_HASHES=0
+# vLLM sends uint64 ints, or bytes with VLLM_KV_EVENTS_USE_INT_BLOCK_HASHES=0
+EngineKey = int | bytes
 
 
 class KVEventIndex:
