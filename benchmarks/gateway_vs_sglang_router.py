@@ -136,7 +136,7 @@ def part1(args) -> dict:
         engines, urls = start_engines(4, str(args.speed))
         router, url = start_router(kind, urls)
         try:
-            cfg = ReplayConfig(url=url, timeout_s=args.timeout)
+            cfg = ReplayConfig(url=url, model="qwen2.5-7b", timeout_s=args.timeout)
             t0 = time.perf_counter()
             records = asyncio.run(replay(requests, cfg, PromptBuilder()))
             wall = time.perf_counter() - t0

@@ -13,20 +13,12 @@ import typer
 
 from wildserve.engine import EngineConfig
 from wildserve.gateway.config import EngineServerConfig, GatewayConfig, ReplayConfig
+from wildserve.sim.cli import _d, _h  # one definition of "default/help of a config field"
 
 _GW = {f.name: f for f in fields(GatewayConfig)}
 _EN = {f.name: f for f in fields(EngineServerConfig)}
 _EC = {f.name: f for f in fields(EngineConfig)}
 _RP = {f.name: f for f in fields(ReplayConfig)}
-
-
-def _d(table: dict, name: str):
-    """Default of a config field: defaults are defined once, in the dataclass."""
-    return table[name].default
-
-
-def _h(table: dict, name: str) -> str:
-    return table[name].metadata.get("help", "")
 
 
 def _logging(level: str) -> None:

@@ -10,7 +10,6 @@ feeds a vLLM-format KV-event publisher.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import itertools
 import logging
 import math
@@ -369,26 +368,16 @@ async def _reset(request: web.Request) -> web.Response:
 
 def make_engine_app(cfg: EngineServerConfig, engine: Engine | None = None) -> web.Application:
     """The aiohttp app of one emulated instance; the driver runs while the app runs."""
-    app = web.Application(client_max_size=api.MAX_BODY_BYTES, middlewares=[api.openai_errors])
-    emu = EmulatedEngine(cfg, engine)
-    app[EMULATOR] = emu
-
-    async def lifecycle(app: web.Application):
-        await emu.start()
-        yield
-        await emu.stop()
-
-    app.cleanup_ctx.append(lifecycle)
-    app.router.add_post("/v1/completions", _completions)
-    app.router.add_post("/v1/chat/completions", _chat)
-    app.router.add_get("/v1/models", _models)
-    app.router.add_get("/health", _health)
-    app.router.add_get("/metrics", _metrics)
-    app.router.add_post("/reset_prefix_cache", _reset)
-    return app
-
-
-def with_engine_options(cfg: EngineServerConfig, **engine_options: object) -> EngineServerConfig:
-    """A copy of ``cfg`` with some engine settings replaced (None values keep the default)."""
-    given = {k: v for k, v in engine_options.items() if v is not None}
-    return dataclasses.replace(cfg, engine=dataclasses.replace(cfg.engine, **given))
+    return api.openai_app(
+        EMULATOR,
+        EmulatedEngine(cfg, engine),
+        api.MAX_BODY_BYTES,
+        [
+            ("POST", "/v1/completions", _completions),
+            ("POST", "/v1/chat/completions", _chat),
+            ("GET", "/v1/models", _models),
+            ("GET", "/health", _health),
+            ("GET", "/metrics", _metrics),
+            ("POST", "/reset_prefix_cache", _reset),
+        ],
+    )

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import orjson
 from aiohttp import web
@@ -158,3 +159,29 @@ class ResponseFormat:
             return {**self._head("chat.completion"), "choices": [choice], "usage": usage_obj}
         choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": "length"}
         return {**self._head("text_completion"), "choices": [choice], "usage": usage_obj}
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+S = TypeVar("S")
+
+
+def openai_app(
+    key: web.AppKey[S],
+    service: S,
+    client_max_size: int,
+    routes: list[tuple[str, str, Handler]],
+) -> web.Application:
+    """An app serving ``routes`` (method, path, handler) with ``service`` under ``key``;
+    ``service.start()`` / ``service.stop()`` run with the app (aiohttp's cleanup context)."""
+    app = web.Application(client_max_size=client_max_size, middlewares=[openai_errors])
+    app[key] = service
+
+    async def lifecycle(app: web.Application):
+        await service.start()  # type: ignore[attr-defined]
+        yield
+        await service.stop()  # type: ignore[attr-defined]
+
+    app.cleanup_ctx.append(lifecycle)
+    for method, path, handler in routes:
+        app.router.add_route(method, path, handler)
+    return app

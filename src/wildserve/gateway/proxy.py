@@ -270,19 +270,15 @@ async def _metrics(request: web.Request) -> web.Response:
 
 def make_gateway_app(cfg: GatewayConfig) -> web.Application:
     """The gateway's aiohttp app; backends' sessions, health checks and subscribers live with it."""
-    app = web.Application(client_max_size=cfg.max_body_bytes, middlewares=[api.openai_errors])
-    gw = Gateway(cfg)
-    app[GATEWAY] = gw
-
-    async def lifecycle(app: web.Application):
-        await gw.start()
-        yield
-        await gw.stop()
-
-    app.cleanup_ctx.append(lifecycle)
-    app.router.add_post("/v1/completions", _completions)
-    app.router.add_post("/v1/chat/completions", _chat)
-    app.router.add_get("/v1/models", _models)
-    app.router.add_get("/health", _health)
-    app.router.add_get("/metrics", _metrics)
-    return app
+    return api.openai_app(
+        GATEWAY,
+        Gateway(cfg),
+        cfg.max_body_bytes,
+        [
+            ("POST", "/v1/completions", _completions),
+            ("POST", "/v1/chat/completions", _chat),
+            ("GET", "/v1/models", _models),
+            ("GET", "/health", _health),
+            ("GET", "/metrics", _metrics),
+        ],
+    )

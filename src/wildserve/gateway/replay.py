@@ -174,7 +174,7 @@ async def fetch_model(url: str) -> str:
     import aiohttp
 
     async with aiohttp.ClientSession() as s, s.get(f"{url}/v1/models") as resp:
-        doc = await resp.json()
+        doc = orjson.loads(await resp.read())  # some routers label it text/plain
         return doc["data"][0]["id"]
 
 
