@@ -95,19 +95,21 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
-def start_engines(n: int, speed: str) -> tuple[list[subprocess.Popen], list[str]]:
-    procs, urls = [], []
+def start_engines(n: int, speed: str) -> tuple[list[subprocess.Popen], list[str], list[str]]:
+    """``n`` emulated engines, each publishing KV events; returns processes, URLs, ZMQ endpoints."""
+    procs, urls, endpoints = [], [], []
     for _ in range(n):
-        port = free_port()
+        port, kv_port = free_port(), free_port()
         url = f"http://127.0.0.1:{port}"
         args = [PY, "-m", "wildserve.cli", "engine", "--model", "qwen2.5-7b", "--gpu", "h20",
-                "--speed", speed, "--port", str(port)]  # fmt: skip
+                "--speed", speed, "--port", str(port), "--kv-events-port", str(kv_port)]  # fmt: skip
         procs.append(spawn(args, f"{url}/health"))
         urls.append(url)
-    return procs, urls
+        endpoints.append(f"tcp://127.0.0.1:{kv_port}")
+    return procs, urls, endpoints
 
 
-def start_router(kind: str, urls: list[str]) -> tuple[subprocess.Popen, str]:
+def start_router(kind: str, urls: list[str], endpoints: list[str]) -> tuple[subprocess.Popen, str]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     if kind == "sglang-router":
@@ -115,16 +117,19 @@ def start_router(kind: str, urls: list[str]) -> tuple[subprocess.Popen, str]:
                 "--policy", "cache_aware", "--log-level", "warn", "--worker-urls", *urls]  # fmt: skip
         health = f"{url}/health"
     else:
-        args = [PY, "-m", "wildserve.cli", "gateway", "--policy", kind, "--port", str(port)]
-        for u in urls:
+        policy = kind.removesuffix("+kv-events")
+        args = [PY, "-m", "wildserve.cli", "gateway", "--policy", policy, "--port", str(port)]
+        for u, e in zip(urls, endpoints, strict=True):
             args += ["--backend", u]
+            if kind.endswith("+kv-events"):
+                args += ["--kv-events", e]
         health = f"{url}/health"
     proc = spawn(args, health)
     time.sleep(1.0)  # sglang-router activates workers just after it answers /health
     return proc, url
 
 
-ROUTERS = {"lmetric": "lmetric", "sglang-router": "sglang-router", "round-robin": "round-robin"}
+ROUTERS = ["lmetric", "sglang-router", "round-robin", "lmetric+kv-events"]
 
 
 def part1(args) -> dict:
@@ -132,9 +137,9 @@ def part1(args) -> dict:
         rate_scale(limit(load_trace(args.trace), args.requests), args.rate_scale * args.speed)
     )
     out = {}
-    for name, kind in ROUTERS.items():
-        engines, urls = start_engines(4, str(args.speed))
-        router, url = start_router(kind, urls)
+    for name in ROUTERS:
+        engines, urls, endpoints = start_engines(4, str(args.speed))
+        router, url = start_router(name, urls, endpoints)
         try:
             cfg = ReplayConfig(url=url, model="qwen2.5-7b", timeout_s=args.timeout)
             t0 = time.perf_counter()
@@ -172,7 +177,7 @@ async def _sequential(urls: list[str], n: int, prompt_bytes: int, seed: int) -> 
 
 
 def part2(args) -> dict:
-    engines, urls = start_engines(4, "inf")
+    engines, urls, endpoints = start_engines(4, "inf")
     out: dict = {}
     try:
         asyncio.run(_sequential(urls, 200, args.prompt_bytes, seed=1))  # warm-up
@@ -182,8 +187,8 @@ def part2(args) -> dict:
         print(
             f"  {'direct':14s} p50 {out['direct']['p50_ms']:.3f} ms  p99 {out['direct']['p99_ms']:.3f} ms"
         )
-        for name, kind in ROUTERS.items():
-            router, url = start_router(kind, urls)
+        for name in ROUTERS:
+            router, url = start_router(name, urls, endpoints)
             try:
                 asyncio.run(_sequential([url], 200, args.prompt_bytes, seed=3))  # warm-up
                 cpu0 = cpu_seconds(router.pid)
