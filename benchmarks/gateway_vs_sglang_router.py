@@ -191,24 +191,33 @@ def part2(args) -> dict:
             router, url = start_router(name, urls, endpoints)
             try:
                 asyncio.run(_sequential([url], 200, args.prompt_bytes, seed=3))  # warm-up
+                idle0 = cpu_seconds(router.pid)
+                time.sleep(args.idle_seconds)  # background work (health checks, polls) when idle
+                idle_rate = (cpu_seconds(router.pid) - idle0) / args.idle_seconds
                 cpu0 = cpu_seconds(router.pid)
+                t0 = time.perf_counter()
                 lat = asyncio.run(
                     _sequential([url], args.overhead_requests, args.prompt_bytes, seed=2)
                 )
+                wall = time.perf_counter() - t0
                 cpu = cpu_seconds(router.pid) - cpu0
             finally:
                 stop([router])
             p50, p99 = (float(np.percentile(lat, q)) * 1e3 for q in (50, 99))
+            n = args.overhead_requests
             out[name] = {
                 "p50_ms": p50,
                 "p99_ms": p99,
                 "added_p50_ms": p50 - out["direct"]["p50_ms"],
                 "added_p99_ms": p99 - out["direct"]["p99_ms"],
-                "cpu_us_per_request": cpu / args.overhead_requests * 1e6,
+                "cpu_us_per_request": cpu / n * 1e6,
+                "idle_cpu_fraction": idle_rate,
+                "net_cpu_us_per_request": max(0.0, cpu - idle_rate * wall) / n * 1e6,
             }
             r = out[name]
             print(f"  {name:14s} p50 {p50:.3f} ms  p99 {p99:.3f} ms  added p50 {r['added_p50_ms']:+.3f} ms  "
-                  f"p99 {r['added_p99_ms']:+.3f} ms  CPU {r['cpu_us_per_request']:.0f} us/request",
+                  f"p99 {r['added_p99_ms']:+.3f} ms  CPU {r['cpu_us_per_request']:.0f} us/request "
+                  f"({r['net_cpu_us_per_request']:.0f} net of {r['idle_cpu_fraction']:.2%} idle)",
                   flush=True)  # fmt: skip
     finally:
         stop(engines)
@@ -224,6 +233,7 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=300.0)
     ap.add_argument("--overhead-requests", type=int, default=2000)
     ap.add_argument("--prompt-bytes", type=int, default=2000)
+    ap.add_argument("--idle-seconds", type=float, default=5.0, help="idle CPU measured this long")
     ap.add_argument("--output-json", type=Path, default=None)
     ap.add_argument("--skip-replay", action="store_true")
     args = ap.parse_args()

@@ -173,7 +173,10 @@ class Gateway:
             return await self._relay(request, upstream, route, backend, body.get("stream"))
         finally:
             self._release(route, backend)
-            upstream.close()
+            if upstream.content.at_eof():
+                upstream.release()  # fully read: the connection goes back to the pool
+            else:
+                upstream.close()  # failed or abandoned: drop it (the backend aborts the request)
             self.metrics.finished(time.perf_counter() - t_start)
 
     def _release(self, route: RouteRequest, backend: Backend) -> None:
