@@ -30,6 +30,9 @@ def _register() -> None:
     app.add_typer(perf_cli.app, name="perf")
 
     app.command("simulate")(sim_cli.simulate)
+    from wildserve.experiments import cli as experiments_cli
+
+    experiment_app.command("lmetric")(experiments_cli.lmetric)
     app.add_typer(workload_cli.app, name="trace")
     app.command("gateway")(gateway_cli.gateway)
     app.command("engine")(gateway_cli.engine)
