@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from wildserve.blocks import ROOT_HASH, token_block_hashes
 from wildserve.routing.local import RouterLocalViews
+from wildserve.routing.prefix_match import match_lengths
 from wildserve.routing.view import InstanceView, RouteRequest
 
 log = logging.getLogger(__name__)
@@ -130,27 +131,9 @@ class KVEventIndex:
         return n
 
     def match_all(self, block_hashes: Sequence[int]) -> list[int]:
-        """``match`` for every instance in one walk down the prefix."""
-        out = [0] * self.num_instances
-        alive = (1 << self.num_instances) - 1
-        holders = self._holders
-        depth = 0
-        for h in block_hashes:
-            m = holders.get(h, 0) & alive
-            lost = alive & ~m
-            while lost:
-                low = lost & -lost
-                out[low.bit_length() - 1] = depth
-                lost ^= low
-            alive = m
-            if not alive:
-                return out
-            depth += 1
-        while alive:
-            low = alive & -alive
-            out[low.bit_length() - 1] = depth
-            alive ^= low
-        return out
+        """``match`` for every instance at once (galloping search: engines' LRU caches are
+        prefix-closed, evicting a request's deepest blocks first)."""
+        return match_lengths(self._holders, block_hashes, self.num_instances)
 
     def num_blocks(self, instance: int) -> int:
         return len(self._counts[instance])
