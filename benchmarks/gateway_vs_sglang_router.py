@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import socket
 import subprocess
@@ -248,16 +247,15 @@ def main() -> None:
           f"of {args.prompt_bytes} bytes", flush=True)  # fmt: skip
     result["overhead"] = part2(args)
     ov = result["overhead"]
-    print(
-        f"  LMetric / sglang-router CPU per request: "
-        f"{ov['lmetric']['cpu_us_per_request'] / ov['sglang-router']['cpu_us_per_request']:.2f}"
-    )
+    for key in ("cpu_us_per_request", "net_cpu_us_per_request"):
+        print(
+            f"  LMetric / sglang-router {key}: {ov['lmetric'][key] / ov['sglang-router'][key]:.2f}"
+        )
     if args.output_json is not None:
         from wildserve.io import atomic_write_json
 
         atomic_write_json(args.output_json, result)
         print(f"results: {args.output_json}")
-    json.dumps(result)
 
 
 if __name__ == "__main__":
