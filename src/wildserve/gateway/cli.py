@@ -37,6 +37,9 @@ def gateway(
     port: Annotated[int, typer.Option(help=_h(_GW, "port"))] = _d(_GW, "port"),
     tokenizer: Annotated[str | None, typer.Option(help=_h(_GW, "tokenizer"))] = None,
     block_size: Annotated[int, typer.Option(help=_h(_GW, "block_size"))] = _d(_GW, "block_size"),
+    prefix_index_blocks: Annotated[int, typer.Option(help=_h(_GW, "prefix_index_blocks"))] = _d(
+        _GW, "prefix_index_blocks"
+    ),
     max_body_bytes: Annotated[int, typer.Option(help=_h(_GW, "max_body_bytes"))] = _d(
         _GW, "max_body_bytes"
     ),
@@ -51,6 +54,9 @@ def gateway(
     ),
     health_interval: Annotated[float, typer.Option(help=_h(_GW, "health_interval_s"))] = _d(
         _GW, "health_interval_s"
+    ),
+    health_timeout: Annotated[float, typer.Option(help=_h(_GW, "health_timeout_s"))] = _d(
+        _GW, "health_timeout_s"
     ),
     unhealthy_after: Annotated[int, typer.Option(help=_h(_GW, "unhealthy_after"))] = _d(
         _GW, "unhealthy_after"
@@ -78,11 +84,13 @@ def gateway(
         port=port,
         tokenizer=tokenizer,
         block_size=block_size,
+        prefix_index_blocks=prefix_index_blocks,
         max_body_bytes=max_body_bytes,
         connect_timeout_s=connect_timeout,
         read_timeout_s=read_timeout,
         upstream_keepalive_s=upstream_keepalive,
         health_interval_s=health_interval,
+        health_timeout_s=health_timeout,
         unhealthy_after=unhealthy_after,
         metrics_poll_s=metrics_poll,
         kv_events_topic=kv_events_topic,
