@@ -20,9 +20,11 @@ app.add_typer(experiment_app, name="experiment")
 
 def _register() -> None:
     """Attach each area's commands; area modules import their heavy dependencies lazily."""
+    from wildserve.rollout import cli as rollout_cli
     from wildserve.sim import cli as sim_cli
 
     app.command("simulate")(sim_cli.simulate)
+    app.command("rollout")(rollout_cli.rollout)
 
 
 def main() -> None:

@@ -131,6 +131,9 @@ def generate(
         if on_tokens is not None:
             on_tokens(new_tokens)
         lm.truncate([len(s.tokens) - 1 for s in active])
+        running = [s for s in active if not s.status.is_finished]
+        for d in planner.drafters.values():
+            d.sync(running)
         done = [s for s in active if s.status.is_finished]
         if done:
             for d in planner.drafters.values():

@@ -60,6 +60,9 @@ class Drafter(ABC):
     def propose(self, seqs: Sequence[SeqView], k: int) -> list[Draft]:
         """At most ``k`` tokens for each sequence, continuing its ``tokens``."""
 
+    def sync(self, seqs: Sequence[SeqView]) -> None:  # noqa: B027  (optional hook)
+        """Verification committed new tokens to these running sequences."""
+
     def finish(self, seqs: Sequence[SeqView]) -> None:  # noqa: B027  (optional hook)
         """These sequences are done; drop their state (or learn from them)."""
 
