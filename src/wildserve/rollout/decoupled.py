@@ -53,6 +53,7 @@ class DecoupledDrafter(Drafter):
     """Wraps a model drafter; from the planner's side it is a free lookup of ready drafts."""
 
     uses_model = False  # drafting time is off the critical path; proposals have their true length
+    has_late_drafts = True
 
     def __init__(self, inner: Drafter, window: int) -> None:
         self.inner = inner
@@ -86,6 +87,16 @@ class DecoupledDrafter(Drafter):
                 qs = chain.q[: len(tokens)]
                 q = None if not tokens or qs[0] is None else torch.stack(qs)
                 out.append(Draft(list(tokens), q))
+        return out
+
+    def late(self, seqs: Sequence[SeqView], num_drafted: Sequence[int]) -> list[Draft]:
+        out = []
+        with self._cond:
+            for s, n in zip(seqs, num_drafted, strict=True):
+                chain = self._sync_one(s)
+                tokens = chain.drafts[n : n + 1]
+                q = chain.q[n] if tokens else None
+                out.append(Draft(list(tokens), None if q is None else q[None]))
         return out
 
     def sync(self, seqs: Sequence[SeqView]) -> None:
@@ -145,8 +156,11 @@ class DecoupledDrafter(Drafter):
                     d = by_id.get(view.seq_id)
                     if chain is None or d is None or not d.tokens:
                         continue
-                    if chain.version != version or chain.output + chain.drafts != view.output:
-                        self.num_discarded += 1  # built on a prefix verification has since rejected
+                    ahead = chain.output + chain.drafts
+                    if chain.version != version or ahead != view.output:
+                        # the chain moved meanwhile: keep the token only if it was built on what the
+                        # chain now is; a draft for a position already decided is never needed
+                        self.num_discarded += 1
                         continue
                     chain.drafts.append(d.tokens[0])
                     chain.q.append(None if d.q is None else d.q[0])

@@ -16,7 +16,8 @@ import torch
 from wildserve.errors import ConfigError
 from wildserve.rollout.cache import RaggedLM
 from wildserve.rollout.config import SamplingConfig
-from wildserve.rollout.planner import NO_DRAFTER, DraftPlanner
+from wildserve.rollout.drafters.base import Draft
+from wildserve.rollout.planner import NO_DRAFTER, DraftPlanner, StepPlan
 from wildserve.rollout.sampling import sampling_probs
 from wildserve.rollout.state import SeqState
 from wildserve.rollout.verify import NO_TOKEN, verify
@@ -77,6 +78,27 @@ class GenerationStats:
             self.drafter(name).merge(d)
 
 
+def _add_late_drafts(planner: DraftPlanner, seqs: Sequence[SeqState], plan: StepPlan) -> None:
+    """Background drafters may have drafted past the fed chunk while the target ran; the first such
+    token is verified against the bonus position for free."""
+    for name, drafter in planner.drafters.items():
+        if not drafter.has_late_drafts:
+            continue
+        rows = [i for i, c in enumerate(plan.chosen) if c in (name, NO_DRAFTER) and plan.drafter[i] in (name, NO_DRAFTER)]
+        if not rows:
+            continue
+        late = drafter.late([seqs[i] for i in rows], [len(plan.drafts[i].tokens) for i in rows])
+        for i, extra in zip(rows, late, strict=True):
+            if not extra.tokens:
+                continue
+            d = plan.drafts[i]
+            if d.tokens and (d.q is None) != (extra.q is None):
+                continue
+            q = extra.q if not d.tokens else (None if d.q is None else torch.cat([d.q, extra.q]))
+            plan.drafts[i] = Draft(d.tokens + extra.tokens[:1], q)
+            plan.drafter[i] = plan.chosen[i] = name
+
+
 def generate(
     target: torch.nn.Module,
     seqs: Sequence[SeqState],
@@ -107,9 +129,15 @@ def generate(
         verify_s = clock() - t0
         stats.num_target_forwards += 1
         stats.target_time_s += verify_s
+        _add_late_drafts(planner, active, plan)
         probs = sampling_probs(logits, sampling)
         verdict = verify(
-            probs, [d.tokens for d in plan.drafts], [d.q for d in plan.drafts], sampling.is_greedy, gen
+            probs,
+            [d.tokens for d in plan.drafts],
+            [d.q for d in plan.drafts],
+            sampling.is_greedy,
+            gen,
+            [len(c) for c in chunks],
         )
         temperature = 1.0 if sampling.is_greedy else sampling.temperature
         logp = torch.log_softmax(logits.float() / temperature, dim=-1)

@@ -145,7 +145,8 @@ class StepPlan:
     """Drafts for one target forward: per row its drafter name (or 'none') and tokens."""
 
     drafts: list[Draft]
-    drafter: list[str]
+    drafter: list[str]  # who drafted the row's tokens ('none' when it got none)
+    chosen: list[str]  # who the row was assigned to, even if that drafter had nothing ready
     k: int
     draft_time_s: dict[str, float]
 
@@ -192,7 +193,8 @@ class DraftPlanner:
             d = proposals[name][i] if name != NO_DRAFTER else Draft([])
             drafts.append(Draft(d.tokens[:k], None if d.q is None else d.q[:k]) if d.tokens else Draft([]))
         self._num_steps += 1
-        return StepPlan(drafts, [c if drafts[i].tokens else NO_DRAFTER for i, c in enumerate(choice)], k, times)
+        drafter = [c if drafts[i].tokens else NO_DRAFTER for i, c in enumerate(choice)]
+        return StepPlan(drafts, drafter, choice, k, times)
 
     def observe(self, seqs: Sequence[SeqState], plan: StepPlan, accepted: Sequence[int], num_tokens: int, verify_s: float) -> None:
         self.cost.observe_verify(num_tokens, verify_s)

@@ -35,12 +35,17 @@ def verify(
     q: Sequence[torch.Tensor | None],
     greedy: bool,
     gen: torch.Generator,
+    num_positions: Sequence[int] | None = None,
 ) -> Verdict:
-    """Accept or reject every row's drafts at once; ``q[b]`` is [len(drafts[b]), V] or None."""
+    """Accept or reject every row's drafts at once; ``q[b]`` is [len(drafts[b]), V] or None.
+
+    ``num_positions[b]`` (default: all) is how many of p's positions are real for row b.
+    """
     num_rows, width, _ = p.shape
+    positions = list(num_positions) if num_positions is not None else [width] * num_rows
     lengths = torch.tensor([len(d) for d in drafts], dtype=torch.long)
-    if max(len(d) for d in drafts) > width:
-        raise ValueError(f"a row drafted {int(lengths.max())} tokens for {width} target positions")
+    if any(len(d) > n for d, n in zip(drafts, positions, strict=True)):
+        raise ValueError("a row drafted more tokens than it has target positions")
     tokens = torch.zeros(num_rows, width, dtype=torch.long)
     q_x = torch.ones(num_rows, width)
     for b, d in enumerate(drafts):
@@ -61,7 +66,7 @@ def verify(
     next_token = [NO_TOKEN] * num_rows
     for b in range(num_rows):
         a, n = int(num_accepted[b]), int(lengths[b])
-        if a == n == width:
+        if a == n == positions[b]:
             continue
         target = p[b, a]
         if greedy:

@@ -52,6 +52,7 @@ class Drafter(ABC):
 
     name: ClassVar[str]
     uses_model: ClassVar[bool] = False  # costs real compute, so the planner weighs its time
+    has_late_drafts: ClassVar[bool] = False  # drafts in the background (see ``late``)
 
     def begin(self, seqs: Sequence[SeqView]) -> None:  # noqa: B027  (optional hook)
         """A new batch starts; sequences keep their ``seq_id`` until finished."""
@@ -59,6 +60,11 @@ class Drafter(ABC):
     @abstractmethod
     def propose(self, seqs: Sequence[SeqView], k: int) -> list[Draft]:
         """At most ``k`` tokens for each sequence, continuing its ``tokens``."""
+
+    def late(self, seqs: Sequence[SeqView], num_drafted: Sequence[int]) -> list[Draft]:
+        """Drafts that became ready during verification, continuing the ``num_drafted`` already
+        verified; the verifier checks the first against its bonus position. Default: none."""
+        return [Draft([]) for _ in seqs]
 
     def sync(self, seqs: Sequence[SeqView]) -> None:  # noqa: B027  (optional hook)
         """Verification committed new tokens to these running sequences."""
