@@ -138,3 +138,18 @@ def test_the_test_detects_a_subtle_verifier_bug(small_target, small_draft, monke
     drafter = DRAFTERS.get("draft-model")(ctx(sampling, torch.Generator().manual_seed(5), draft_model=small_draft))
     samples, _ = run(small_target, sampling, {"draft-model": drafter}, seed=1)
     assert chi_square_p(samples, exact_distribution(small_target, sampling)) < P_MIN
+
+
+def test_decoupled_model_drafter_is_lossless(small_target, small_draft):
+    """Drafts made in a background thread, partly verified at the bonus position, stay exact."""
+    from wildserve.rollout.decoupled import DecoupledDrafter
+
+    sampling = SAMPLINGS[0]
+    inner = DRAFTERS.get("draft-model")(ctx(sampling, torch.Generator().manual_seed(7), draft_model=small_draft))
+    ahead = DecoupledDrafter(inner, window=3)
+    try:
+        samples, stats = run(small_target, sampling, {"ahead": ahead}, seed=4)
+    finally:
+        ahead.close()
+    assert stats.by_drafter["ahead"].num_accepted > 0
+    assert chi_square_p(samples, exact_distribution(small_target, sampling)) > P_MIN
