@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
 ROOT_HASH = 0x5EED  # parent of the first block of every sequence
 
 
@@ -18,7 +20,9 @@ def chain_hash(parent: int, content: object) -> int:
     return hash((parent, content))
 
 
-def token_block_hashes(token_ids: Sequence[int], block_size: int, parent: int = ROOT_HASH) -> list[int]:
+def token_block_hashes(
+    token_ids: Sequence[int], block_size: int, parent: int = ROOT_HASH
+) -> list[int]:
     """Hashes of the full ``block_size``-token blocks of ``token_ids`` (a trailing partial block has none)."""
     hashes: list[int] = []
     h = parent
@@ -28,36 +32,38 @@ def token_block_hashes(token_ids: Sequence[int], block_size: int, parent: int = 
     return hashes
 
 
+def _mix64(base: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    """splitmix64 finalizer of ``base ^ offset*phi``: a well-spread 64-bit hash, vectorized."""
+    with np.errstate(over="ignore"):
+        x = base.view(np.uint64) ^ (offset.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15))
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        x ^= x >> np.uint64(31)
+    return x.view(np.int64)
+
+
 def trace_block_hashes(
     hash_ids: Sequence[int], trace_block_size: int, prompt_tokens: int, block_size: int
 ) -> list[int]:
-    """Map a trace's per-block ids onto chained hashes of ``block_size``-token engine blocks.
+    """Map a trace's per-block ids onto hashes of the prompt's full ``block_size``-token blocks.
 
-    Engine block ``e`` covers tokens ``[e*B, (e+1)*B)``; its content is the ids of the trace blocks it
-    overlaps plus its offset inside the first one, so a 512-token trace block becomes 32 distinct
-    16-token engine blocks and equal trace prefixes give equal engine prefixes. Only full engine blocks
-    inside the prompt get a hash; the map stops where the trace runs out of ids.
+    The trace ids are chained first (``h_t = chain_hash(h_{t-1}, id_t)``), so ``h_t`` names the whole
+    prefix through trace block ``t``. Engine block ``e`` covers tokens ``[e*B, (e+1)*B)``; its hash mixes
+    the chain hash of the last trace block it overlaps with its token offset, so a 512-token trace block
+    becomes 32 distinct 16-token blocks and equal trace prefixes give equal engine prefixes. Only full
+    engine blocks inside the prompt get a hash; the map stops where the trace runs out of ids.
     """
     if trace_block_size <= 0 or block_size <= 0:
         raise ValueError("block sizes must be positive")
     num_full = min(prompt_tokens, len(hash_ids) * trace_block_size) // block_size
-    hashes: list[int] = []
+    if num_full == 0:
+        return []
+    last_trace_block = ((num_full * block_size) - 1) // trace_block_size
+    chain = np.empty(last_trace_block + 1, dtype=np.int64)
     h = ROOT_HASH
-    if trace_block_size % block_size == 0:
-        per_trace_block = trace_block_size // block_size
-        e = 0
-        for tid in hash_ids:
-            for j in range(per_trace_block):
-                if e >= num_full:
-                    return hashes
-                h = hash((h, (tid, j)))
-                hashes.append(h)
-                e += 1
-        return hashes
-    for e in range(num_full):
-        start, end = e * block_size, (e + 1) * block_size
-        first, last = start // trace_block_size, (end - 1) // trace_block_size
-        content = (tuple(hash_ids[first : last + 1]), start - first * trace_block_size)
-        h = hash((h, content))
-        hashes.append(h)
-    return hashes
+    for t in range(last_trace_block + 1):
+        h = hash((h, hash_ids[t]))
+        chain[t] = h
+    ends = (np.arange(num_full, dtype=np.int64) + 1) * block_size - 1  # last token of each block
+    owner = ends // trace_block_size
+    return _mix64(chain[owner], ends).tolist()

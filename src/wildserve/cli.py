@@ -14,16 +14,26 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-experiment_app = typer.Typer(help="Reproduce a paper's experiment end to end.", no_args_is_help=True)
+experiment_app = typer.Typer(
+    help="Reproduce a paper's experiment end to end.", no_args_is_help=True
+)
 app.add_typer(experiment_app, name="experiment")
 
 
 def _register() -> None:
     """Attach each area's commands; area modules import their heavy dependencies lazily."""
+    from wildserve.perf import cli as perf_cli
     from wildserve.rollout import cli as rollout_cli
     from wildserve.sim import cli as sim_cli
+    from wildserve.workload import cli as workload_cli
+
+    app.add_typer(perf_cli.app, name="perf")
 
     app.command("simulate")(sim_cli.simulate)
+    from wildserve.experiments import cli as experiments_cli
+
+    experiment_app.command("lmetric")(experiments_cli.lmetric)
+    app.add_typer(workload_cli.app, name="trace")
     app.command("rollout")(rollout_cli.rollout)
 
 

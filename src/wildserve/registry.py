@@ -34,7 +34,9 @@ class Registry(Generic[T]):
             return self._items[name]
         except KeyError:
             choices = ", ".join(sorted(self._items))
-            raise UnknownNameError(f"unknown {self.kind} '{name}'; choose one of: {choices}") from None
+            raise UnknownNameError(
+                f"unknown {self.kind} '{name}'; choose one of: {choices}"
+            ) from None
 
     def names(self) -> list[str]:
         return sorted(self._items)

@@ -37,7 +37,9 @@ class BatchShape:
         else:
             self.num_prefill_tokens += new_tokens
             self.num_prefill_seqs += 1
-            self.prefill_attn_pairs += new_tokens * context_tokens + new_tokens * (new_tokens + 1) / 2
+            self.prefill_attn_pairs += (
+                new_tokens * context_tokens + new_tokens * (new_tokens + 1) / 2
+            )
             self.prefill_ctx_tokens += context_tokens
         if samples:
             self.num_sampled += 1

@@ -15,8 +15,12 @@ class Request:
     arrival_s: float  # seconds from the start of the workload
     prompt_tokens: int
     output_tokens: int
-    hash_ids: tuple[int, ...] = ()  # one id per trace block of the prompt; equal prefix -> equal ids
-    block_size: int = 0  # tokens per trace block (512 Mooncake, 16 Qwen-Bailian, 64 WEKA); 0: no ids
+    hash_ids: tuple[
+        int, ...
+    ] = ()  # one id per trace block of the prompt; equal prefix -> equal ids
+    block_size: int = (
+        0  # tokens per trace block (512 Mooncake, 16 Qwen-Bailian, 64 WEKA); 0: no ids
+    )
     session_id: int | None = None  # conversation / agent session, when the trace has one
     category: str | None = None  # request type (Qwen-Bailian 'type', WEKA input type), when known
     turn: int | None = None  # 1-based turn within the session, when known

@@ -1,0 +1,259 @@
+"""One serving instance, advanced one step at a time by whichever clock drives it.
+
+``step(now)`` plans a batch, asks the cost model how long it takes, applies it and stamps the tokens
+produced at ``now + duration``. The driver (simulator or HTTP server) must not call ``step`` before
+that time. The engine never reads a clock and never sleeps.
+
+Fast-forward: when a step is pure decode and nothing else can change until a request finishes, the
+next ``k`` steps are identical in shape. Given a ``horizon`` (the next moment anything outside could
+change this engine), ``step`` advances all steps that start before it in one call, with exactly the
+durations, token times and block allocations that ``k`` single steps would give.
+"""
+
+from __future__ import annotations
+
+import logging
+from array import array
+from bisect import bisect_left
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from wildserve.engine.block_pool import BlockPool
+from wildserve.engine.config import EngineConfig
+from wildserve.engine.kv_manager import KVCacheManager, cdiv
+from wildserve.engine.memory import GpuMemory
+from wildserve.engine.request import EngineRequest, RequestStatus
+from wildserve.engine.scheduler import Scheduler, SchedulerOutput
+from wildserve.kvcache.policy import make_eviction_policy
+from wildserve.perf.batch import BatchShape, StepCostModel
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class StepResult:
+    """What one ``step`` call did; ``num_steps`` > 1 when a decode run was fast-forwarded."""
+
+    start_s: float
+    duration_s: float = 0.0
+    num_steps: int = 0
+    num_tokens: int = 0  # tokens computed across all steps
+    scheduled: list[EngineRequest] = field(default_factory=list)
+    first_token: list[EngineRequest] = field(default_factory=list)  # produced their first token
+    finished: list[EngineRequest] = field(default_factory=list)
+    preempted: list[EngineRequest] = field(default_factory=list)
+
+    @property
+    def end_s(self) -> float:
+        return self.start_s + self.duration_s
+
+
+class Engine:
+    """A vLLM-v1-like instance: scheduler, paged KV with prefix caching, a step-cost model."""
+
+    def __init__(
+        self,
+        config: EngineConfig,
+        cost_model: StepCostModel,
+        num_blocks: int | None = None,
+        instance_id: int = 0,
+        memory: GpuMemory | None = None,
+    ) -> None:
+        self.config = config
+        self.cost_model = cost_model
+        self.instance_id = instance_id
+        self.memory = memory
+        num_blocks = config.num_gpu_blocks or num_blocks
+        if num_blocks is None:
+            if memory is None:
+                raise ValueError("Engine needs num_blocks, config.num_gpu_blocks or a GpuMemory")
+            num_blocks = memory.num_blocks()
+        self.pool = BlockPool(num_blocks, make_eviction_policy(config.eviction_policy))
+        self.kv = KVCacheManager(self.pool, config.block_size, config.enable_prefix_caching)
+        self.scheduler = Scheduler(config, self.kv)
+        self.step_end_s: array = array("d")  # end time of every step taken, in order
+        self.num_finished = 0
+        self.num_preemptions = 0
+        self.busy_s = 0.0
+
+    # ---- what a router can see -------------------------------------------------------------------
+    @property
+    def num_running(self) -> int:
+        return len(self.scheduler.running)
+
+    @property
+    def num_waiting(self) -> int:
+        return len(self.scheduler.waiting)
+
+    @property
+    def queued_prefill_tokens(self) -> int:
+        return self.scheduler.queued_prefill_tokens
+
+    def kv_usage(self) -> float:
+        return self.pool.usage()
+
+    def cached_tokens(self, block_hashes: list[int]) -> int:
+        return self.kv.num_cached_tokens(block_hashes)
+
+    @property
+    def has_work(self) -> bool:
+        return bool(self.scheduler.running or self.scheduler.waiting)
+
+    # ---- driving -------------------------------------------------------------------------------
+    def add_request(self, req: EngineRequest, now: float) -> bool:
+        """Queue a request; False (and the request finished as aborted) if it can never fit."""
+        bs = self.config.block_size
+        usable = self.pool.num_blocks - int(self.config.watermark * self.pool.num_blocks)
+        if cdiv(req.num_prompt_tokens + req.max_output_tokens, bs) > usable:
+            log.warning(
+                "request %s needs more KV blocks than the instance has; aborted", req.request_id
+            )
+            req.status = RequestStatus.FINISHED_ABORTED
+            req.finish_s = now
+            return False
+        hit = self.kv.num_cached_tokens(req.block_hashes[: self.kv.max_hit_blocks(req)])
+        req.pending_prefill = req.num_tokens - hit
+        self.scheduler.add(req)
+        return True
+
+    def abort_request(self, req: EngineRequest, now: float) -> None:
+        """Drop a request that has not finished (client went away)."""
+        if not req.is_finished:
+            self.scheduler.finish(req, RequestStatus.FINISHED_ABORTED, now)
+
+    def step(self, now: float, horizon: float | None = None) -> StepResult:
+        """Run one step (or a fast-forwarded decode run ending before ``horizon``) starting at ``now``."""
+        out = self.scheduler.schedule(now)
+        result = StepResult(start_s=now, preempted=out.preempted)
+        self.num_preemptions += len(out.preempted)
+        if not out.scheduled:
+            return result
+        num_steps = 1
+        if horizon is not None and horizon > now and self._can_fast_forward(out):
+            durations = self._decode_run(out, now, horizon)
+            num_steps = len(durations)
+        else:
+            durations = [self.cost_model.step_time(self._shape(out))]
+        first_step = len(self.step_end_s)
+        t = now
+        for d in durations:
+            t += d
+            self.step_end_s.append(t)
+        result.duration_s = t - now
+        result.num_steps = num_steps
+        result.scheduled = out.scheduled
+        self.busy_s += result.duration_s
+        if num_steps == 1:
+            self._apply_step(out, first_step, result)
+        else:
+            self._apply_decode_run(out, first_step, num_steps, result)
+        return result
+
+    # ---- internals -----------------------------------------------------------------------------
+    @staticmethod
+    def _shape(out: SchedulerOutput) -> BatchShape:
+        shape = BatchShape()
+        for req, n, ctx in zip(out.scheduled, out.num_new_tokens, out.context_tokens, strict=True):
+            shape.add_chunk(n, ctx, ctx + n >= req.num_tokens)
+        return shape
+
+    def _apply_step(self, out: SchedulerOutput, step_idx: int, result: StepResult) -> None:
+        end = self.step_end_s[step_idx]
+        sched = self.scheduler
+        for req, n in zip(out.scheduled, out.num_new_tokens, strict=True):
+            req.num_computed_tokens += n
+            result.num_tokens += n
+            if req.pending_prefill:
+                sched._set_pending(req, max(0, req.num_tokens - req.num_computed_tokens))
+            if req.num_computed_tokens >= req.num_tokens:  # caught up: sample one token
+                req.num_output_tokens += 1
+                req.record_tokens(step_idx, 1)
+                if req.first_token_s < 0:
+                    req.first_token_s = end
+                    result.first_token.append(req)
+                if req.num_output_tokens >= req.max_output_tokens:
+                    result.finished.append(req)
+        self._finish(result.finished, end)
+
+    def _can_fast_forward(self, out: SchedulerOutput) -> bool:
+        cfg = self.config
+        return (
+            cfg.max_fast_forward_steps > 1
+            and out.is_pure_decode
+            and not out.preempted
+            and (out.waiting_stuck or not self.scheduler.waiting)
+        )
+
+    def _decode_run(self, out: SchedulerOutput, now: float, horizon: float) -> np.ndarray:
+        """Durations of the identical decode steps that start before ``horizon`` and fit in memory."""
+        reqs = out.scheduled
+        k = min(
+            self.config.max_fast_forward_steps,
+            min(r.max_output_tokens - r.num_output_tokens for r in reqs),
+        )
+        if k > 1:
+            k = self._max_steps_in_memory(reqs, k)
+        ctx = sum(out.context_tokens) + len(reqs)
+        durations = self.cost_model.decode_run_times(len(reqs), ctx, k)
+        if k > 1:
+            starts = now + np.cumsum(durations) - durations
+            k = max(1, bisect_left(starts, horizon))
+            durations = durations[:k]
+        return durations
+
+    def _max_steps_in_memory(self, reqs: list[EngineRequest], k: int) -> int:
+        """Largest number of decode steps (≤ k) whose new blocks fit in the free pool."""
+        free = self.pool.num_free
+        need = self.kv.blocks_needed_for_decode
+
+        def fits(steps: int) -> bool:
+            total = 0
+            for r in reqs:
+                total += need(r, steps)
+                if total > free:
+                    return False
+            return True
+
+        if fits(k):
+            return k
+        lo, hi = 1, k  # fits(1) holds: the scheduler already allocated the first step
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if fits(mid):
+                lo = mid
+            else:
+                hi = mid
+        return lo
+
+    def _apply_decode_run(
+        self, out: SchedulerOutput, first_step: int, num_steps: int, result: StepResult
+    ) -> None:
+        kv = self.kv
+        end = self.step_end_s[first_step + num_steps - 1]
+        now = result.start_s
+        for req in out.scheduled:
+            if num_steps > 1:
+                ok = kv.allocate_slots(req, num_steps, now)
+                assert ok, "fast-forward checked the memory"
+            req.num_computed_tokens += num_steps
+            req.num_output_tokens += num_steps
+            req.record_tokens(first_step, num_steps)
+            if req.num_output_tokens >= req.max_output_tokens:
+                result.finished.append(req)
+        result.num_tokens = num_steps * len(out.scheduled)
+        self._finish(result.finished, end)
+
+    def _finish(self, finished: list[EngineRequest], end: float) -> None:
+        if not finished:
+            return
+        sched = self.scheduler
+        for req in finished:
+            assert req.status == RequestStatus.RUNNING, req
+            self.kv.free(req, end)
+            sched._set_pending(req, 0)
+            req.status = RequestStatus.FINISHED_LENGTH
+            req.finish_s = end
+        done = set(map(id, finished))
+        sched.running = [r for r in sched.running if id(r) not in done]
+        self.num_finished += len(finished)

@@ -1,0 +1,152 @@
+"""One step's plan, vLLM v1 style: running requests first, then admissions, from one token budget.
+
+There are no prefill or decode phases: each scheduled request gets the tokens that bring its KV cache
+closer to its token count. When blocks run out, the newest running request is preempted (recompute)
+and goes back to the head of the waiting queue.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from wildserve.engine.config import EngineConfig
+from wildserve.engine.kv_manager import KVCacheManager
+from wildserve.engine.request import EngineRequest, RequestStatus
+
+
+@dataclass(slots=True)
+class SchedulerOutput:
+    """What one step computes; the engine costs it, then applies it."""
+
+    scheduled: list[EngineRequest] = field(default_factory=list)  # in batch order
+    num_new_tokens: list[int] = field(default_factory=list)  # tokens computed for each, same order
+    context_tokens: list[int] = field(default_factory=list)  # tokens already in KV for each
+    preempted: list[EngineRequest] = field(default_factory=list)
+    num_admitted: int = 0
+    is_pure_decode: bool = True  # every scheduled request computes exactly its next decode token
+    waiting_stuck: bool = False  # waiting head could not be admitted for lack of blocks or seats
+
+    @property
+    def total_tokens(self) -> int:
+        return sum(self.num_new_tokens)
+
+
+class Scheduler:
+    """Waiting and running queues over one KV cache manager."""
+
+    def __init__(self, config: EngineConfig, kv: KVCacheManager) -> None:
+        self.config = config
+        self.kv = kv
+        self.waiting: deque[EngineRequest] = deque()
+        self.running: list[EngineRequest] = []
+        self.queued_prefill_tokens = 0  # sum of pending_prefill over unfinished requests
+
+    def add(self, req: EngineRequest) -> None:
+        assert req.status == RequestStatus.WAITING, req
+        self.waiting.append(req)
+        self.queued_prefill_tokens += req.pending_prefill
+
+    def schedule(self, now: float) -> SchedulerOutput:
+        out = SchedulerOutput()
+        budget = self.config.max_num_batched_tokens
+        threshold = self.config.long_prefill_token_threshold
+        running = self.running
+        kv = self.kv
+
+        i = 0
+        while i < len(running) and budget > 0:
+            req = running[i]
+            num_new = req.num_tokens - req.num_computed_tokens
+            if threshold and num_new > threshold:
+                num_new = threshold
+            num_new = min(num_new, budget)
+            scheduled = True
+            while not kv.allocate_slots(req, num_new, now):
+                victim = running.pop()
+                self._preempt(victim, now)
+                out.preempted.append(victim)
+                if victim is req:
+                    scheduled = False
+                    break
+            if not scheduled:
+                break
+            self._add_to_output(out, req, num_new)
+            budget -= num_new
+            i += 1
+
+        if not out.preempted:
+            self._admit_waiting(out, budget, now)
+        return out
+
+    def _admit_waiting(self, out: SchedulerOutput, budget: int, now: float) -> None:
+        cfg = self.config
+        kv = self.kv
+        waiting = self.waiting
+        reserve = int(cfg.watermark * kv.pool.num_blocks)
+        while waiting and budget > 0:
+            if len(self.running) >= cfg.max_num_seqs:
+                out.waiting_stuck = True
+                return
+            req = waiting[0]
+            computed = kv.get_computed_blocks(req)
+            num_hit = len(computed) * kv.block_size
+            num_new = req.num_tokens - num_hit
+            if cfg.long_prefill_token_threshold and num_new > cfg.long_prefill_token_threshold:
+                num_new = cfg.long_prefill_token_threshold
+            if not cfg.enable_chunked_prefill and num_new > budget:
+                return
+            num_new = min(num_new, budget)
+            if not kv.allocate_slots(req, num_new, now, computed, reserve):
+                out.waiting_stuck = True
+                return
+            waiting.popleft()
+            assert req.status in (RequestStatus.WAITING, RequestStatus.PREEMPTED), req
+            req.status = RequestStatus.RUNNING
+            req.num_computed_tokens = num_hit
+            if req.num_hit_tokens < 0:
+                req.num_hit_tokens = min(num_hit, req.num_prompt_tokens)
+                req.first_scheduled_s = now
+            self.running.append(req)
+            out.num_admitted += 1
+            self._add_to_output(out, req, num_new)
+            budget -= num_new
+
+    @staticmethod
+    def _add_to_output(out: SchedulerOutput, req: EngineRequest, num_new: int) -> None:
+        out.scheduled.append(req)
+        out.num_new_tokens.append(num_new)
+        out.context_tokens.append(req.num_computed_tokens)
+        if (
+            num_new != 1
+            or req.num_output_tokens == 0
+            or req.num_computed_tokens != req.num_tokens - 1
+        ):
+            out.is_pure_decode = False
+
+    def _preempt(self, req: EngineRequest, now: float) -> None:
+        """Recompute preemption: drop the KV, keep the outputs, go back to the waiting head."""
+        assert req.status == RequestStatus.RUNNING, req
+        self.kv.free(req, now)
+        req.status = RequestStatus.PREEMPTED
+        req.num_computed_tokens = 0
+        req.num_preemptions += 1
+        hit = self.kv.num_cached_tokens(req.block_hashes[: self.kv.max_hit_blocks(req)])
+        self._set_pending(req, req.num_tokens - hit)
+        self.waiting.appendleft(req)
+
+    def _set_pending(self, req: EngineRequest, pending: int) -> None:
+        self.queued_prefill_tokens += pending - req.pending_prefill
+        req.pending_prefill = pending
+
+    def finish(self, req: EngineRequest, status: RequestStatus, now: float) -> None:
+        """Leave the engine: free blocks, drop from its queue, stamp the finish time."""
+        assert not req.is_finished, req
+        if req.status == RequestStatus.RUNNING:
+            self.running.remove(req)
+            self.kv.free(req, now)
+        else:
+            self.waiting.remove(req)
+        self._set_pending(req, 0)
+        req.status = status
+        req.finish_s = now

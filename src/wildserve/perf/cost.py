@@ -1,0 +1,27 @@
+"""Pick a step-cost model by name: ``analytic`` (any model and GPU) or ``table`` (profiled pairs)."""
+
+from __future__ import annotations
+
+from wildserve.perf.analytic import AnalyticCostModel, StepCostBase
+from wildserve.perf.calibration import Efficiency
+from wildserve.perf.gpus import GPUSpec, get_gpu
+from wildserve.perf.models import ModelConfig, get_model
+from wildserve.perf.table import TableCostModel
+from wildserve.registry import Registry
+
+COST_MODELS: Registry[type[StepCostBase]] = Registry("cost model")
+COST_MODELS.add("analytic", AnalyticCostModel)
+COST_MODELS.add("table", TableCostModel)
+
+
+def build_cost_model(
+    kind: str,
+    model: ModelConfig | str,
+    gpu: GPUSpec | str,
+    tp: int = 1,
+    efficiency: Efficiency | None = None,
+) -> StepCostBase:
+    """A cost model of ``kind`` for ``model`` on ``gpu`` (names or objects) with ``tp`` GPUs."""
+    cfg = get_model(model) if isinstance(model, str) else model
+    spec = get_gpu(gpu) if isinstance(gpu, str) else gpu
+    return COST_MODELS.get(kind)(cfg, spec, tp, efficiency)

@@ -1,0 +1,58 @@
+"""What a router sees of one instance, and of the request it is placing.
+
+Views are built by a view source (the engines' exact state in the simulator, a router-local index, or
+KV events in the gateway) so that the same policy object runs everywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class RouteRequest:
+    """The parts of a request a routing policy may use."""
+
+    request_id: int | str
+    prompt_tokens: int
+    block_hashes: Sequence[int]  # chained hashes of the prompt's full blocks (engine block size)
+    block_size: int
+    session_id: int | None = None
+    category: str | None = None
+
+
+def _no_match(block_hashes: Sequence[int]) -> int:
+    return 0
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceView:
+    """One instance's load and cache, as a router can know them at decision time."""
+
+    instance_id: int
+    num_running: int = 0
+    num_waiting: int = 0
+    queued_prefill_tokens: int = 0  # uncached prompt tokens sent to it whose prefill is not done
+    kv_usage: float = 0.0  # fraction of KV blocks in use
+    num_kv_blocks: int = 0  # KV blocks in total (0: unknown)
+    block_size: int = 16
+    match_blocks: Callable[[Sequence[int]], int] = field(
+        default=_no_match, compare=False, repr=False
+    )
+
+    @property
+    def num_requests(self) -> int:
+        """Requests sent to the instance and not finished (running + waiting): LMetric's ``bs``."""
+        return self.num_running + self.num_waiting
+
+    def cached_blocks(self, block_hashes: Sequence[int]) -> int:
+        """Length in blocks of the longest prefix of ``block_hashes`` this instance holds."""
+        return self.match_blocks(block_hashes)
+
+    def cached_tokens(self, block_hashes: Sequence[int]) -> int:
+        return self.match_blocks(block_hashes) * self.block_size
+
+    def new_tokens(self, request: RouteRequest) -> int:
+        """Prompt tokens ``request`` would have to prefill here."""
+        return max(0, request.prompt_tokens - self.cached_tokens(request.block_hashes))

@@ -1,0 +1,1 @@
+"""Cluster simulator: engines on a virtual clock behind a routing policy."""

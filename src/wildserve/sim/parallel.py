@@ -1,0 +1,80 @@
+"""Run several independent simulations in worker processes with one live progress display."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue as queue_mod
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+_QUEUE: Any = None
+
+
+def _init(queue: Any) -> None:
+    global _QUEUE
+    _QUEUE = queue
+
+
+def report_progress(key: str, done: int, total: int) -> None:
+    """Called inside a worker (or inline) to move the bar of ``key``."""
+    if _QUEUE is not None:
+        _QUEUE.put((key, done, total))
+
+
+def default_jobs(num_tasks: int) -> int:
+    return max(
+        1, min(num_tasks, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+    )
+
+
+def run_parallel(
+    tasks: Sequence[tuple[str, Callable[..., T], tuple]],
+    jobs: int,
+    on_progress: Callable[[str, int, int], None] | None = None,
+) -> dict[str, T]:
+    """Run ``fn(*args)`` for each ``(key, fn, args)``; ``fn`` may call :func:`report_progress`."""
+    results: dict[str, T] = {}
+    if jobs <= 1 or len(tasks) <= 1:
+        global _QUEUE
+        for key, fn, args in tasks:
+            _QUEUE = _InlineQueue(on_progress)
+            try:
+                results[key] = fn(*args)
+            finally:
+                _QUEUE = None
+        return results
+    ctx = mp.get_context("fork" if hasattr(os, "fork") else "spawn")
+    queue = ctx.Manager().Queue()
+    with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init, initargs=(queue,)) as pool:
+        futures = {key: pool.submit(fn, *args) for key, fn, args in tasks}
+        pending = set(futures)
+        while pending:
+            while not queue.empty():
+                msg = queue.get()
+                if on_progress is not None:
+                    on_progress(*msg)
+            for key in list(pending):
+                if futures[key].done():
+                    results[key] = futures[key].result()
+                    pending.discard(key)
+            if pending:
+                try:
+                    msg = queue.get(timeout=0.2)
+                    if on_progress is not None:
+                        on_progress(*msg)
+                except queue_mod.Empty:
+                    continue
+    return {key: results[key] for key, _, _ in tasks}
+
+
+class _InlineQueue:
+    def __init__(self, on_progress: Callable[[str, int, int], None] | None) -> None:
+        self.on_progress = on_progress
+
+    def put(self, msg: tuple[str, int, int]) -> None:
+        if self.on_progress is not None:
+            self.on_progress(*msg)

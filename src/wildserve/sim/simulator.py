@@ -1,0 +1,268 @@
+"""The cluster simulator: arrivals are routed to engines, engines step on a virtual clock.
+
+Two events exist. ``RequestArrival`` asks the routing policy for an instance (using views of every
+instance as of now), hands the request to that engine and schedules the next arrival.
+``StepEnd`` lets an instance plan its next step. An engine may fast-forward a run of identical decode
+steps, but never past the next arrival, which is the only thing that can change its course.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from wildserve.engine import Engine, EngineRequest, StepResult
+from wildserve.metrics import RequestMetrics
+from wildserve.routing.policy import RoutingPolicy
+from wildserve.routing.prefix_match import ClusterPrefixIndex
+from wildserve.routing.view import InstanceView, RouteRequest
+from wildserve.sim.events import Event, EventQueue
+from wildserve.workload.request import Request
+
+
+class ViewSource(Protocol):
+    """Builds the views a policy decides on and hears what happened to the requests it placed."""
+
+    def views(self, request: RouteRequest) -> list[InstanceView]: ...
+
+    def on_dispatch(
+        self, instance: int, request: RouteRequest, engine_request: EngineRequest
+    ) -> None: ...
+
+    def on_step(self, instance: int, result: StepResult) -> None: ...
+
+
+class ExactViews:
+    """Views read straight from the engines: what a router fed by KV events and metrics sees.
+
+    With ``shared_index`` (default: on from 32 instances, when every cache is prefix-closed) a
+    cluster-wide hash -> holders index, kept current by the pools' events, finds every instance's match
+    in one parallel galloping search; otherwise each engine's pool is asked in turn.
+    """
+
+    def __init__(self, engines: Sequence[Engine], shared_index: bool | None = None) -> None:
+        self.engines = engines
+        closed = all(
+            e.pool.policy.prefix_closed and e.config.enable_prefix_caching for e in engines
+        )
+        if shared_index is None:
+            shared_index = closed and len(engines) >= 32
+        if shared_index and not closed:
+            raise ValueError(
+                "a shared prefix index needs prefix-closed caches (LRU, prefix caching on)"
+            )
+        self.index: ClusterPrefixIndex | None = None
+        if shared_index:
+            self.index = ClusterPrefixIndex(len(engines))
+            for i, e in enumerate(engines):
+                sink = self.index.sink(i)
+                for h in e.pool.hash_to_block:
+                    sink("stored", h)
+                e.pool.event_sink = sink
+
+    def views(self, request: RouteRequest) -> list[InstanceView]:
+        shared = _SharedMatch(self.index, request.block_hashes) if self.index is not None else None
+        out = []
+        for i, e in enumerate(self.engines):
+            if not e.config.enable_prefix_caching:
+                match = _zero
+            elif shared is not None:
+                match = shared.for_instance(i, e.pool.num_matched)
+            else:
+                match = e.pool.num_matched
+            out.append(
+                InstanceView(
+                    instance_id=i,
+                    num_running=len(e.scheduler.running),
+                    num_waiting=len(e.scheduler.waiting),
+                    queued_prefill_tokens=e.scheduler.queued_prefill_tokens,
+                    kv_usage=e.pool.usage(),
+                    num_kv_blocks=e.pool.num_blocks,
+                    block_size=e.config.block_size,
+                    match_blocks=match,
+                )
+            )
+        return out
+
+    def on_dispatch(
+        self, instance: int, request: RouteRequest, engine_request: EngineRequest
+    ) -> None:
+        """Exact views need no bookkeeping of their own."""
+
+    def on_step(self, instance: int, result: StepResult) -> None:
+        """Exact views need no bookkeeping of their own."""
+
+
+class _SharedMatch:
+    """One decision's matches from the shared index, computed once on first use."""
+
+    __slots__ = ("hashes", "index", "lengths")
+
+    def __init__(self, index: ClusterPrefixIndex, hashes: Sequence[int]) -> None:
+        self.index = index
+        self.hashes = hashes
+        self.lengths: list[int] | None = None
+
+    def for_instance(
+        self, i: int, fallback: Callable[[Sequence[int]], int]
+    ) -> Callable[[Sequence[int]], int]:
+        def match(block_hashes: Sequence[int]) -> int:
+            if block_hashes is not self.hashes:
+                return fallback(block_hashes)
+            if self.lengths is None:
+                self.lengths = self.index.match_lengths(block_hashes)
+            return self.lengths[i]
+
+        return match
+
+
+def _zero(block_hashes: Sequence[int]) -> int:
+    return 0
+
+
+class RequestArrival(Event):
+    priority = 0  # a request arriving when a step ends is seen by that next step
+
+    __slots__ = ("index",)
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def handle(self, sim: Simulator, now: float) -> Iterable[tuple[float, Event]]:
+        follow: list[tuple[float, Event]] = []
+        nxt = self.index + 1
+        if nxt < len(sim.requests):
+            sim.next_arrival_s = sim.requests[nxt].arrival_s
+            follow.append((sim.next_arrival_s, RequestArrival(nxt)))
+        else:
+            sim.next_arrival_s = math.inf
+        instance = sim.dispatch(self.index, now)
+        if instance is not None and not sim.busy[instance]:
+            follow.extend(sim.start_step(instance, now))
+        return follow
+
+
+class StepEnd(Event):
+    priority = 1
+
+    __slots__ = ("instance",)
+
+    def __init__(self, instance: int) -> None:
+        self.instance = instance
+
+    def handle(self, sim: Simulator, now: float) -> Iterable[tuple[float, Event]]:
+        sim.busy[self.instance] = False
+        return sim.start_step(self.instance, now)
+
+
+@dataclass
+class SimResult:
+    """Everything a run produced; metrics are computed from it on demand."""
+
+    requests: list[EngineRequest]
+    instances: list[int]  # instance each request went to (-1: never dispatched)
+    engines: list[Engine]
+    wall_s: float
+    end_s: float
+    extra: dict = field(default_factory=dict)
+
+    def metrics(self) -> RequestMetrics:
+        return RequestMetrics.from_requests(self.requests, self.instances)
+
+
+class Simulator:
+    """Replays requests against a cluster of engines under one routing policy."""
+
+    def __init__(
+        self,
+        engines: Sequence[Engine],
+        policy: RoutingPolicy,
+        views: ViewSource | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> None:
+        self.engines = list(engines)
+        self.policy = policy
+        self.view_source = views if views is not None else ExactViews(self.engines)
+        self.progress = progress
+        self.busy = [False] * len(self.engines)
+        self.next_arrival_s = math.inf
+        self.requests: list[Request] = []
+        self.engine_requests: list[EngineRequest] = []
+        self.instances: list[int] = []
+        self._categories: dict[str | None, int] = {}
+
+    def run(self, requests: Sequence[Request]) -> SimResult:
+        """Simulate until every request has finished; requests must be sorted by arrival."""
+        wall0 = time.perf_counter()
+        self.requests = list(requests)
+        for a, b in zip(self.requests, self.requests[1:], strict=False):
+            if b.arrival_s < a.arrival_s:
+                raise ValueError("requests must be sorted by arrival time")
+        self.engine_requests = []
+        self.instances = [-1] * len(self.requests)
+        queue = EventQueue()
+        if self.requests:
+            self.next_arrival_s = self.requests[0].arrival_s
+            queue.push(self.next_arrival_s, RequestArrival(0))
+        now = 0.0
+        handled = 0
+        total = len(self.requests)
+        while queue:
+            now, event = queue.pop()
+            for t, follow in event.handle(self, now):
+                queue.push(t, follow)
+            handled += 1
+            if self.progress is not None and handled % 512 == 0:
+                self.progress(sum(e.num_finished for e in self.engines), total)
+        if self.progress is not None:
+            self.progress(sum(e.num_finished for e in self.engines), total)
+        return SimResult(
+            requests=self.engine_requests,
+            instances=self.instances,
+            engines=self.engines,
+            wall_s=time.perf_counter() - wall0,
+            end_s=now,
+            extra={"events": handled},
+        )
+
+    def dispatch(self, index: int, now: float) -> int | None:
+        """Route request ``index`` and hand it to the chosen engine; None if it was rejected."""
+        req = self.requests[index]
+        block_size = self.engines[0].config.block_size
+        hashes = req.engine_block_hashes(block_size)
+        route = RouteRequest(
+            request_id=req.request_id,
+            prompt_tokens=req.prompt_tokens,
+            block_hashes=hashes,
+            block_size=block_size,
+            session_id=req.session_id,
+            category=req.category,
+        )
+        instance = self.policy.choose(route, self.view_source.views(route))
+        cat = self._categories.setdefault(req.category, len(self._categories))
+        ereq = EngineRequest(
+            req.request_id, req.arrival_s, req.prompt_tokens, req.output_tokens, hashes, cat, req
+        )
+        self.engine_requests.append(ereq)
+        self.instances[index] = instance
+        self.view_source.on_dispatch(instance, route, ereq)
+        if not self.engines[instance].add_request(ereq, now):
+            on_finish = getattr(self.view_source, "on_finish", None)
+            if on_finish is not None:
+                on_finish(ereq.request_id)
+            return None
+        return instance
+
+    def start_step(self, instance: int, now: float) -> list[tuple[float, Event]]:
+        engine = self.engines[instance]
+        if not engine.has_work:
+            return []
+        result = engine.step(now, horizon=self.next_arrival_s)
+        self.view_source.on_step(instance, result)
+        if result.num_steps == 0:
+            return []
+        self.busy[instance] = True
+        return [(result.end_s, StepEnd(instance))]

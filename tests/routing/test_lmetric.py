@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import pytest
+
+from tests.routing.conftest import req, view
+from wildserve.errors import ConfigError
+from wildserve.routing import make_policy
+
+
+def test_score_is_backlog_plus_new_times_batch_plus_one():
+    p = make_policy("lmetric")
+    r = req(prompt=160, blocks=10)
+    vs = [
+        view(0, run=3, queued=100, match=5),
+        view(1, run=0, queued=0, match=0),
+        view(2, wait=1, queued=40, match=10),
+    ]
+    # (100 + 160 - 80) * 4 = 720; (0 + 160) * 1 = 160; (40 + 0) * 2 = 80
+    assert p.scores(r, vs) == [720, 160, 80]
+    assert p.choose(r, vs) == 2
+
+
+def test_idle_instances_ranked_by_prefill_backlog_and_ties_lowest():
+    p = make_policy("lmetric")
+    r = req()
+    assert p.choose(r, [view(0, queued=500), view(1, queued=20), view(2, queued=20)]) == 1
+    assert p.choose(r, [view(0), view(1), view(2)]) == 0
+
+
+def test_random_tie_break_is_seeded_and_covers_ties():
+    r = req()
+    vs = [view(0, run=5), view(1), view(2), view(3)]
+    picks = {make_policy("lmetric", tie_break="random", seed=s).choose(r, vs) for s in range(30)}
+    assert picks == {1, 2, 3}
+    a = [make_policy("lmetric", tie_break="random", seed=7).choose(r, vs) for _ in range(3)]
+    assert len(set(a)) == 1
+    with pytest.raises(ConfigError):
+        make_policy("lmetric", tie_break="sideways")
+
+
+def test_fully_cached_request_scores_zero_whatever_the_load_and_is_counted():
+    p = make_policy("lmetric")
+    r = req(prompt=160, blocks=10)
+    hot = view(0, run=200, queued=0, match=10)
+    vs = [hot, view(1, run=0), view(2, run=1)]
+    assert p.scores(r, vs)[0] == 0
+    assert p.choose(r, vs) == 0  # the failure: 200 requests deep, still chosen
+    assert p.num_zero_score_decisions == 1
+
+
+def test_mitigation_floors_new_tokens_and_breaks_ties_by_load():
+    p = make_policy("lmetric", mitigate_zero=True)
+    r = req(prompt=160, blocks=10)
+    # hot instance: (0 + 16) * 201 = 3216 > idle cold instance (0 + 160) * 1 = 160
+    assert p.choose(r, [view(0, run=200, match=10), view(1), view(2, run=1)]) == 1
+    # two fully cached instances with no backlog: the less loaded wins despite a higher index
+    assert p.choose(r, [view(0, run=3, match=10), view(1, run=1, match=10)]) == 1
+    assert p.num_zero_score_decisions == 2  # still detected, no longer harmful

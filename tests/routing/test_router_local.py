@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from tests.routing.conftest import req
+from tests.sim.test_simulator import synthetic
+from wildserve.engine import Engine, EngineConfig
+from wildserve.perf.linear import LinearCostModel
+from wildserve.routing import make_policy
+from wildserve.routing.local import PrefixIndex, RouterLocalViews
+from wildserve.sim.simulator import Simulator
+
+
+def test_prefix_index_is_lru_bounded_and_evicts_deep_blocks_first():
+    idx = PrefixIndex(capacity_blocks=4)
+    idx.insert([1, 2, 3])
+    idx.insert([1, 2, 7, 8])  # 5 distinct blocks > 4: the oldest (block 3) goes
+    assert len(idx) == 4
+    assert idx.match([1, 2, 3]) == 2 and idx.match([1, 2, 7, 8]) == 4
+    idx.insert([9, 10])  # evicts 8 then 7 (deepest of the older request first)
+    assert idx.match([1, 2, 7, 8]) == 2 and idx.match([9, 10]) == 2
+
+
+def test_router_local_counts_follow_dispatch_first_token_and_finish():
+    rl = RouterLocalViews(num_instances=2, block_size=16, capacity_blocks=100)
+    a, b = req(prompt=160, blocks=10, rid=1), req(prompt=160, blocks=10, rid=2)
+    rl.on_dispatch(0, a)
+    rl.on_dispatch(0, b)  # b matches a's 10 blocks in the router's own index: 0 new tokens
+    v = rl.views(a)[0]
+    assert (v.num_requests, v.queued_prefill_tokens, v.cached_tokens(a.block_hashes)) == (
+        2,
+        160,
+        160,
+    )
+    rl.on_first_token(1)
+    rl.on_first_token(1)  # idempotent
+    assert rl.views(a)[0].queued_prefill_tokens == 0
+    rl.on_finish(1)
+    rl.on_finish(2)
+    rl.on_finish(2)  # unknown ids are ignored
+    assert rl.in_flight == [0, 0] and rl.queued_prefill == [0, 0] and rl.num_tracked == 0
+
+
+def test_simulator_with_router_local_views_releases_every_request():
+    reqs = synthetic(300, 5)
+    cost = LinearCostModel(base_s=0.004, per_token_s=4e-5)
+    engines = [Engine(EngineConfig(), cost, num_blocks=3000, instance_id=i) for i in range(4)]
+    views = RouterLocalViews(4, 16, capacity_blocks=3000)
+    res = Simulator(engines, make_policy("lmetric"), views=views).run(reqs)
+    assert res.metrics().num_finished == len(reqs)
+    assert views.num_tracked == 0 and views.in_flight == [0] * 4 and views.queued_prefill == [0] * 4
