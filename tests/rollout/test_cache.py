@@ -22,7 +22,9 @@ def test_ragged_extend_truncate_select_compact_match_full_forward(target_model, 
     lm.start(rows)
     appended = 7
     for step in range(40):  # enough rejected slots to trigger compaction
-        chunks = [torch.randint(2, 32, (1 + (i + step) % 4,), generator=rng).tolist() for i in range(3)]
+        chunks = [
+            torch.randint(2, 32, (1 + (i + step) % 4,), generator=rng).tolist() for i in range(3)
+        ]
         if step % 3 == 2:  # a row subset, like a drafter serving only some requests
             sub = torch.tensor([2, 0])
             logits = lm.extend([chunks[2], chunks[0]], sub)
@@ -36,7 +38,9 @@ def test_ragged_extend_truncate_select_compact_match_full_forward(target_model, 
             seq = rows[row] + chunks[row]
             ref = full_logits(target_model, seq)[-len(chunks[row]) :]
             torch.testing.assert_close(logits[pos, : len(chunks[row])], ref, atol=1e-4, rtol=1e-4)
-            kept = 1 + (row + step) % len(chunks[row])  # keep a prefix of the chunk, like acceptance
+            kept = 1 + (row + step) % len(
+                chunks[row]
+            )  # keep a prefix of the chunk, like acceptance
             rows[row] = seq[: len(rows[row]) + kept]
             lm.truncate([len(rows[row])], torch.tensor([row]))
         assert lm.num_tokens().tolist() == [len(r) for r in rows]
@@ -45,4 +49,6 @@ def test_ragged_extend_truncate_select_compact_match_full_forward(target_model, 
     rows = [rows[2], rows[0]]
     logits = lm.extend([[5], [6]])
     for i, tok in enumerate((5, 6)):
-        torch.testing.assert_close(logits[i, 0], full_logits(target_model, rows[i] + [tok])[-1], atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(
+            logits[i, 0], full_logits(target_model, rows[i] + [tok])[-1], atol=1e-4, rtol=1e-4
+        )

@@ -43,7 +43,11 @@ def test_history_drafter_learns_from_finished_responses_of_the_same_prompt():
     assert drafter.propose([first], 3)[0].tokens == []
     drafter.finish([first])
     again = SeqState(2, prompt_id=7, prompt=[1, 2])
-    assert drafter.propose([again, other], 3)[0].tokens == [10, 11, 12]  # response start from history
+    assert drafter.propose([again, other], 3)[0].tokens == [
+        10,
+        11,
+        12,
+    ]  # response start from history
     assert drafter.propose([other], 3)[0].tokens == []  # a different prompt has no history
     again.output = [10, 11]
     assert drafter.propose([again], 3)[0].tokens == [12, 13]

@@ -78,7 +78,9 @@ def chi_square_p(samples: list[tuple[int, ...]], exact: dict[tuple[int, ...], fl
     return float(torch.special.gammaincc(torch.tensor((cells - 1) / 2), torch.tensor(stat / 2)))
 
 
-def run(target, sampling, drafters, seed, spec=SpecConfig(num_draft_tokens=3, adaptive_draft_len=False)):
+def run(
+    target, sampling, drafters, seed, spec=SpecConfig(num_draft_tokens=3, adaptive_draft_len=False)
+):
     gen = torch.Generator().manual_seed(seed)
     seqs = [SeqState(seq_id=i, prompt_id=0, prompt=list(PROMPT)) for i in range(NUM_SAMPLES)]
     stats = generate(target, seqs, sampling, DraftPlanner(drafters, spec), gen, frozenset())
@@ -104,10 +106,14 @@ def test_plain_sampling_matches_exact(small_target, sampling):
 
 @pytest.mark.parametrize("sampling", SAMPLINGS, ids=["t1", "t0.8-top0.9"])
 def test_model_drafter_is_lossless(small_target, small_draft, sampling):
-    drafter = DRAFTERS.get("draft-model")(ctx(sampling, torch.Generator().manual_seed(5), draft_model=small_draft))
+    drafter = DRAFTERS.get("draft-model")(
+        ctx(sampling, torch.Generator().manual_seed(5), draft_model=small_draft)
+    )
     samples, stats = run(small_target, sampling, {"draft-model": drafter}, seed=1)
     d = stats.by_drafter["draft-model"]
-    assert 0.1 < d.acceptance_rate < 0.95, "drafter must be neither useless nor perfect for the test to bite"
+    assert 0.1 < d.acceptance_rate < 0.95, (
+        "drafter must be neither useless nor perfect for the test to bite"
+    )
     assert chi_square_p(samples, exact_distribution(small_target, sampling)) > P_MIN
 
 
@@ -135,7 +141,9 @@ def test_the_test_detects_a_subtle_verifier_bug(small_target, small_draft, monke
 
     monkeypatch.setattr(verify_mod, "_residual", lambda p, rejected, q: p)
     sampling = SAMPLINGS[0]
-    drafter = DRAFTERS.get("draft-model")(ctx(sampling, torch.Generator().manual_seed(5), draft_model=small_draft))
+    drafter = DRAFTERS.get("draft-model")(
+        ctx(sampling, torch.Generator().manual_seed(5), draft_model=small_draft)
+    )
     samples, _ = run(small_target, sampling, {"draft-model": drafter}, seed=1)
     assert chi_square_p(samples, exact_distribution(small_target, sampling)) < P_MIN
 
@@ -145,7 +153,9 @@ def test_decoupled_model_drafter_is_lossless(small_target, small_draft):
     from wildserve.rollout.decoupled import DecoupledDrafter
 
     sampling = SAMPLINGS[0]
-    inner = DRAFTERS.get("draft-model")(ctx(sampling, torch.Generator().manual_seed(7), draft_model=small_draft))
+    inner = DRAFTERS.get("draft-model")(
+        ctx(sampling, torch.Generator().manual_seed(7), draft_model=small_draft)
+    )
     ahead = DecoupledDrafter(inner, window=3)
     try:
         samples, stats = run(small_target, sampling, {"ahead": ahead}, seed=4)

@@ -54,7 +54,7 @@ def test_with_a_slow_model_drafter_decoupling_beats_coupling():
     assert res["decoupled"].tokens_per_iteration < res["coupled"].tokens_per_iteration
 
 
-def test_with_a_free_drafter_decoupling_only_loses_gpus():
+def test_with_a_free_drafter_decoupling_only_adds_stale_chunks():
     lookup_only = replace(SMALL, drafters=(DrafterSpec("history", 0.6, 8.0, uses_gpu=False),))
     res = simulate_rollout(lookup_only, costs, seed=0)
     assert res["coupled"].step_time_s < res["decoupled"].step_time_s
@@ -64,9 +64,11 @@ def test_no_spec_time_is_the_sum_of_decode_steps_until_the_longest_response():
     cfg = replace(SMALL, num_prompts=3, median_response_tokens=50, length_sigma=0.0)
     res = simulate_rollout(cfg, costs, seed=1, modes=("no-spec",))
     assert res["no-spec"].num_iterations == 50
-    target = costs("target", cfg.num_gpus)
+    target = costs("target", cfg.target_gpus)
     expected = sum(
-        target.step_time(BatchShape(num_decode_tokens=3, decode_ctx_tokens=3 * (512 + i + 1), num_sampled=3))
+        target.step_time(
+            BatchShape(num_decode_tokens=3, decode_ctx_tokens=3 * (512 + i + 1), num_sampled=3)
+        )
         for i in range(50)
     )
     assert res["no-spec"].step_time_s == pytest.approx(expected)
@@ -80,4 +82,4 @@ def test_useless_drafter_makes_coupled_speculation_slower():
 
 def test_bad_gpu_split_is_rejected():
     with pytest.raises(ConfigError, match="draft_gpus"):
-        RolloutSimConfig(num_gpus=4, draft_gpus=4)
+        RolloutSimConfig(target_gpus=4, draft_gpus=0)

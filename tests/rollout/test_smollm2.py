@@ -63,11 +63,17 @@ def test_rollout_session_reports_rewards_and_history_gains(smollm2):
     problems = make_problems(4, np.random.default_rng(1))
     sampling = SamplingConfig(temperature=1.0, max_new_tokens=48)
     reports = run_rollouts(
-        smollm2, problems, [RolloutConfig("none", epochs=2), RolloutConfig("suffix", epochs=2)],
-        sampling, SpecConfig(),
+        smollm2,
+        problems,
+        [RolloutConfig("none", epochs=2), RolloutConfig("suffix", epochs=2)],
+        sampling,
+        SpecConfig(),
     )
     none, suffix = reports
     assert [e.epoch for e in suffix.epochs] == [1, 2]
-    assert suffix.epochs[0].stats.by_drafter.get("suffix") is None or suffix.epochs[0].stats.by_drafter["suffix"].num_drafted == 0
+    assert (
+        suffix.epochs[0].stats.by_drafter.get("suffix") is None
+        or suffix.epochs[0].stats.by_drafter["suffix"].num_drafted == 0
+    )
     for e in none.epochs + suffix.epochs:
         assert 0.0 <= e.mean_reward <= 1.0 and e.stats.num_tokens > 0

@@ -100,7 +100,9 @@ class RaggedLM:
             self._scatter_new_slots(cache, rows, new_valid)
         return out.logits
 
-    def truncate(self, num_keep: Sequence[int] | torch.Tensor, rows: torch.Tensor | None = None) -> None:
+    def truncate(
+        self, num_keep: Sequence[int] | torch.Tensor, rows: torch.Tensor | None = None
+    ) -> None:
         """Keep only the first ``num_keep`` real tokens of each row (of ``rows``)."""
         keep = torch.as_tensor(num_keep, dtype=torch.long).unsqueeze(1)
         if rows is None:

@@ -23,20 +23,26 @@ def rollout(
     prompts: int = typer.Option(64, min=1, help="word problems per epoch"),
     epochs: int = typer.Option(3, min=1, help="passes over the same prompts (RL epochs)"),
     spec: str = typer.Option(
-        "fastest-of-n", help="comma list of: none, ngram, suffix, early-exit, draft-model, fastest-of-n"
+        "fastest-of-n",
+        help="comma list of: none, ngram, suffix, early-exit, draft-model, fastest-of-n",
     ),
     decoupled: bool = typer.Option(False, help="model drafters may also run ahead in a thread"),
     samples_per_prompt: int = typer.Option(1, min=1, help="responses per prompt per epoch"),
     temperature: float = typer.Option(_default(SamplingConfig, "temperature")),
     top_p: float = typer.Option(_default(SamplingConfig, "top_p")),
     max_new_tokens: int = typer.Option(_default(SamplingConfig, "max_new_tokens")),
-    draft_len: int = typer.Option(_default(SpecConfig, "num_draft_tokens"), help="max draft length k"),
+    draft_len: int = typer.Option(
+        _default(SpecConfig, "num_draft_tokens"), help="max draft length k"
+    ),
     fixed_draft_len: bool = typer.Option(False, help="always draft k (no cost-model planner)"),
     early_exit_layers: int = typer.Option(_default(SpecConfig, "early_exit_layers")),
     seed: int = typer.Option(0),
-    baseline: bool = typer.Option(True, help="also run plain batched generation ('none') to compare"),
+    baseline: bool = typer.Option(
+        True, help="also run plain batched generation ('none') to compare"
+    ),
     threads: int = typer.Option(
-        1, help="torch CPU threads; 1 avoids OpenMP spin-waits on a busy shared machine (0: default)"
+        1,
+        help="torch CPU threads; 1 avoids OpenMP spin-waits on a busy shared machine (0: default)",
     ),
     output_json: Path | None = typer.Option(None, help="write per-epoch figures here"),
 ) -> None:
@@ -63,7 +69,13 @@ def rollout(
     if baseline and "none" not in modes:
         modes.insert(0, "none")
     configs = [
-        RolloutConfig(spec_mode=m, epochs=epochs, samples_per_prompt=samples_per_prompt, seed=seed, decoupled=decoupled)
+        RolloutConfig(
+            spec_mode=m,
+            epochs=epochs,
+            samples_per_prompt=samples_per_prompt,
+            seed=seed,
+            decoupled=decoupled,
+        )
         for m in modes
     ]
     console = Console(width=None if Console().is_terminal else 200)
@@ -72,21 +84,46 @@ def rollout(
     with torch.no_grad():  # one-time kernel and allocator warm-up outside every timed run
         loaded.model(input_ids=torch.tensor([loaded.encode_chat("warm up")]))
     with Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.completed:,.0f} tokens"),
-        TimeElapsedColumn(), console=console,
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TextColumn("{task.completed:,.0f} tokens"),
+        TimeElapsedColumn(),
+        console=console,
     ) as progress:
-        tasks = {c.spec_mode: progress.add_task(c.spec_mode + (" +decoupled" if decoupled else ""), total=None) for c in configs}
+        tasks = {
+            c.spec_mode: progress.add_task(
+                c.spec_mode + (" +decoupled" if decoupled else ""), total=None
+            )
+            for c in configs
+        }
         reports = run_rollouts(
-            loaded, problems, configs, sampling, spec_cfg,
+            loaded,
+            problems,
+            configs,
+            sampling,
+            spec_cfg,
             on_tokens=lambda mode, n: progress.advance(tasks[mode], n),
         )
     rows = summary_rows(reports)
-    console.print(summary_table(rows, title=f"rollout of {prompts} prompts x {epochs} epochs, {model}"))
+    console.print(
+        summary_table(rows, title=f"rollout of {prompts} prompts x {epochs} epochs, {model}")
+    )
     if output_json is not None:
-        _write_json_atomic(output_json, {"command_args": {"prompts": prompts, "epochs": epochs, "spec": modes,
-                                                          "decoupled": decoupled, "seed": seed,
-                                                          "sampling": sampling.__repr__(), "spec_config": spec_cfg.__repr__()},
-                                         "rows": rows})
+        _write_json_atomic(
+            output_json,
+            {
+                "command_args": {
+                    "prompts": prompts,
+                    "epochs": epochs,
+                    "spec": modes,
+                    "decoupled": decoupled,
+                    "seed": seed,
+                    "sampling": sampling.__repr__(),
+                    "spec_config": spec_cfg.__repr__(),
+                },
+                "rows": rows,
+            },
+        )
 
 
 def _write_json_atomic(path: Path, payload: dict) -> None:

@@ -32,14 +32,20 @@ class SamplingConfig:
 class SpecConfig:
     """Speculation knobs shared by every drafter and by the fastest-of-N selector."""
 
-    num_draft_tokens: int = field(default=6, metadata={"help": "draft length k (0: no speculation)"})
+    num_draft_tokens: int = field(
+        default=6, metadata={"help": "draft length k (0: no speculation)"}
+    )
     adaptive_draft_len: bool = field(
         default=True, metadata={"help": "let the cost-model planner pick k per step (<= k)"}
     )
     ngram_max: int = field(default=4, metadata={"help": "longest suffix the lookup drafters match"})
-    ngram_min: int = field(default=1, metadata={"help": "shortest suffix the lookup drafters match"})
+    ngram_min: int = field(
+        default=1, metadata={"help": "shortest suffix the lookup drafters match"}
+    )
     history_max_match: int = field(default=12, metadata={"help": "suffix-index match window"})
-    early_exit_layers: int = field(default=8, metadata={"help": "target layers the self-drafter runs"})
+    early_exit_layers: int = field(
+        default=8, metadata={"help": "target layers the self-drafter runs"}
+    )
     prior_strength: float = field(
         default=4.0, metadata={"help": "pseudo-drafts of the pooled acceptance rate per request"}
     )

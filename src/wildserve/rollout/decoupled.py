@@ -72,7 +72,8 @@ class DecoupledDrafter(Drafter):
             self.inner.begin(seqs)
         with self._cond:
             self._chains = {
-                s.seq_id: _Chain(s.seq_id, s.prompt_id, list(s.prompt), list(s.output)) for s in seqs
+                s.seq_id: _Chain(s.seq_id, s.prompt_id, list(s.prompt), list(s.output))
+                for s in seqs
             }
             self._stop = False
         self._thread = threading.Thread(target=self._run, name=f"drafter-{self.name}", daemon=True)
@@ -126,7 +127,9 @@ class DecoupledDrafter(Drafter):
         """Move the chain onto the committed tokens: keep drafts that were confirmed, else discard."""
         chain = self._chains[s.seq_id]
         new = s.output[len(chain.output) :]
-        confirmed = s.output[: len(chain.output)] == chain.output and chain.drafts[: len(new)] == new
+        confirmed = (
+            s.output[: len(chain.output)] == chain.output and chain.drafts[: len(new)] == new
+        )
         if confirmed:
             chain.drafts, chain.q = chain.drafts[len(new) :], chain.q[len(new) :]
         else:

@@ -84,7 +84,11 @@ def _add_late_drafts(planner: DraftPlanner, seqs: Sequence[SeqState], plan: Step
     for name, drafter in planner.drafters.items():
         if not drafter.has_late_drafts:
             continue
-        rows = [i for i, c in enumerate(plan.chosen) if c in (name, NO_DRAFTER) and plan.drafter[i] in (name, NO_DRAFTER)]
+        rows = [
+            i
+            for i, c in enumerate(plan.chosen)
+            if c in (name, NO_DRAFTER) and plan.drafter[i] in (name, NO_DRAFTER)
+        ]
         if not rows:
             continue
         late = drafter.late([seqs[i] for i in rows], [len(plan.drafts[i].tokens) for i in rows])
@@ -155,7 +159,9 @@ def generate(
                 d_stats.num_drafted += len(plan.drafts[b].tokens)
                 d_stats.num_accepted += a
             new_tokens += kept
-        planner.observe(active, plan, verdict.num_accepted, logits.shape[0] * logits.shape[1], verify_s)
+        planner.observe(
+            active, plan, verdict.num_accepted, logits.shape[0] * logits.shape[1], verify_s
+        )
         if on_tokens is not None:
             on_tokens(new_tokens)
         lm.truncate([len(s.tokens) - 1 for s in active])
@@ -172,5 +178,7 @@ def generate(
             if active:
                 lm.select(torch.tensor(keep))
     stats.wall_time_s = clock() - start
-    log.debug("generated %d tokens in %d target forwards", stats.num_tokens, stats.num_target_forwards)
+    log.debug(
+        "generated %d tokens in %d target forwards", stats.num_tokens, stats.num_target_forwards
+    )
     return stats

@@ -191,12 +191,21 @@ class DraftPlanner:
         drafts = []
         for i, name in enumerate(choice):
             d = proposals[name][i] if name != NO_DRAFTER else Draft([])
-            drafts.append(Draft(d.tokens[:k], None if d.q is None else d.q[:k]) if d.tokens else Draft([]))
+            drafts.append(
+                Draft(d.tokens[:k], None if d.q is None else d.q[:k]) if d.tokens else Draft([])
+            )
         self._num_steps += 1
         drafter = [c if drafts[i].tokens else NO_DRAFTER for i, c in enumerate(choice)]
         return StepPlan(drafts, drafter, choice, k, times)
 
-    def observe(self, seqs: Sequence[SeqState], plan: StepPlan, accepted: Sequence[int], num_tokens: int, verify_s: float) -> None:
+    def observe(
+        self,
+        seqs: Sequence[SeqState],
+        plan: StepPlan,
+        accepted: Sequence[int],
+        num_tokens: int,
+        verify_s: float,
+    ) -> None:
         self.cost.observe_verify(num_tokens, verify_s)
         for s, name, d, a in zip(seqs, plan.drafter, plan.drafts, accepted, strict=True):
             if name != NO_DRAFTER:
@@ -206,7 +215,9 @@ class DraftPlanner:
         for s in seqs:
             self.acceptance.forget(s.seq_id)
 
-    def _decide(self, seqs: Sequence[SeqState], proposals: Mapping[str, list[Draft]], k_max: int) -> tuple[int, tuple[str, ...], list[str]]:
+    def _decide(
+        self, seqs: Sequence[SeqState], proposals: Mapping[str, list[Draft]], k_max: int
+    ) -> tuple[int, tuple[str, ...], list[str]]:
         """(k, model drafters to run, drafter per row) of the highest expected tokens per second."""
         if k_max == 0:
             return 0, (), [NO_DRAFTER] * len(seqs)

@@ -35,7 +35,11 @@ def _buy_give(rng: np.random.Generator, name: str, item: str) -> tuple[str, int]
 
 
 def _boxes(rng: np.random.Generator, name: str, item: str) -> tuple[str, int]:
-    boxes, each, extra = int(rng.integers(2, 10)), int(rng.integers(3, 13)), int(rng.integers(0, 20))
+    boxes, each, extra = (
+        int(rng.integers(2, 10)),
+        int(rng.integers(3, 13)),
+        int(rng.integers(0, 20)),
+    )
     return (
         f"{name} packs {boxes} boxes with {each} {item} in each box and has {extra} {item} left "
         f"over. How many {item} does {name} have in total?",
@@ -53,7 +57,11 @@ def _share(rng: np.random.Generator, name: str, item: str) -> tuple[str, int]:
 
 
 def _price(rng: np.random.Generator, name: str, item: str) -> tuple[str, int]:
-    n, price, paid_extra = int(rng.integers(2, 12)), int(rng.integers(2, 15)), int(rng.integers(1, 30))
+    n, price, paid_extra = (
+        int(rng.integers(2, 12)),
+        int(rng.integers(2, 15)),
+        int(rng.integers(1, 30)),
+    )
     paid = n * price + paid_extra
     return (
         f"{name} buys {n} {item} that cost {price} dollars each and pays with {paid} dollars. "

@@ -14,7 +14,9 @@ def summary_rows(reports: Sequence[RolloutReport]) -> list[dict[str, Any]]:
     base = {e.epoch: e for r in reports if r.config.spec_mode == "none" for e in r.epochs}
     rows = []
     for r in reports:
-        mode = r.config.spec_mode + (" +decoupled" if r.config.decoupled and r.config.spec_mode != "none" else "")
+        mode = r.config.spec_mode + (
+            " +decoupled" if r.config.decoupled and r.config.spec_mode != "none" else ""
+        )
         for e in r.epochs:
             s = e.stats
             b = base.get(e.epoch)
@@ -38,7 +40,9 @@ def summary_rows(reports: Sequence[RolloutReport]) -> list[dict[str, Any]]:
                         for name, d in sorted(s.by_drafter.items())
                     },
                     "speedup_wall": round(b.stats.wall_time_s / s.wall_time_s, 3) if b else None,
-                    "speedup_tokens_per_s": round(e.tokens_per_s / b.tokens_per_s, 3) if b else None,
+                    "speedup_tokens_per_s": round(e.tokens_per_s / b.tokens_per_s, 3)
+                    if b
+                    else None,
                     "speedup_cpu_per_token": round(
                         (b.cpu_s / b.stats.num_tokens) / (e.cpu_s / s.num_tokens), 3
                     )
@@ -57,9 +61,22 @@ def summary_table(rows: Sequence[dict[str, Any]], title: str):
     from rich.table import Table
 
     table = Table(title=title)
-    for col in ("mode", "epoch", "wall s", "tokens", "tok/s", "tok/fwd", "per drafter tok/fwd (acc)",
-                "speedup wall", "speedup tok/s", "speedup cpu/tok", "reward"):
-        table.add_column(col, justify="left" if col in ("mode", "per drafter tok/fwd (acc)") else "right")
+    for col in (
+        "mode",
+        "epoch",
+        "wall s",
+        "tokens",
+        "tok/s",
+        "tok/fwd",
+        "per drafter tok/fwd (acc)",
+        "speedup wall",
+        "speedup tok/s",
+        "speedup cpu/tok",
+        "reward",
+    ):
+        table.add_column(
+            col, justify="left" if col in ("mode", "per drafter tok/fwd (acc)") else "right"
+        )
     for r in rows:
         per = ", ".join(
             f"{n} {d['tokens_per_forward']:.2f} ({d['acceptance']:.2f})"
@@ -67,8 +84,13 @@ def summary_table(rows: Sequence[dict[str, Any]], title: str):
             if n != NO_DRAFTER
         )
         table.add_row(
-            r["mode"], str(r["epoch"]), f"{r['wall_s']:.1f}", str(r["tokens"]), f"{r['tokens_per_s']:.1f}",
-            f"{r['tokens_per_forward']:.2f}", per or "-",
+            r["mode"],
+            str(r["epoch"]),
+            f"{r['wall_s']:.1f}",
+            str(r["tokens"]),
+            f"{r['tokens_per_s']:.1f}",
+            f"{r['tokens_per_forward']:.2f}",
+            per or "-",
             "-" if r["speedup_wall"] is None else f"{r['speedup_wall']:.2f}x",
             "-" if r["speedup_tokens_per_s"] is None else f"{r['speedup_tokens_per_s']:.2f}x",
             "-" if r["speedup_cpu_per_token"] is None else f"{r['speedup_cpu_per_token']:.2f}x",

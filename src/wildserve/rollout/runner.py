@@ -94,7 +94,9 @@ def build_drafters(
 
         for i, name in enumerate(names):
             if drafters[name].uses_model:
-                own = replace(ctx, gen=torch.Generator().manual_seed(ctx.gen.initial_seed() + 1 + i))
+                own = replace(
+                    ctx, gen=torch.Generator().manual_seed(ctx.gen.initial_seed() + 1 + i)
+                )
                 ahead = DecoupledDrafter(DRAFTERS.get(name)(own), ctx.spec.decoupled_window)
                 drafters[ahead.name] = ahead
     return drafters
@@ -136,21 +138,37 @@ class RolloutSession:
         ]
         cpu0 = time.process_time()
         stats = generate(
-            self.loaded.model, seqs, self.sampling, DraftPlanner(self.drafters, self.spec), self.gen,
-            self.loaded.stop_ids, on_tokens,
+            self.loaded.model,
+            seqs,
+            self.sampling,
+            DraftPlanner(self.drafters, self.spec),
+            self.gen,
+            self.loaded.stop_ids,
+            on_tokens,
         )
         cpu_s = time.process_time() - cpu0
         answers = [self.problems[s.seq_id // n].answer for s in seqs]
-        rewards = [reward(self.loaded.decode(s.output), a) for s, a in zip(seqs, answers, strict=True)]
+        rewards = [
+            reward(self.loaded.decode(s.output), a) for s, a in zip(seqs, answers, strict=True)
+        ]
         lengths = [len(s.output) for s in seqs]
         epoch = EpochReport(
-            len(self.report.epochs) + 1, stats, cpu_s, float(np.mean(rewards)), float(np.mean(lengths)),
+            len(self.report.epochs) + 1,
+            stats,
+            cpu_s,
+            float(np.mean(rewards)),
+            float(np.mean(lengths)),
             max(lengths),
         )
         self.report.epochs.append(epoch)
         self.report.responses = [s.output for s in seqs]
-        log.info("%s epoch %d: %d tokens, %.2f tokens/forward", self.cfg.spec_mode, epoch.epoch,
-                 stats.num_tokens, stats.tokens_per_forward)
+        log.info(
+            "%s epoch %d: %d tokens, %.2f tokens/forward",
+            self.cfg.spec_mode,
+            epoch.epoch,
+            stats.num_tokens,
+            stats.tokens_per_forward,
+        )
         return epoch
 
     def close(self) -> None:

@@ -26,7 +26,9 @@ def sampling_probs(logits: torch.Tensor, cfg: SamplingConfig) -> torch.Tensor:
     return kept / kept.sum(-1, keepdim=True)
 
 
-def record_logprobs(logits: torch.Tensor, tokens: torch.Tensor, cfg: SamplingConfig) -> torch.Tensor:
+def record_logprobs(
+    logits: torch.Tensor, tokens: torch.Tensor, cfg: SamplingConfig
+) -> torch.Tensor:
     """Target log-probabilities of ``tokens`` as RL training reads them: log_softmax(logits / T).
 
     Greedy uses T=1. Top-p is not applied, matching what the trainer recomputes.

@@ -4,10 +4,10 @@ Step times come only from ``StepCostModel``s (the project's GPU performance mode
 adds the rollout dynamics: a long-tailed response-length distribution, per-request acceptance,
 the step ending when the longest response ends, and how GPUs are split between drafter and target.
 
-Modes (all on ``num_gpus`` GPUs per worker):
-  * ``no-spec``: the target on all GPUs decodes one token per request per iteration;
-  * ``coupled``: drafter and target share the GPUs; an iteration drafts k tokens, then verifies;
-  * ``decoupled``: the drafter gets ``draft_gpus`` of them and drafts chunk i+1 while the target
+Modes (the target always runs on ``target_gpus`` GPUs):
+  * ``no-spec``: the target decodes one token per request per iteration;
+  * ``coupled``: the drafter shares the target's GPUs; an iteration drafts k tokens, then verifies;
+  * ``decoupled``: the drafter gets ``draft_gpus`` GPUs of its own and drafts chunk i+1 while the target
     verifies chunk i; iteration time max(w*D, V); a request whose chunk was rejected finds its next
     chunk stale, verifies no draft in the following iteration while the drafter redrafts it;
   * ``decoupled+fastest-of-n``: as decoupled, each request uses the drafter of highest expected
@@ -51,17 +51,22 @@ class RolloutSimConfig:
     median_response_tokens: int = 2048
     length_sigma: float = 1.0  # lognormal sigma of response lengths: the long tail
     max_response_tokens: int = 16384
-    num_gpus: int = 8
-    draft_gpus: int = 2  # of num_gpus, given to the drafter in decoupled modes
+    target_gpus: int = 4  # the target's tensor-parallel group
+    draft_gpus: int = 1  # extra GPUs the drafter gets in decoupled modes
     draft_len: int = 4  # k (coupled) and w (decoupled)
     spread_below: int = 32  # fastest-of-n drafts every drafter for the last requests
     drafters: tuple[DrafterSpec, ...] = field(
-        default_factory=lambda: (DrafterSpec("draft-model", 0.75), DrafterSpec("history", 0.55, 2.0, False))
+        default_factory=lambda: (
+            DrafterSpec("draft-model", 0.75),
+            DrafterSpec("history", 0.55, 2.0, False),
+        )
     )
 
     def __post_init__(self) -> None:
-        if not 0 < self.draft_gpus < self.num_gpus:
-            raise ConfigError(f"draft_gpus ({self.draft_gpus}) must be in (0, num_gpus={self.num_gpus})")
+        if self.target_gpus < 1 or self.draft_gpus < 1:
+            raise ConfigError(
+                f"target_gpus ({self.target_gpus}) and draft_gpus ({self.draft_gpus}) must be >= 1"
+            )
         if self.draft_len < 1 or self.num_prompts < 1:
             raise ConfigError("draft_len and num_prompts must be >= 1")
         if self.median_response_tokens > self.max_response_tokens:
@@ -72,6 +77,7 @@ class RolloutSimConfig:
 class ModeResult:
     mode: str
     step_time_s: float
+    num_gpus: int  # GPUs the mode occupies
     num_iterations: int
     tokens_per_iteration: float  # per request still running, averaged over iterations
 
@@ -103,15 +109,24 @@ def _expected(alpha: np.ndarray, n: int) -> np.ndarray:
     return (1 - alpha ** (n + 1)) / (1 - alpha)
 
 
-def sample_workload(cfg: RolloutSimConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def sample_workload(
+    cfg: RolloutSimConfig, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """Response lengths (lognormal, capped) and acceptance [requests, drafters]."""
     lengths = np.minimum(
-        np.ceil(cfg.median_response_tokens * np.exp(cfg.length_sigma * rng.standard_normal(cfg.num_prompts))),
+        np.ceil(
+            cfg.median_response_tokens
+            * np.exp(cfg.length_sigma * rng.standard_normal(cfg.num_prompts))
+        ),
         cfg.max_response_tokens,
     ).astype(int)
     alphas = np.stack(
         [
-            rng.beta(d.alpha_mean * d.alpha_concentration, (1 - d.alpha_mean) * d.alpha_concentration, cfg.num_prompts)
+            rng.beta(
+                d.alpha_mean * d.alpha_concentration,
+                (1 - d.alpha_mean) * d.alpha_concentration,
+                cfg.num_prompts,
+            )
             for d in cfg.drafters
         ],
         axis=1,
@@ -119,25 +134,38 @@ def sample_workload(cfg: RolloutSimConfig, rng: np.random.Generator) -> tuple[np
     return np.maximum(lengths, 1), np.clip(alphas, 0.0, 0.99)
 
 
-def _draft_time(costs: CostFactory, d: DrafterSpec, gpus: int, ctx: np.ndarray, steps: int) -> float:
+def _draft_time(
+    costs: CostFactory, d: DrafterSpec, gpus: int, ctx: np.ndarray, steps: int
+) -> float:
     """Seconds for a model drafter to draft ``steps`` tokens for these requests."""
     if not d.uses_gpu or steps == 0 or len(ctx) == 0:
         return 0.0
-    return float(costs(d.name, gpus).decode_run_times(len(ctx), int(ctx.sum()) + len(ctx), steps).sum())
+    return float(
+        costs(d.name, gpus).decode_run_times(len(ctx), int(ctx.sum()) + len(ctx), steps).sum()
+    )
 
 
 def simulate_mode(
-    mode: str, cfg: RolloutSimConfig, costs: CostFactory, lengths: np.ndarray, alphas: np.ndarray, rng: np.random.Generator
+    mode: str,
+    cfg: RolloutSimConfig,
+    costs: CostFactory,
+    lengths: np.ndarray,
+    alphas: np.ndarray,
+    rng: np.random.Generator,
 ) -> ModeResult:
     """Time to finish every response of the step under one mode."""
     done = np.zeros(cfg.num_prompts, dtype=int)  # tokens generated
     stale = np.zeros(cfg.num_prompts, dtype=bool)  # decoupled: look-ahead chunk was rejected
     k = cfg.draft_len
     decoupled = mode.startswith("decoupled")
-    target = costs("target", cfg.num_gpus - cfg.draft_gpus if decoupled else cfg.num_gpus)
-    d_gpus = cfg.draft_gpus if decoupled else cfg.num_gpus
+    target = costs("target", cfg.target_gpus)
+    d_gpus = cfg.draft_gpus if decoupled else cfg.target_gpus
     # single-drafter modes use the first (model) drafter, fastest-of-n picks per request
-    best = np.argmax(_expected(alphas, k), axis=1) if mode.endswith("fastest-of-n") else np.zeros(len(alphas), int)
+    best = (
+        np.argmax(_expected(alphas, k), axis=1)
+        if mode.endswith("fastest-of-n")
+        else np.zeros(len(alphas), int)
+    )
     clock, iters, tok_sum = 0.0, 0, 0.0
     while True:
         live = np.flatnonzero(done < lengths)
@@ -153,7 +181,9 @@ def simulate_mode(
             if decoupled:
                 n[stale[live]] = 0
             if spread:  # every drafter's chunk, verified together; keep the longest accepted run
-                acc = np.max([_accepted(alphas[live, j], n, rng) for j in range(len(cfg.drafters))], axis=0)
+                acc = np.max(
+                    [_accepted(alphas[live, j], n, rng) for j in range(len(cfg.drafters))], axis=0
+                )
                 new = 1 + n * len(cfg.drafters)
                 users = list(cfg.drafters)
             else:
@@ -170,7 +200,8 @@ def simulate_mode(
         done[live] += gained
         tok_sum += float(gained.mean())
         iters += 1
-    return ModeResult(mode, clock, iters, tok_sum / max(iters, 1))
+    gpus = cfg.target_gpus + (cfg.draft_gpus if decoupled else 0)
+    return ModeResult(mode, clock, gpus, iters, tok_sum / max(iters, 1))
 
 
 MODES = ("no-spec", "coupled", "decoupled", "decoupled+fastest-of-n")
