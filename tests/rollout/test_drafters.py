@@ -89,3 +89,17 @@ def test_word_problems_are_reproducible_and_rewards_check_the_answer():
     assert reward(f"So the answer is {p.answer}.", p.answer) == 1.0
     assert reward(f"It is {p.answer + 1}", p.answer) == 0.0
     assert reward("no idea", p.answer) == 0.0
+
+
+def test_cli_rejects_an_unknown_speculation_mode_before_loading_anything():
+    import typer
+    from typer.testing import CliRunner
+
+    from wildserve.errors import UnknownNameError
+    from wildserve.rollout.cli import rollout
+
+    app = typer.Typer()
+    app.command()(rollout)
+    result = CliRunner().invoke(app, ["--spec", "bogus", "--threads", "0"])
+    assert isinstance(result.exception, UnknownNameError)
+    assert "fastest-of-n" in str(result.exception)

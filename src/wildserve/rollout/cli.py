@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -49,9 +46,9 @@ def rollout(
     """Generate word-problem rollouts per speculation mode and print speed, acceptance and reward."""
     import numpy as np
     import torch
-    from rich.console import Console
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+    from wildserve.console import make_console, make_progress
+    from wildserve.io import atomic_write_json
     from wildserve.rollout.models import MODELS
     from wildserve.rollout.prompts import make_problems
     from wildserve.rollout.report import summary_rows, summary_table
@@ -78,21 +75,16 @@ def rollout(
         )
         for m in modes
     ]
-    console = Console(width=None if Console().is_terminal else 200)
+    console = make_console(200)
     loaded = MODELS.get(model)()
     problems = make_problems(prompts, np.random.default_rng(seed))
     with torch.no_grad():  # one-time kernel and allocator warm-up outside every timed run
         loaded.model(input_ids=torch.tensor([loaded.encode_chat("warm up")]))
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        TextColumn("{task.completed:,.0f} tokens"),
-        TimeElapsedColumn(),
-        console=console,
-    ) as progress:
+    per_mode = epochs * prompts * samples_per_prompt
+    with make_progress(console, description_width=28) as progress:
         tasks = {
             c.spec_mode: progress.add_task(
-                c.spec_mode + (" +decoupled" if decoupled else ""), total=None
+                f"{c.spec_mode}{' +decoupled' if decoupled else ''} (responses)", total=per_mode
             )
             for c in configs
         }
@@ -102,33 +94,21 @@ def rollout(
             configs,
             sampling,
             spec_cfg,
-            on_tokens=lambda mode, n: progress.advance(tasks[mode], n),
+            on_step=lambda mode, _tokens, finished: progress.advance(tasks[mode], finished),
         )
     rows = summary_rows(reports)
     console.print(
         summary_table(rows, title=f"rollout of {prompts} prompts x {epochs} epochs, {model}")
     )
     if output_json is not None:
-        _write_json_atomic(
+        args = {
+            "prompts": prompts,
+            "epochs": epochs,
+            "spec": modes,
+            "decoupled": decoupled,
+            "seed": seed,
+        }
+        atomic_write_json(
             output_json,
-            {
-                "command_args": {
-                    "prompts": prompts,
-                    "epochs": epochs,
-                    "spec": modes,
-                    "decoupled": decoupled,
-                    "seed": seed,
-                    "sampling": sampling.__repr__(),
-                    "spec_config": spec_cfg.__repr__(),
-                },
-                "rows": rows,
-            },
+            {"args": args, "sampling": repr(sampling), "spec_config": repr(spec_cfg), "rows": rows},
         )
-
-
-def _write_json_atomic(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(payload, f, indent=1)
-    os.replace(tmp, path)

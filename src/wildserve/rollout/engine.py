@@ -110,7 +110,7 @@ def generate(
     planner: DraftPlanner,
     gen: torch.Generator,
     stop_ids: frozenset[int],
-    on_tokens: Callable[[int], None] | None = None,
+    on_step: Callable[[int, int], None] | None = None,
     clock: Callable[[], float] = time.perf_counter,
 ) -> GenerationStats:
     """Generate every sequence to a stop token or ``max_new_tokens``; fills ``seqs`` in place."""
@@ -162,13 +162,13 @@ def generate(
         planner.observe(
             active, plan, verdict.num_accepted, logits.shape[0] * logits.shape[1], verify_s
         )
-        if on_tokens is not None:
-            on_tokens(new_tokens)
         lm.truncate([len(s.tokens) - 1 for s in active])
         running = [s for s in active if not s.status.is_finished]
         for d in planner.drafters.values():
             d.sync(running)
         done = [s for s in active if s.status.is_finished]
+        if on_step is not None:
+            on_step(new_tokens, len(done))  # tokens emitted and sequences finished this step
         if done:
             for d in planner.drafters.values():
                 d.finish(done)

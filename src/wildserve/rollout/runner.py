@@ -128,7 +128,7 @@ class RolloutSession:
         self.prompts = [loaded.encode_chat(p.text) for p in problems]
         self.report = RolloutReport(cfg)
 
-    def run_epoch(self, on_tokens: Callable[[int], None] | None = None) -> EpochReport:
+    def run_epoch(self, on_step: Callable[[int, int], None] | None = None) -> EpochReport:
         """Generate every problem ``samples_per_prompt`` times; CPU time is this process's."""
         n = self.cfg.samples_per_prompt
         seqs = [
@@ -144,7 +144,7 @@ class RolloutSession:
             DraftPlanner(self.drafters, self.spec),
             self.gen,
             self.loaded.stop_ids,
-            on_tokens,
+            on_step,
         )
         cpu_s = time.process_time() - cpu0
         answers = [self.problems[s.seq_id // n].answer for s in seqs]
@@ -184,7 +184,7 @@ def run_rollouts(
     configs: Sequence[RolloutConfig],
     sampling: SamplingConfig,
     spec: SpecConfig,
-    on_tokens: Callable[[str, int], None] | None = None,
+    on_step: Callable[[str, int, int], None] | None = None,
 ) -> list[RolloutReport]:
     """Epoch-major: every mode runs epoch e before any runs e+1, so modes see similar machine load."""
     sessions = [RolloutSession(loaded, problems, c, sampling, spec) for c in configs]
@@ -193,7 +193,9 @@ def run_rollouts(
             for s in sessions:
                 if len(s.report.epochs) < s.cfg.epochs:
                     label = s.cfg.spec_mode
-                    s.run_epoch(None if on_tokens is None else (lambda k, m=label: on_tokens(m, k)))
+                    s.run_epoch(
+                        None if on_step is None else (lambda k, f, m=label: on_step(m, k, f))
+                    )
     finally:
         for s in sessions:
             s.close()
