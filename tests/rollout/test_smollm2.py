@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from wildserve.rollout.config import SamplingConfig, SpecConfig
+from wildserve.rollout.config import RolloutConfig, SamplingConfig, SpecConfig
 from wildserve.rollout.drafters import DrafterContext
 from wildserve.rollout.engine import generate
 from wildserve.rollout.planner import DraftPlanner
 from wildserve.rollout.prompts import make_problems
-from wildserve.rollout.runner import RolloutConfig, build_drafters, run_rollouts
+from wildserve.rollout.runner import build_drafters, run_rollouts
 from wildserve.rollout.state import SeqState
 
 pytestmark = pytest.mark.slow

@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from wildserve.rollout.config import SamplingConfig, SpecConfig
+from wildserve.rollout.config import RolloutConfig, SamplingConfig, SpecConfig
 
 
 def _default(cls: type, name: str) -> Any:
@@ -18,13 +18,19 @@ def _default(cls: type, name: str) -> Any:
 def rollout(
     model: str = typer.Option("smollm2", help="target model (registry name)"),
     prompts: int = typer.Option(64, min=1, help="word problems per epoch"),
-    epochs: int = typer.Option(3, min=1, help="passes over the same prompts (RL epochs)"),
+    epochs: int = typer.Option(
+        _default(RolloutConfig, "epochs"), min=1, help="passes over the same prompts (RL epochs)"
+    ),
     spec: str = typer.Option(
         "fastest-of-n",
         help="comma list of: none, ngram, suffix, early-exit, draft-model, fastest-of-n",
     ),
-    decoupled: bool = typer.Option(False, help="model drafters may also run ahead in a thread"),
-    samples_per_prompt: int = typer.Option(1, min=1, help="responses per prompt per epoch"),
+    decoupled: bool = typer.Option(
+        _default(RolloutConfig, "decoupled"), help="model drafters may also run ahead in a thread"
+    ),
+    samples_per_prompt: int = typer.Option(
+        _default(RolloutConfig, "samples_per_prompt"), min=1, help="responses per prompt per epoch"
+    ),
     temperature: float = typer.Option(_default(SamplingConfig, "temperature")),
     top_p: float = typer.Option(_default(SamplingConfig, "top_p")),
     max_new_tokens: int = typer.Option(_default(SamplingConfig, "max_new_tokens")),
@@ -33,7 +39,7 @@ def rollout(
     ),
     fixed_draft_len: bool = typer.Option(False, help="always draft k (no cost-model planner)"),
     early_exit_layers: int = typer.Option(_default(SpecConfig, "early_exit_layers")),
-    seed: int = typer.Option(0),
+    seed: int = typer.Option(_default(RolloutConfig, "seed")),
     baseline: bool = typer.Option(
         True, help="also run plain batched generation ('none') to compare"
     ),
@@ -52,7 +58,7 @@ def rollout(
     from wildserve.rollout.models import MODELS
     from wildserve.rollout.prompts import make_problems
     from wildserve.rollout.report import summary_rows, summary_table
-    from wildserve.rollout.runner import RolloutConfig, run_rollouts
+    from wildserve.rollout.runner import run_rollouts
 
     if threads > 0:
         torch.set_num_threads(threads)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from wildserve.errors import ConfigError
+from wildserve.registry import Registry
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,3 +65,32 @@ class SpecConfig:
             raise ConfigError(f"early_exit_layers must be >= 1, got {self.early_exit_layers}")
         if self.decoupled_window < 1:
             raise ConfigError(f"decoupled_window must be >= 1, got {self.decoupled_window}")
+
+
+# speculation mode -> drafters it runs (fastest-of-n picks among them per request and step)
+SPEC_MODES: Registry[tuple[str, ...]] = Registry("speculation mode")
+SPEC_MODES.add("none", ())
+SPEC_MODES.add("ngram", ("ngram",))
+SPEC_MODES.add("suffix", ("suffix",))
+SPEC_MODES.add("early-exit", ("early-exit",))
+SPEC_MODES.add("draft-model", ("draft-model",))
+SPEC_MODES.add("fastest-of-n", ("ngram", "suffix", "early-exit"))
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutConfig:
+    """One rollout run: prompts, epochs, samples per prompt and the speculation mode."""
+
+    spec_mode: str = "none"
+    epochs: int = 3
+    samples_per_prompt: int = 1  # GRPO-style group size: responses per prompt per epoch
+    seed: int = 0
+    decoupled: bool = False
+
+    def __post_init__(self) -> None:
+        if self.spec_mode not in SPEC_MODES:
+            SPEC_MODES.get(self.spec_mode)  # raises with the list of choices
+        if self.epochs < 1 or self.samples_per_prompt < 1:
+            raise ConfigError(
+                f"epochs ({self.epochs}) and samples_per_prompt ({self.samples_per_prompt}) must be >= 1"
+            )

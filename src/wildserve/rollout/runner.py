@@ -10,9 +10,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from wildserve.errors import ConfigError
-from wildserve.registry import Registry
-from wildserve.rollout.config import SamplingConfig, SpecConfig
+from wildserve.rollout.config import SPEC_MODES, RolloutConfig, SamplingConfig, SpecConfig
 from wildserve.rollout.drafters import DRAFTERS, Drafter, DrafterContext
 from wildserve.rollout.engine import GenerationStats, generate
 from wildserve.rollout.models import LoadedModel
@@ -21,34 +19,6 @@ from wildserve.rollout.prompts import WordProblem, reward
 from wildserve.rollout.state import SeqState
 
 log = logging.getLogger(__name__)
-
-# speculation mode -> drafters it runs (fastest-of-n picks among them per request and step)
-SPEC_MODES: Registry[tuple[str, ...]] = Registry("speculation mode")
-SPEC_MODES.add("none", ())
-SPEC_MODES.add("ngram", ("ngram",))
-SPEC_MODES.add("suffix", ("suffix",))
-SPEC_MODES.add("early-exit", ("early-exit",))
-SPEC_MODES.add("draft-model", ("draft-model",))
-SPEC_MODES.add("fastest-of-n", ("ngram", "suffix", "early-exit"))
-
-
-@dataclass(frozen=True, slots=True)
-class RolloutConfig:
-    """One rollout run: prompts, epochs, samples per prompt and the speculation mode."""
-
-    spec_mode: str = "none"
-    epochs: int = 3
-    samples_per_prompt: int = 1  # GRPO-style group size: responses per prompt per epoch
-    seed: int = 0
-    decoupled: bool = False
-
-    def __post_init__(self) -> None:
-        if self.spec_mode not in SPEC_MODES:
-            SPEC_MODES.get(self.spec_mode)  # raises with the list of choices
-        if self.epochs < 1 or self.samples_per_prompt < 1:
-            raise ConfigError(
-                f"epochs ({self.epochs}) and samples_per_prompt ({self.samples_per_prompt}) must be >= 1"
-            )
 
 
 @dataclass(slots=True)
