@@ -7,6 +7,10 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+# tiny models gain nothing from a second thread, and OpenMP spin-waits on a busy 2-core machine
+# made these tests several times slower
+torch.set_num_threads(1)
+
 
 def tiny_llama(seed: int, vocab: int = 32, layers: int = 2, hidden: int = 32, scale: float = 1.0):
     """A 2-layer Llama with a small vocabulary; ``scale`` sharpens its next-token distributions."""
