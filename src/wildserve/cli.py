@@ -25,6 +25,7 @@ def _register() -> None:
     from wildserve.experiments import cli as experiments_cli
     from wildserve.gateway import cli as gateway_cli
     from wildserve.perf import cli as perf_cli
+    from wildserve.rollout import cli as rollout_cli
     from wildserve.sim import cli as sim_cli
     from wildserve.vsearch import cli as vsearch_cli
     from wildserve.workload import cli as workload_cli
@@ -38,6 +39,7 @@ def _register() -> None:
     app.add_typer(vsearch_cli.app, name="vsearch")
     experiment_app.command("lmetric")(experiments_cli.lmetric)
     experiment_app.command("omega")(vsearch_cli.experiment)
+    app.command("rollout")(rollout_cli.rollout)
 
 
 def main() -> None:
