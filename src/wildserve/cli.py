@@ -22,20 +22,26 @@ app.add_typer(experiment_app, name="experiment")
 
 def _register() -> None:
     """Attach each area's commands; area modules import their heavy dependencies lazily."""
+    from wildserve.experiments import cli as experiments_cli
+    from wildserve.gateway import cli as gateway_cli
+    from wildserve.overload import cli as overload_cli
     from wildserve.perf import cli as perf_cli
+    from wildserve.rollout import cli as rollout_cli
     from wildserve.sim import cli as sim_cli
+    from wildserve.vsearch import cli as vsearch_cli
     from wildserve.workload import cli as workload_cli
 
-    app.add_typer(perf_cli.app, name="perf")
-
     app.command("simulate")(sim_cli.simulate)
-    from wildserve.experiments import cli as experiments_cli
-
-    experiment_app.command("lmetric")(experiments_cli.lmetric)
-    from wildserve.overload import cli as overload_cli
-
-    experiment_app.command("kunserve")(overload_cli.kunserve)
+    app.command("gateway")(gateway_cli.gateway)
+    app.command("engine")(gateway_cli.engine)
+    app.command("replay")(gateway_cli.replay)
     app.add_typer(workload_cli.app, name="trace")
+    app.add_typer(perf_cli.app, name="perf")
+    app.add_typer(vsearch_cli.app, name="vsearch")
+    experiment_app.command("lmetric")(experiments_cli.lmetric)
+    experiment_app.command("omega")(vsearch_cli.experiment)
+    experiment_app.command("kunserve")(overload_cli.kunserve)
+    app.command("rollout")(rollout_cli.rollout)
 
 
 def main() -> None:
