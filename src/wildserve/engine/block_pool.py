@@ -24,6 +24,7 @@ class BlockPool:
             raise ValueError(f"num_blocks must be positive, got {num_blocks}")
         self.num_blocks = num_blocks
         self.policy = policy if policy is not None else LRUPolicy()
+        self.policy.resize(num_blocks)
         self.ref_cnt: list[int] = [0] * num_blocks
         self.block_hash: list[int | None] = [None] * num_blocks
         self.hash_to_block: dict[int, int] = {}
@@ -33,6 +34,8 @@ class BlockPool:
         self._copies: dict[int, list[int]] = {}
         self._empty: list[int] = list(range(num_blocks - 1, -1, -1))  # pop() gives block 0 first
         self.event_sink: KVEventSink | None = None
+        # called with each hash whose last copy leaves the GPU (a host-memory tier keeps it)
+        self.offload: Callable[[int], None] | None = None
         self.num_evictions = 0
 
     # ---- queries (no state change) -------------------------------------------------------------
@@ -108,14 +111,13 @@ class BlockPool:
     def acquire(self, block_ids: Sequence[int], now: float, category: int, depth0: int = 0) -> None:
         """Take cached blocks (a prefix hit) into use by one more request."""
         ref = self.ref_cnt
-        policy = self.policy
-        tracks = policy.tracks_access
-        for depth, b in enumerate(block_ids, start=depth0):
-            if ref[b] == 0:
-                policy.remove(b)
+        evictable = [b for b in block_ids if ref[b] == 0]
+        if evictable:
+            self.policy.remove_many(evictable)
+        for b in block_ids:
             ref[b] += 1
-            if tracks:
-                policy.on_access(b, now, depth, category)
+        if self.policy.tracks_access and block_ids:
+            self.policy.on_access_many(block_ids, now, depth0, category)
 
     def allocate(self, num: int, now: float) -> list[int]:
         """Take ``num`` free blocks into use, evicting cached ones only when no empty block is left."""
@@ -148,17 +150,19 @@ class BlockPool:
         now: float,
         depth0: int,
         category: int,
+        parent: int = -1,
     ) -> None:
         """Register full, in-use blocks under their prefix hashes so later requests can hit them.
 
         A hash already held by another block keeps that block for lookups; this one is kept as a
-        copy, so the hash stays cached until its last copy is evicted.
+        copy, so the hash stays cached until its last copy is evicted. ``parent`` is the request's
+        block before the first one (-1 at the root): leaf-only policies track the prefix tree.
         """
         table = self.hash_to_block
         block_hash = self.block_hash
-        policy = self.policy if self.policy.tracks_access else None
         sink = self.event_sink
-        for depth, (b, h) in enumerate(zip(block_ids, block_hashes, strict=True), start=depth0):
+        filled: list[int] = []
+        for b, h in zip(block_ids, block_hashes, strict=True):
             if block_hash[b] is not None:
                 continue
             block_hash[b] = h
@@ -168,8 +172,16 @@ class BlockPool:
                 table[h] = b
                 if sink is not None:
                     sink("stored", h)
-            if policy is not None:
-                policy.on_access(b, now, depth, category)
+            filled.append(b)
+        if filled and self.policy.tracks_access:
+            if len(filled) == len(block_ids):
+                self.policy.on_access_many(filled, now, depth0, category, parent)
+            else:  # some blocks were cached already: report the others one by one
+                new = set(filled)
+                for depth, b in enumerate(block_ids, start=depth0):
+                    if b in new:
+                        prev = block_ids[depth - depth0 - 1] if depth > depth0 else parent
+                        self.policy.on_access_many([b], now, depth, category, prev)
 
     def release(self, block_ids: Sequence[int], now: float) -> None:
         """Drop one reference to each block, tail first, so deeper blocks are evicted earlier."""
@@ -194,6 +206,7 @@ class BlockPool:
         self.num_blocks += num_new_blocks
         self.ref_cnt.extend([0] * num_new_blocks)
         self.block_hash.extend([None] * num_new_blocks)
+        self.policy.resize(self.num_blocks)
         self._empty[:0] = range(self.num_blocks - 1, start - 1, -1)
 
     def clear_cache(self) -> int:
@@ -220,6 +233,8 @@ class BlockPool:
             del self.hash_to_block[h]
             if self.event_sink is not None:
                 self.event_sink("removed", h)
+            if self.offload is not None:
+                self.offload(h)
         else:
             copies.remove(block_id)  # type: ignore[union-attr]
             if not copies:
