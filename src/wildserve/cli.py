@@ -22,6 +22,7 @@ app.add_typer(experiment_app, name="experiment")
 
 def _register() -> None:
     """Attach each area's commands; area modules import their heavy dependencies lazily."""
+    from wildserve.kvcache import cli as kvcache_cli
     from wildserve.perf import cli as perf_cli
     from wildserve.sim import cli as sim_cli
     from wildserve.workload import cli as workload_cli
@@ -30,6 +31,7 @@ def _register() -> None:
 
     app.command("simulate")(sim_cli.simulate)
     app.add_typer(workload_cli.app, name="trace")
+    app.add_typer(kvcache_cli.app, name="cache")
 
 
 def main() -> None:

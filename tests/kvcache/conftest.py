@@ -4,7 +4,7 @@ from hypothesis import strategies as st
 
 from wildserve.kvcache.stream import stream_from_chains
 
-POLICIES = ["lru", "lfu", "gdsf", "wa", "opt"]
+POLICIES = ["lru", "lfu", "gdsf", "wa", "rwa", "opt"]
 SPECS = [p + v for p in POLICIES for v in ("", ":leaf")]
 # WA settings small enough that short random traces exercise refits, windows and idle gaps
 WA_TEST = {"life_s": 3.0, "window_s": 8.0, "refit_s": 2.0, "min_obs": 2}

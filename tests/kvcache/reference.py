@@ -88,11 +88,19 @@ class RefWAModel:
 
 
 class RefCache:
-    """Replays a ``BlockStream`` on ``capacity`` blocks; ``policy`` is lru/lfu/gdsf/opt/wa."""
+    """Replays a ``BlockStream`` on ``capacity`` blocks; ``policy`` is lru/lfu/gdsf/opt/wa/rwa."""
 
-    def __init__(self, policy, capacity, leaf_only=False, wa=None, num_categories=1):
+    def __init__(self, policy, capacity, leaf_only=False, wa=None, num_categories=1, history=True):
         self.policy, self.cap, self.leaf_only = policy, capacity, leaf_only
-        self.wa = RefWAModel(num_categories=num_categories, **(wa or {})) if policy == "wa" else None
+        levels = 3 if policy == "rwa" else 1
+        self.wa = (
+            RefWAModel(num_categories=num_categories * levels, **(wa or {}))
+            if policy in ("wa", "rwa")
+            else None
+        )
+        self.wa_window = (wa or {}).get("window_s", 0.0)
+        # WA's access history: block id -> (time, category) of its last access
+        self.history = {} if history and self.wa is not None else None
         self.ref = [0] * capacity
         self.slot_of: dict[int, int] = {}
         self.copies: dict[int, list[int]] = {}
@@ -108,7 +116,7 @@ class RefCache:
         self.victims: list[int] = []
 
     # ---- policy bookkeeping ----------------------------------------------------------------
-    def _access(self, s, now, depth, cat, parent, next_use):
+    def _access(self, s, x, now, depth, cat, parent, next_use):
         if self.policy == "lru":
             return
         fill = s not in self.known
@@ -125,17 +133,29 @@ class RefCache:
             self.key[s] = (self.inflation + self.count[s], 0.0)
         elif self.policy == "opt":
             self.key[s] = (-next_use, -float(self.depth[s]))
-        elif self.policy == "wa":
-            prev = None if fill else self.cat[s]
-            reuse = 0.0 if fill else max(0.0, now - self.last[s])
-            self.wa.record(now, cat, prev, reuse)
-            self.cat[s], self.last[s] = cat, now
+        elif self.policy in ("wa", "rwa"):
+            levels = 3 if self.policy == "rwa" else 1
+            prev, reuse, prior = None, 0.0, 0
+            if self.history is None:  # what the cache sees: hits only
+                if not fill:
+                    prev, reuse = self.cat[s], max(0.0, now - self.last[s])
+                    prior = min(prev % levels + 1, levels - 1)
+            else:
+                before = self.history.get(x)
+                if before is not None and now - before[0] <= self.wa_window:
+                    prior = before[2]
+                    prev = before[1] * levels + min(prior - 1, levels - 1)
+                    reuse = now - before[0]
+                self.history[x] = (now, cat, prior + 1)
+            cls = cat * levels + min(prior, levels - 1)
+            self.wa.record(now, cls, prev, reuse)
+            self.cat[s], self.last[s] = cls, now
 
     def _push(self, s, now):
         self.counter += 1
         self.seq[s] = self.counter
         self.evictable.add(s)
-        if self.policy == "wa":
+        if self.wa is not None:
             self.last[s] = now
 
     def _victim(self, now):
@@ -146,7 +166,7 @@ class RefCache:
             cands = leaves or cands
         if self.policy == "lru":
             s = min(cands, key=lambda b: self.seq[b])
-        elif self.policy == "wa":
+        elif self.wa is not None:
             self.wa.advance(now)
             heads = {}
             for b in cands:
@@ -200,7 +220,7 @@ class RefCache:
                 if self.ref[s] == 0:
                     self.evictable.discard(s)
                 self.ref[s] += 1
-                self._access(s, now, d, cat, prev, self._hint(next_use, a + d))
+                self._access(s, ids[d], now, d, cat, prev, self._hint(next_use, a + d))
                 slots.append(s)
                 prev = s
             for _ in range(n - h):
@@ -221,7 +241,7 @@ class RefCache:
                     self.copies.setdefault(ids[d], []).append(s)
                 else:
                     self.slot_of[ids[d]] = s
-                self._access(s, now, d, cat, prev, self._hint(next_use, a + d))
+                self._access(s, ids[d], now, d, cat, prev, self._hint(next_use, a + d))
                 prev = s
             for s in reversed(slots):
                 self.ref[s] -= 1

@@ -19,7 +19,7 @@ from wildserve.perf.linear import LinearCostModel
 
 
 def _kw(spec: str) -> dict:
-    return WA_TEST if spec.startswith("wa") else {}
+    return WA_TEST if spec.startswith(("wa", "rwa")) else {}
 
 
 def drive_pool(stream, spec: str, capacity: int):

@@ -14,7 +14,7 @@ _SETTINGS = settings(max_examples=60, deadline=None)
 
 
 def _kw(spec: str) -> dict:
-    return WA_TEST if spec.startswith("wa") else {}
+    return WA_TEST if spec.startswith(("wa", "rwa")) else {}
 
 
 @_SETTINGS
@@ -32,20 +32,34 @@ def test_opt_hits_at_least_every_policy_and_no_cache_beats_infinite(stream, capa
 
 
 @_SETTINGS
-@given(random_streams(max_requests=20), st.integers(1, 10), st.sampled_from(SPECS))
-def test_hits_and_victims_equal_brute_force_reference(stream, capacity, spec):
+@given(
+    random_streams(max_requests=20), st.integers(1, 10), st.sampled_from(SPECS), st.booleans()
+)
+def test_hits_and_victims_equal_brute_force_reference(stream, capacity, spec, history):
     name, _, variant = spec.partition(":")
     ref = RefCache(
-        name, capacity, variant == "leaf", WA_TEST if name == "wa" else None,
-        len(stream.categories.names),
+        name, capacity, variant == "leaf", WA_TEST if name in ("wa", "rwa") else None,
+        len(stream.categories.names), history,
     )  # fmt: skip
     hints = brute_next_use(stream, capacity) if name == "opt" else None
     if hints is not None:
         assert np.array_equal(hints, stream.next_use(capacity))
     ref_hits = ref.run(stream, hints)
-    got = replay(stream, spec, capacity, log_victims=True, **_kw(spec))
+    got = replay(stream, spec, capacity, log_victims=True, history=history, **_kw(spec))
     assert got.hits.tolist() == ref_hits.tolist()
     assert got.victims.tolist() == ref.victims
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    random_streams(max_requests=25), st.integers(1, 8), st.booleans(), st.sampled_from(["wa", "rwa"])
+)
+def test_wa_matches_the_reference_with_and_without_history(stream, capacity, history, name):
+    """WA's bookkeeping is the most intricate: give it more examples of its own."""
+    ref = RefCache(name, capacity, False, WA_TEST, len(stream.categories.names), history)
+    ref_hits = ref.run(stream)
+    got = replay(stream, name, capacity, log_victims=True, history=history, **WA_TEST)
+    assert got.hits.tolist() == ref_hits.tolist() and got.victims.tolist() == ref.victims
 
 
 @_SETTINGS

@@ -8,6 +8,8 @@ policy's victim, so an eviction never happens while a block that holds nothing i
 
 from __future__ import annotations
 
+import math
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
 from wildserve.kvcache.policy import EvictionPolicy, LRUPolicy
@@ -36,6 +38,11 @@ class BlockPool:
         self.event_sink: KVEventSink | None = None
         # called with each hash whose last copy leaves the GPU (a host-memory tier keeps it)
         self.offload: Callable[[int], None] | None = None
+        # hash -> (last access time, its category, accesses so far), in access order, for policies
+        # that learn from the access history (hint_kind "history"); older than history_s: dropped
+        self._history: OrderedDict[int, tuple[float, int, int]] | None = (
+            OrderedDict() if self.policy.hint_kind == "history" else None
+        )
         self.num_evictions = 0
 
     # ---- queries (no state change) -------------------------------------------------------------
@@ -117,7 +124,8 @@ class BlockPool:
         for b in block_ids:
             ref[b] += 1
         if self.policy.tracks_access and block_ids:
-            self.policy.on_access_many(block_ids, now, depth0, category)
+            hints = self._history_hints(block_ids, now, category)
+            self.policy.on_access_many(block_ids, now, depth0, category, -1, hints)
 
     def allocate(self, num: int, now: float) -> list[int]:
         """Take ``num`` free blocks into use, evicting cached ones only when no empty block is left."""
@@ -175,13 +183,45 @@ class BlockPool:
             filled.append(b)
         if filled and self.policy.tracks_access:
             if len(filled) == len(block_ids):
-                self.policy.on_access_many(filled, now, depth0, category, parent)
+                hints = self._history_hints(filled, now, category)
+                self.policy.on_access_many(filled, now, depth0, category, parent, hints)
             else:  # some blocks were cached already: report the others one by one
                 new = set(filled)
                 for depth, b in enumerate(block_ids, start=depth0):
                     if b in new:
                         prev = block_ids[depth - depth0 - 1] if depth > depth0 else parent
-                        self.policy.on_access_many([b], now, depth, category, prev)
+                        hints = self._history_hints([b], now, category)
+                        self.policy.on_access_many([b], now, depth, category, prev, hints)
+
+    def _history_hints(
+        self, block_ids: Sequence[int], now: float, category: int
+    ) -> list[list[float]] | None:
+        """Per block: seconds since its hash was last accessed, that access's category and how many
+        accesses came before (inf, -1, 0 if none within ``policy.history_s``); notes this access.
+        None when the policy does not learn from the history."""
+        hist = self._history
+        if hist is None:
+            return None
+        max_age = self.policy.history_s
+        ages: list[float] = []
+        cats: list[float] = []
+        counts: list[float] = []
+        for b in block_ids:
+            h = self.block_hash[b]
+            prev = hist.pop(h, None)
+            if prev is None or now - prev[0] > max_age:
+                ages.append(math.inf)
+                cats.append(-1.0)
+                counts.append(0.0)
+                hist[h] = (now, category, 1)
+            else:
+                ages.append(now - prev[0])
+                cats.append(float(prev[1]))
+                counts.append(float(prev[2]))
+                hist[h] = (now, category, prev[2] + 1)
+        while hist and now - next(iter(hist.values()))[0] > max_age:
+            hist.popitem(last=False)
+        return [ages, cats, counts]
 
     def release(self, block_ids: Sequence[int], now: float) -> None:
         """Drop one reference to each block, tail first, so deeper blocks are evicted earlier."""

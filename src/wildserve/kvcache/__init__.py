@@ -9,6 +9,7 @@ from wildserve.kvcache.policy import (
     make_eviction_policy,
     parse_policy_spec,
 )
+from wildserve.kvcache.rwa import RWAPolicy
 from wildserve.kvcache.wa import WAPolicy
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "LFUPolicy",
     "LRUPolicy",
     "OPTPolicy",
+    "RWAPolicy",
     "WAPolicy",
     "make_eviction_policy",
     "parse_policy_spec",

@@ -15,7 +15,7 @@ engine and the simulator cannot make different decisions.
 
 Hooks, each ``@njit``:
   on_push(A, s, now)                          block s became evictable (its push seq is set)
-  on_access(A, s, now, depth, cat, hint, fill)   a hit, or the fill when ``fill`` (first access)
+  on_access(A, s, now, depth, cat, h0, h1, h2, fill)   a hit, or the fill when ``fill`` (first)
   insert(A, s) / delete(A, s)                 add s to / take s out of the candidate order
   peek(A, now) -> int                         the candidate to evict first, -1 when there is none
   on_evict(A, s)                              s left the cache
@@ -46,7 +46,12 @@ GENERIC_DEFAULTS = (0, -1, 0, 0, 0)
 KNOWN = 1  # the policy saw the block's fill: it holds content the policy tracks
 EVICTABLE = 2  # reference count 0: the pool handed it to the policy
 PARKED = 4  # evictable but not a leaf: out of the candidate order until it becomes one
-NO_HINT = np.inf  # next use unknown (only OPT reads hints)
+# Hints: per access three numbers (h0, h1, h2) the caller may know and the policy may read. OPT reads
+# the next use (h0, a request index); WA and RA read the access history: seconds since this block's
+# content was last accessed (h0), that access's category (h1) and how many accesses of the content
+# came before this one (h2); (inf, -1, 0) when there is none. Arrays of shape (3, n); (3, 0) means
+# no hints, and then each hook gets NO_HINT (NaN) in h0: "the caller knows nothing".
+NO_HINT = np.nan
 
 
 def float_bits(x: float) -> int:
@@ -325,7 +330,7 @@ def pop_one(peek, delete, insert, on_evict, a, now):
 
 
 @nb.njit(cache=True, inline="always")
-def access_one(on_access, a, s, now, depth, cat, parent, hint):
+def access_one(on_access, a, s, now, depth, cat, parent, h0, h1, h2):
     _check(a, s)
     fl = at(a, F_FLAGS, s)
     fill = (a[fl] & KNOWN) == 0
@@ -335,7 +340,7 @@ def access_one(on_access, a, s, now, depth, cat, parent, hint):
         if a[H_LEAF] != 0 and parent >= 0:
             a[at(a, F_PARENT, s)] = parent
             a[at(a, F_NCHILD, parent)] += 1
-    on_access(a, s, now, depth, cat, hint, fill)
+    on_access(a, s, now, depth, cat, h0, h1, h2, fill)
 
 
 OP_PUSH, OP_REMOVE, OP_POP, OP_ACCESS = 0, 1, 2, 3
@@ -363,8 +368,11 @@ def run_op(on_push, on_access, insert, delete, peek, on_evict,
         prev = parent0
         for i in range(len(ids)):
             s = ids[i]
-            hint = hints[i] if len(hints) else NO_HINT
-            access_one(on_access, a, s, now, depth0 + i, cat, prev, hint)
+            if hints.shape[1]:
+                h0, h1, h2 = hints[0, i], hints[1, i], hints[2, i]
+            else:
+                h0, h1, h2 = NO_HINT, -1.0, 0.0
+            access_one(on_access, a, s, now, depth0 + i, cat, prev, h0, h1, h2)
             prev = s
     return np.empty(0, np.int64)
 
@@ -381,7 +389,7 @@ def replay(on_push, on_access, insert, delete, peek, on_evict, tracks, a,
     than the pool uses only its first ``capacity`` blocks; the rest are misses that are not cached.
     """
     num_req = len(req_start) - 1
-    has_hints = len(hints) > 0
+    has_hints = hints.shape[1] > 0
     slot_of = np.full(num_dense, -1, np.int64)  # the block holding each id for lookups
     copy_head = np.full(num_dense, -1, np.int64)  # other blocks holding the id, last added first
     copy_next = np.full(capacity, -1, np.int64)
@@ -413,8 +421,12 @@ def replay(on_push, on_access, insert, delete, peek, on_evict, tracks, a,
                 remove_one(delete, a, s)
             ref[s] += 1
             if tracks:
-                hint = hints[start + d] if has_hints else NO_HINT
-                access_one(on_access, a, s, now, d, cat, prev, hint)
+                i = start + d
+                if has_hints:
+                    h0, h1, h2 = hints[0, i], hints[1, i], hints[2, i]
+                else:
+                    h0, h1, h2 = NO_HINT, -1.0, 0.0
+                access_one(on_access, a, s, now, d, cat, prev, h0, h1, h2)
             prev = s
         need = n - h
         fresh = min(need, capacity - num_empty_used)
@@ -458,8 +470,12 @@ def replay(on_push, on_access, insert, delete, peek, on_evict, tracks, a,
                 copy_next[s] = copy_head[x]
                 copy_head[x] = s
             if tracks:
-                hint = hints[start + d] if has_hints else NO_HINT
-                access_one(on_access, a, s, now, d, cat, prev, hint)
+                i = start + d
+                if has_hints:
+                    h0, h1, h2 = hints[0, i], hints[1, i], hints[2, i]
+                else:
+                    h0, h1, h2 = NO_HINT, -1.0, 0.0
+                access_one(on_access, a, s, now, d, cat, prev, h0, h1, h2)
             prev = s
         if num_cached > max_cached:
             max_cached = num_cached

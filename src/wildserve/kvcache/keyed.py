@@ -7,6 +7,8 @@ is evictable (nobody accesses it), so one indexed binary heap serves every one o
 
 from __future__ import annotations
 
+import math
+
 import numba as nb
 
 from wildserve.kvcache import _core
@@ -58,7 +60,7 @@ class HeapPolicy(ArrayPolicy):
 
 # ---- LFU -----------------------------------------------------------------------------------------
 @nb.njit(cache=True)
-def _lfu_access(a, s, now, depth, cat, hint, fill):
+def _lfu_access(a, s, now, depth, cat, h0, h1, h2, fill):
     putf(a, at(a, _K1, s), float(_count(a, s, fill)))
 
 
@@ -84,7 +86,7 @@ class LFUPolicy(HeapPolicy):
 
 # ---- GDSF ----------------------------------------------------------------------------------------
 @nb.njit(cache=True)
-def _gdsf_access(a, s, now, depth, cat, hint, fill):
+def _gdsf_access(a, s, now, depth, cat, h0, h1, h2, fill):
     # H = L + frequency * cost / size, with cost = size = 1 block
     putf(a, at(a, _K1, s), getf(a, _L) + float(_count(a, s, fill)))
 
@@ -120,8 +122,9 @@ class GDSFPolicy(HeapPolicy):
 
 # ---- OPT (Belady) --------------------------------------------------------------------------------
 @nb.njit(cache=True)
-def _opt_access(a, s, now, depth, cat, hint, fill):
-    putf(a, at(a, _K1, s), -hint)  # furthest next use first
+def _opt_access(a, s, now, depth, cat, h0, h1, h2, fill):
+    nxt = math.inf if math.isnan(h0) else h0  # no hint: as if never used again
+    putf(a, at(a, _K1, s), -nxt)  # furthest next use first
     putf(a, at(a, _K2, s), -float(a[at(a, _core.F_DEPTH, s)]))  # then deepest first
 
 
@@ -149,5 +152,6 @@ class OPTPolicy(HeapPolicy):
 
     name = "opt"
     offline_only = True
+    hint_kind = "next_use"
     prefix_closed = True
     kernels = (_opt_ops, _opt_replay)

@@ -24,7 +24,7 @@ from wildserve.errors import ConfigError
 from wildserve.kvcache import _core
 from wildserve.registry import Registry
 
-_EMPTY_HINTS = np.zeros(0, np.float64)
+_EMPTY_HINTS = np.zeros((3, 0), np.float64)
 _NO_IDS = np.zeros(0, np.int64)
 
 
@@ -37,6 +37,9 @@ class EvictionPolicy(ABC):
     # binary-search instead of walking)
     prefix_closed: bool = False
     offline_only: ClassVar[bool] = False  # needs the future (next-use hints): not for a live engine
+    # which hints the caller should pass to on_access_many: None, "next_use" or "history"
+    hint_kind: ClassVar[str | None] = None
+    history_s: float = 0.0  # for "history": how old an earlier access may be and still count
 
     def on_access(self, block_id: int, now: float, depth: int, category: int) -> None:  # noqa: B027
         """A cached block was hit or filled at ``now``; ``depth`` is its index in the prefix."""
@@ -48,11 +51,14 @@ class EvictionPolicy(ABC):
         depth0: int,
         category: int,
         parent: int = -1,
-        hints: Sequence[float] | None = None,
+        hints: np.ndarray | Sequence[float] | None = None,
     ) -> None:
         """Consecutive blocks of one request (depths ``depth0``..); ``parent`` precedes the first.
 
-        ``hints`` are next-use times, known only offline (OPT reads them).
+        ``hints``, shape (3, len(block_ids)), are what ``hint_kind`` asks for: next uses (row 0;
+        known only offline) or the access history (row 0: seconds since the block's content was
+        last accessed, inf if unknown; row 1: that access's category; row 2: how many accesses of
+        the content came before). A 1-D sequence is row 0.
         """
         for i, b in enumerate(block_ids):
             self.on_access(b, now, depth0 + i, category)
@@ -109,14 +115,15 @@ class ArrayPolicy(EvictionPolicy):
 
     kernels: ClassVar[tuple]  # (ops, replay)
     slot_defaults: ClassVar[tuple[int, ...]] = ()
+    classes_per_category: ClassVar[int] = 1  # per-category tables the policy keeps per category
 
     def __init__(self, leaf_only: bool = False, num_categories: int = 1) -> None:
         self.leaf_only = leaf_only
         self.prefix_closed = leaf_only or type(self).prefix_closed
         self._num_slots = 0
-        self._num_cats = max(1, num_categories)
+        self._num_classes = max(1, num_categories) * self.classes_per_category
         self._a = _core.new_arena(
-            0, self._defaults, self._region(self._num_cats), leaf_only, self._num_cats
+            0, self._defaults, self._region(self._num_classes), leaf_only, self._num_classes
         )
         self._init_header(self._a)
 
@@ -125,8 +132,8 @@ class ArrayPolicy(EvictionPolicy):
     def _defaults(self) -> tuple[int, ...]:
         return _core.GENERIC_DEFAULTS + self.slot_defaults
 
-    def _region(self, num_categories: int) -> np.ndarray:
-        """The policy region for this many categories (none by default)."""
+    def _region(self, num_classes: int) -> np.ndarray:
+        """The policy region for this many classes (none by default)."""
         return np.zeros(0, np.int64)
 
     def _init_header(self, a: np.ndarray) -> None:
@@ -176,11 +183,13 @@ class ArrayPolicy(EvictionPolicy):
         depth0: int,
         category: int,
         parent: int = -1,
-        hints: Sequence[float] | None = None,
+        hints: np.ndarray | Sequence[float] | None = None,
     ) -> None:
         ids = self._fit(_as_ids(block_ids))
         h = _EMPTY_HINTS if hints is None else np.asarray(hints, np.float64)
-        if category >= self._num_cats:
+        if h.ndim == 1:
+            h = np.stack([h, np.full(len(h), -1.0), np.zeros(len(h))])
+        if (category + 1) * self.classes_per_category > self._num_classes:
             self.ensure_categories(category + 1)
         self._op(_core.OP_ACCESS, ids, 0, now, depth0, category, parent, h)
 
@@ -199,15 +208,16 @@ class ArrayPolicy(EvictionPolicy):
 
     def ensure_categories(self, num_categories: int) -> None:
         """Category ids below ``num_categories`` may be passed to ``on_access``."""
-        if num_categories <= self._num_cats:
+        cpc = self.classes_per_category
+        if num_categories * cpc <= self._num_classes:
             return
-        n = max(num_categories, 2 * self._num_cats)
-        self._a = self._widen_region(self._a, self._num_cats, n)
+        n = cpc * max(num_categories, 2 * self._num_classes // cpc)
+        self._a = self._widen_region(self._a, self._num_classes, n)
         self._a[_core.H_NCAT] = n
-        self._num_cats = n
+        self._num_classes = n
 
     def _widen_region(self, a: np.ndarray, old: int, new: int) -> np.ndarray:
-        """Copy of arena ``a`` with per-category tables for ``new`` categories (none by default)."""
+        """Copy of arena ``a`` with per-class tables for ``new`` classes (none by default)."""
         return a
 
     def replay_kernel(self):
@@ -230,7 +240,7 @@ def _nop_push(a, s, now):
 
 
 @nb.njit(cache=True)
-def _nop_access(a, s, now, depth, cat, hint, fill):
+def _nop_access(a, s, now, depth, cat, h0, h1, h2, fill):
     pass
 
 

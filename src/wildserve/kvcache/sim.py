@@ -17,7 +17,7 @@ from wildserve.errors import ConfigError
 from wildserve.kvcache.policy import ArrayPolicy, EvictionPolicy, make_eviction_policy
 from wildserve.kvcache.stream import BlockStream
 
-_NO_HINTS = np.zeros(0, np.float64)
+_NO_HINTS = np.zeros((3, 0), np.float64)
 
 
 @dataclass
@@ -63,12 +63,14 @@ def replay(
     policy: str | EvictionPolicy,
     capacity: int,
     log_victims: bool = False,
+    history: bool = True,
     **policy_kwargs: object,
 ) -> ReplayResult:
     """Replay ``stream`` on ``capacity`` blocks under ``policy`` (a spec like ``wa:leaf`` or an object).
 
     A policy object is used as is (fresh, or it carries state over); its state arrays are updated in
-    place, so after the call it holds the final cache state.
+    place, so after the call it holds the final cache state. ``history=False`` withholds the access
+    history from policies that learn from it (WA then sees only its own hits).
     """
     if capacity < 1:
         raise ConfigError(f"cache capacity must be >= 1 block, got {capacity}")
@@ -78,7 +80,13 @@ def replay(
     spec = policy if isinstance(policy, str) else pol.name + (":leaf" if pol.leaf_only else "")
     pol.resize(capacity)
     pol.ensure_categories(len(stream.categories.names))
-    hints = stream.next_use(capacity) if pol.offline_only else _NO_HINTS
+    if pol.hint_kind == "next_use":
+        nxt = stream.next_use(capacity)
+        hints = np.stack([nxt, np.full(len(nxt), -1.0), np.zeros(len(nxt))])
+    elif pol.hint_kind == "history" and history:
+        hints = stream.history(pol.history_s, capacity)
+    else:
+        hints = _NO_HINTS
     t0 = time.perf_counter()
     hits, victims, max_cached, violations = pol.replay_kernel()(
         pol.arena, stream.req_start, stream.blocks, stream.times, stream.cats, hints,

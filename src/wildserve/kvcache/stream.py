@@ -77,6 +77,31 @@ class BlockStream:
         self._next_use = {key: out}  # keep one: they are large
         return out
 
+    def history(self, max_age_s: float, capacity: int | None = None) -> np.ndarray:
+        """Access-history hints, shape (3, N): seconds since the block's previous replayed access,
+        that access's category, and how many accesses of the block came before this one; an access
+        more than ``max_age_s`` after the previous one starts afresh: (inf, -1, 0)."""
+        mask = self.processed_mask(capacity)
+        idx = np.arange(self.num_accesses) if mask is None else np.flatnonzero(mask)
+        order = idx[np.argsort(self.blocks[idx], kind="stable")]
+        t = self.times[self.request_of_access()]
+        out = np.empty((3, self.num_accesses))
+        out[0], out[1], out[2] = np.inf, -1.0, 0.0
+        if len(order) == 0:
+            return out
+        age = np.full(len(order), np.inf)
+        same = self.blocks[order[1:]] == self.blocks[order[:-1]]
+        age[1:][same] = t[order[1:][same]] - t[order[:-1][same]]
+        linked = age <= max_age_s  # continues the previous access's history
+        starts = np.flatnonzero(~linked)
+        run_start = starts[np.cumsum(~linked) - 1]
+        cur, prev = order[linked], order[np.flatnonzero(linked) - 1]
+        out[0, cur] = age[linked]
+        out[1, cur] = self.cats[self.request_of_access()[prev]]
+        out[2] = 0.0
+        out[2, order] = np.arange(len(order)) - run_start
+        return out
+
 
 def build_stream(
     requests: Sequence[Request],
@@ -110,6 +135,24 @@ def build_stream(
         name=name,
         prompt_tokens=np.fromiter((r.prompt_tokens for r in requests), np.int64, len(requests)),
     )
+
+
+def load_stream(
+    spec: str,
+    block_size: int | None = None,
+    scheme: str = "auto",
+    max_requests: int | None = None,
+    **options: object,
+) -> tuple[list[Request], BlockStream]:
+    """Load a trace spec (reader ``options``), categorize it and build its block stream."""
+    from wildserve.workload import load_trace
+    from wildserve.workload.transforms import limit
+
+    requests = load_trace(spec, **options)
+    if max_requests:
+        requests = list(limit(requests, max_requests))
+    cats = categorize(requests, scheme)
+    return requests, build_stream(requests, block_size, cats, name=spec)
 
 
 def stream_from_chains(

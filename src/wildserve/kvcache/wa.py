@@ -10,13 +10,20 @@ which never increases with ``a``. So each category keeps its evictable blocks in
 last use, only the list heads can be the minimum, and a pop costs O(categories). Ties go to the
 deeper block (tail first), then to the older release.
 
-The model is fitted from what the cache sees (every hit and fill): in a sliding window of
-``window_s`` seconds, split into ``refit_s``-second buckets, ``p_c`` = reuses / accesses of category
-``c`` and ``lam_c`` = reuses / summed reuse time (the exponential MLE). The fit is refreshed once per
-bucket (the background refit). A category with fewer than ``min_obs`` accesses in the window uses the
-model pooled over all categories; with too little pooled data, every block gets the same priority
-(``p = 1``), so the order falls back to tail first, then least recently released. A block's category
-and last use are updated on every access; its release also counts as a use. All times are seconds.
+The model is fitted from the block access history in a sliding window of ``window_s`` seconds,
+split into ``refit_s``-second buckets: ``p_c`` = reuses / accesses of category ``c`` and ``lam_c`` =
+reuses / summed reuse time (the exponential MLE), where a reuse of a block is credited to the
+category of its previous access. The fit is refreshed once per bucket (the background refit). The
+history comes as hints (``hint_kind = "history"``): the block pool and the offline replay remember
+when each block hash was last accessed and by which category, for ``window_s``, so a block that was
+evicted and comes back still counts as a reuse. Without hints, WA learns only from what the cache
+itself sees (hits on blocks still cached), which under-counts reuses of everything it evicts: its
+own evictions then look right, and it evicts those categories even more (see the report).
+
+A category with fewer than ``min_obs`` accesses in the window uses the model pooled over all
+categories; with too little pooled data, every block gets the same priority (``p = 1``), so the
+order falls back to tail first, then least recently released. A block's category and last use are
+updated on every access; its release also counts as a use. All times are seconds.
 """
 
 from __future__ import annotations
@@ -151,21 +158,34 @@ def _on_push(a, s, now):
 
 
 @nb.njit(cache=True)
-def _on_access(a, s, now, depth, cat, hint, fill):
+def _record(a, s, now, cls, prev_cls, r):
+    """Block ``s`` accessed as class ``cls``; if ``prev_cls`` >= 0, a reuse ``r`` seconds after an
+    access of class ``prev_cls`` (credited to that class)."""
     if now >= getf(a, _BUCKET_END):
         _advance(a, now)
     b = a[_BUCKET]
-    if not fill:
-        pc = a[at(a, _CAT, s)]
-        r = max(0.0, now - getf(a, at(a, _LAST, s)))
-        _add(a, _bkt(a, b, pc, 1), 1.0)
-        _add(a, _bkt(a, b, pc, 2), r)
-        _add(a, _win(a, pc, 1), 1.0)
-        _add(a, _win(a, pc, 2), r)
-    _add(a, _bkt(a, b, cat, 0), 1.0)
-    _add(a, _win(a, cat, 0), 1.0)
-    a[at(a, _CAT, s)] = cat
+    if 0 <= prev_cls < a[_core.H_NCAT]:
+        _add(a, _bkt(a, b, prev_cls, 1), 1.0)
+        _add(a, _bkt(a, b, prev_cls, 2), r)
+        _add(a, _win(a, prev_cls, 1), 1.0)
+        _add(a, _win(a, prev_cls, 2), r)
+    _add(a, _bkt(a, b, cls, 0), 1.0)
+    _add(a, _win(a, cls, 0), 1.0)
+    a[at(a, _CAT, s)] = cls
     putf(a, at(a, _LAST, s), now)
+
+
+@nb.njit(cache=True)
+def _on_access(a, s, now, depth, cat, h0, h1, h2, fill):
+    if math.isnan(h0):  # no access history: learn from what the cache itself sees
+        if fill:
+            _record(a, s, now, cat, -1, 0.0)
+        else:
+            _record(a, s, now, cat, a[at(a, _CAT, s)], now - getf(a, at(a, _LAST, s)))
+    elif h0 < math.inf:  # the history knows the content's previous access
+        _record(a, s, now, cat, int(h1), h0)
+    else:
+        _record(a, s, now, cat, -1, 0.0)
 
 
 @nb.njit(cache=True)
@@ -229,6 +249,7 @@ class WAPolicy(ArrayPolicy):
 
     name = "wa"
     kernels = (_wa_ops, _wa_replay)
+    hint_kind = "history"
     slot_defaults = (-1, -1, 0, 0)
 
     def __init__(
@@ -248,6 +269,7 @@ class WAPolicy(ArrayPolicy):
         if min_obs < 1:
             raise ConfigError(f"wa: min_obs must be >= 1, got {min_obs}")
         self.life_s, self.window_s, self.refit_s, self.min_obs = life_s, window_s, refit_s, min_obs
+        self.history_s = window_s
         self._num_buckets = max(1, math.ceil(window_s / refit_s))
         super().__init__(leaf_only, num_categories)
 
@@ -281,7 +303,7 @@ class WAPolicy(ArrayPolicy):
     def model(self) -> dict[str, np.ndarray]:
         """The fitted (p, lam) per category as of the last refit."""
         a = self._a
-        c = self._num_cats
+        c = self._num_classes
         base = int(a[_core.H_EXTRA])
         words = a[base + 2 * c : base + 4 * c].view(np.float64)
         return {"p": words[:c].copy(), "lam": words[c:].copy()}
