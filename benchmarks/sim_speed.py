@@ -8,6 +8,7 @@ Each policy runs in this process, one after another (one core). Goal: under 30 s
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import time
 
@@ -32,15 +33,21 @@ def main() -> None:
     print(f"{platform.python_implementation()} {platform.python_version()} on {platform.machine()}")
     print(f"trace {args.trace}: {len(requests)} requests loaded in {load_s:.2f} s")
     cfg = ClusterConfig(model=args.model, gpu=args.gpu, num_instances=args.instances)
+    print(f"load average before: {os.getloadavg()[0]:.2f} (other processes share the cores)")
     print(
-        f"{'policy':>16} {'wall s':>8} {'req/s':>8} {'engine steps':>13} {'events':>9} {'sim end s':>10}"
+        f"{'policy':>16} {'wall s':>8} {'CPU s':>7} {'req/s (CPU)':>12} {'engine steps':>13} "
+        f"{'events':>9} {'sim end s':>10}"
     )
     for name in args.policies.split(","):
+        cpu0 = time.process_time()
         res = run_policy(requests, cfg, name)
+        cpu = time.process_time() - cpu0
         steps = sum(len(e.step_end_s) for e in res.engines)
-        rate = len(requests) / res.wall_s
         events = res.extra["events"]
-        print(f"{name:>16} {res.wall_s:8.2f} {rate:8.0f} {steps:13d} {events:9d} {res.end_s:10.0f}")
+        print(
+            f"{name:>16} {res.wall_s:8.2f} {cpu:7.2f} {len(requests) / cpu:12.0f} {steps:13d} "
+            f"{events:9d} {res.end_s:10.0f}"
+        )
     print(
         "vidur (PyPI 0.0.26) is not timed here: its execution-time predictor downloads its profiling "
         "datasets from the Hugging Face Hub at run time (no network here) and needs attention-kernel "

@@ -22,16 +22,24 @@ app.add_typer(experiment_app, name="experiment")
 
 def _register() -> None:
     """Attach each area's commands; area modules import their heavy dependencies lazily."""
+    from wildserve.experiments import cli as experiments_cli
+    from wildserve.gateway import cli as gateway_cli
     from wildserve.kvcache import cli as kvcache_cli
     from wildserve.perf import cli as perf_cli
     from wildserve.sim import cli as sim_cli
+    from wildserve.vsearch import cli as vsearch_cli
     from wildserve.workload import cli as workload_cli
 
-    app.add_typer(perf_cli.app, name="perf")
-
     app.command("simulate")(sim_cli.simulate)
+    app.command("gateway")(gateway_cli.gateway)
+    app.command("engine")(gateway_cli.engine)
+    app.command("replay")(gateway_cli.replay)
     app.add_typer(workload_cli.app, name="trace")
+    app.add_typer(perf_cli.app, name="perf")
+    app.add_typer(vsearch_cli.app, name="vsearch")
     app.add_typer(kvcache_cli.app, name="cache")
+    experiment_app.command("lmetric")(experiments_cli.lmetric)
+    experiment_app.command("omega")(vsearch_cli.experiment)
 
 
 def main() -> None:

@@ -63,3 +63,18 @@ def test_round_robin_spreads_and_hits_need_locality():
     reqs = synthetic(200, 3)
     res = run(reqs, "round-robin")
     assert np.bincount(res.metrics().instance).tolist() == [50, 50, 50, 50]
+
+
+def test_shared_prefix_index_gives_the_same_run_as_per_engine_lookups():
+    from wildserve.sim.simulator import ExactViews
+
+    reqs = synthetic(300, 6)
+    cost = LinearCostModel(base_s=0.004, per_token_s=4e-5, per_decode_ctx_s=5e-8)
+    results = []
+    for shared in (False, True):
+        engines = [Engine(EngineConfig(), cost, num_blocks=900, instance_id=i) for i in range(4)]
+        views = ExactViews(engines, shared_index=shared)
+        assert (views.index is not None) == shared
+        results.append(Simulator(engines, make_policy("lmetric"), views=views).run(reqs).metrics())
+    np.testing.assert_array_equal(results[0].instance, results[1].instance)
+    np.testing.assert_allclose(results[0].ttft, results[1].ttft)

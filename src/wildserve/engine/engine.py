@@ -279,6 +279,7 @@ class Engine:
             return
         sched = self.scheduler
         for req in finished:
+            assert req.status == RequestStatus.RUNNING, req
             self.kv.free(req, end)
             sched._set_pending(req, 0)
             req.status = RequestStatus.FINISHED_LENGTH

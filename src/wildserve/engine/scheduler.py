@@ -101,6 +101,7 @@ class Scheduler:
                 out.waiting_stuck = True
                 return
             waiting.popleft()
+            assert req.status in (RequestStatus.WAITING, RequestStatus.PREEMPTED), req
             req.status = RequestStatus.RUNNING
             req.num_computed_tokens = num_hit
             if req.num_hit_tokens < 0:

@@ -81,10 +81,18 @@ class RouterLocalViews:
         ]
 
     def on_dispatch(
-        self, instance: int, request: RouteRequest, engine_request: object = None
+        self,
+        instance: int,
+        request: RouteRequest,
+        engine_request: object = None,
+        new_tokens: int | None = None,
     ) -> None:
+        """Count the request in flight; ``new_tokens`` overrides the index's uncached estimate
+        (a view source with exact cache state, e.g. KV events, knows it better)."""
         index = self.indexes[instance]
-        new = max(0, request.prompt_tokens - index.match(request.block_hashes) * self.block_size)
+        if new_tokens is None:
+            new_tokens = request.prompt_tokens - index.match(request.block_hashes) * self.block_size
+        new = max(0, new_tokens)
         index.insert(request.block_hashes)
         self._requests[request.request_id] = _InFlight(instance, new)
         self.in_flight[instance] += 1
@@ -110,6 +118,10 @@ class RouterLocalViews:
             self.on_first_token(req.request_id)
         for req in result.finished:  # type: ignore[attr-defined]
             self.on_finish(req.request_id)
+
+    def reset_index(self, instance: int) -> None:
+        """Forget what was sent to ``instance`` (it restarted with an empty cache)."""
+        self.indexes[instance] = PrefixIndex(self.indexes[instance].capacity_blocks)
 
     @property
     def num_tracked(self) -> int:

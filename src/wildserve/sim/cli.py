@@ -93,9 +93,7 @@ def simulate(
     jobs: Annotated[int, typer.Option(help="policies simulated in parallel (0: one per core)")] = 0,
 ) -> None:
     """Simulate a cluster of LLM serving instances replaying a trace, once per routing policy."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from wildserve.console import make_console
+    from wildserve.console import make_console, make_progress
     from wildserve.errors import ConfigError
     from wildserve.io import atomic_write_json
     from wildserve.routing import ROUTING_POLICIES
@@ -142,14 +140,7 @@ def simulate(
         f"on {gpu} (tp={tp}), policies: {', '.join(policies)}"
     )
     jobs = jobs or default_jobs(len(policies))
-    with Progress(
-        TextColumn("{task.description:>20}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    ) as bar:
+    with make_progress(console) as bar:
         task_ids = {p: bar.add_task(p, total=len(requests)) for p in policies}
 
         def on_progress(key: str, done: int, total: int) -> None:

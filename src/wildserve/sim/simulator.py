@@ -17,6 +17,7 @@ from typing import Protocol
 from wildserve.engine import Engine, EngineRequest, StepResult
 from wildserve.metrics import RequestMetrics
 from wildserve.routing.policy import RoutingPolicy
+from wildserve.routing.prefix_match import ClusterPrefixIndex
 from wildserve.routing.view import InstanceView, RouteRequest
 from wildserve.sim.events import Event, EventQueue
 from wildserve.workload.request import Request
@@ -35,15 +36,43 @@ class ViewSource(Protocol):
 
 
 class ExactViews:
-    """Views read straight from the engines: what a router fed by KV events and metrics sees."""
+    """Views read straight from the engines: what a router fed by KV events and metrics sees.
 
-    def __init__(self, engines: Sequence[Engine]) -> None:
+    With ``shared_index`` (default: on from 32 instances, when every cache is prefix-closed) a
+    cluster-wide hash -> holders index, kept current by the pools' events, finds every instance's match
+    in one parallel galloping search; otherwise each engine's pool is asked in turn.
+    """
+
+    def __init__(self, engines: Sequence[Engine], shared_index: bool | None = None) -> None:
         self.engines = engines
+        closed = all(
+            e.pool.policy.prefix_closed and e.config.enable_prefix_caching for e in engines
+        )
+        if shared_index is None:
+            shared_index = closed and len(engines) >= 32
+        if shared_index and not closed:
+            raise ValueError(
+                "a shared prefix index needs prefix-closed caches (LRU, prefix caching on)"
+            )
+        self.index: ClusterPrefixIndex | None = None
+        if shared_index:
+            self.index = ClusterPrefixIndex(len(engines))
+            for i, e in enumerate(engines):
+                sink = self.index.sink(i)
+                for h in e.pool.hash_to_block:
+                    sink("stored", h)
+                e.pool.event_sink = sink
 
     def views(self, request: RouteRequest) -> list[InstanceView]:
+        shared = _SharedMatch(self.index, request.block_hashes) if self.index is not None else None
         out = []
         for i, e in enumerate(self.engines):
-            match = e.pool.num_matched if e.config.enable_prefix_caching else _zero
+            if not e.config.enable_prefix_caching:
+                match = _zero
+            elif shared is not None:
+                match = shared.for_instance(i, e.pool.num_matched)
+            else:
+                match = e.pool.num_matched
             out.append(
                 InstanceView(
                     instance_id=i,
@@ -65,6 +94,29 @@ class ExactViews:
 
     def on_step(self, instance: int, result: StepResult) -> None:
         """Exact views need no bookkeeping of their own."""
+
+
+class _SharedMatch:
+    """One decision's matches from the shared index, computed once on first use."""
+
+    __slots__ = ("hashes", "index", "lengths")
+
+    def __init__(self, index: ClusterPrefixIndex, hashes: Sequence[int]) -> None:
+        self.index = index
+        self.hashes = hashes
+        self.lengths: list[int] | None = None
+
+    def for_instance(
+        self, i: int, fallback: Callable[[Sequence[int]], int]
+    ) -> Callable[[Sequence[int]], int]:
+        def match(block_hashes: Sequence[int]) -> int:
+            if block_hashes is not self.hashes:
+                return fallback(block_hashes)
+            if self.lengths is None:
+                self.lengths = self.index.match_lengths(block_hashes)
+            return self.lengths[i]
+
+        return match
 
 
 def _zero(block_hashes: Sequence[int]) -> int:

@@ -1,0 +1,106 @@
+"""``wildserve experiment lmetric``: the LMetric reproduction, with a progress bar and a report."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def lmetric(
+    workloads: Annotated[
+        str, typer.Option(help="comma-separated: mooncake, weka")
+    ] = "mooncake,weka",
+    models: Annotated[str, typer.Option(help="comma-separated model@gpu setups")] = (
+        "qwen2.5-7b@h20,qwen3-30b-a3b@h20"
+    ),
+    rate_scales: Annotated[
+        str | None, typer.Option(help="override the loads of every workload, e.g. 0.5,1,2")
+    ] = None,
+    weka: Annotated[
+        str, typer.Option(help="trace spec of the WEKA sessions")
+    ] = "builtin:weka-claude-code",
+    max_requests: Annotated[
+        int, typer.Option(help="use the first N requests of each trace (0: all)")
+    ] = 0,
+    view_source: Annotated[str, typer.Option(help="exact or router-local")] = "exact",
+    instances: Annotated[int, typer.Option(help="serving instances")] = 16,
+    zero_score_demo: Annotated[
+        bool, typer.Option(help="also run the hot-prompt failure demo")
+    ] = True,
+    report: Annotated[Path, typer.Option(help="markdown report path")] = Path(
+        "docs/results/lmetric.md"
+    ),
+    output_json: Annotated[Path | None, typer.Option(help="write all run summaries here")] = None,
+    jobs: Annotated[int, typer.Option(help="simulations in parallel (0: one per core)")] = 0,
+) -> None:
+    """Every routing policy on the Mooncake and WEKA traces, swept over load; writes a report."""
+    import dataclasses
+
+    from wildserve.console import make_console, make_progress
+    from wildserve.errors import ConfigError
+    from wildserve.experiments.lmetric import (
+        DEFAULT_WORKLOADS,
+        LMetricExperiment,
+        run_experiment,
+        run_zero_score_demo,
+    )
+    from wildserve.experiments.lmetric_report import write_report
+    from wildserve.io import atomic_write_json
+    from wildserve.sim.parallel import default_jobs
+
+    console = make_console()
+    known = {w.name: w for w in DEFAULT_WORKLOADS}
+    chosen = []
+    for name in workloads.split(","):
+        if name not in known:
+            raise ConfigError(f"unknown workload '{name}'; choose from {', '.join(known)}")
+        w = known[name]
+        if name == "weka":
+            w = dataclasses.replace(w, spec=weka)
+        if rate_scales:
+            w = dataclasses.replace(w, rate_scales=tuple(float(x) for x in rate_scales.split(",")))
+        chosen.append(w)
+    setups = []
+    for item in models.split(","):
+        model, _, gpu = item.partition("@")
+        setups.append((model, gpu or "h20"))
+    exp = LMetricExperiment(
+        workloads=chosen,
+        setups=setups,
+        num_instances=instances,
+        view_source=view_source,
+        max_requests=max_requests,
+    )
+    jobs = jobs or default_jobs(64)
+    t0 = time.perf_counter()
+    with make_progress(console) as bar:
+        overall = bar.add_task("runs", total=1)
+        state: dict = {"done": set()}
+
+        def on_plan(runs, sizes) -> None:
+            bar.update(overall, total=len(runs))
+            state["sizes"] = sizes
+            console.print(f"{len(runs)} simulations over {sizes} requests, {jobs} in parallel")
+
+        def on_progress(key: str, done: int, total: int) -> None:
+            if done >= total and key not in state["done"]:
+                state["done"].add(key)
+                bar.update(overall, completed=len(state["done"]))
+                if not console.is_terminal:  # a log file gets one line per finished run
+                    console.print(
+                        f"[{len(state['done'])}] {key} done ({time.perf_counter() - t0:.0f} s)"
+                    )
+
+        doc, metrics = run_experiment(exp, jobs, on_progress, on_plan)
+        zero = run_zero_score_demo(jobs=jobs) if zero_score_demo else None
+    doc["wall_s"] = time.perf_counter() - t0
+    command = "wildserve experiment lmetric " + " ".join(shlex.quote(a) for a in sys.argv[3:])
+    path = write_report(doc, metrics, report, report.parent / "lmetric", command.strip(), zero)
+    if output_json is not None:
+        atomic_write_json(output_json, doc)
+    console.print(f"report: {path} ({doc['wall_s']:.0f} s)")

@@ -1,0 +1,250 @@
+"""The LMetric experiment: every routing policy on real traces, swept over load, on a simulated cluster.
+
+Setting (the paper's): 16 instances, one GPU each, 16-token blocks, prefix caching, max_num_seqs 256;
+Qwen2.5-7B and Qwen3-30B-A3B on H20. Workloads: the Mooncake conversation trace and the WEKA Claude Code
+agent sessions, each swept from light load to where ``vllm-v1``'s TTFT blows up. ``linear-tuned`` is
+grid-searched on the same trace and load and reported with its best point. A synthetic hot-prompt
+workload shows LMetric's zero-score failure and its mitigation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from wildserve.engine import EngineConfig
+from wildserve.metrics import RequestMetrics
+from wildserve.routing.policy import make_policy
+from wildserve.sim.build import ClusterConfig, run_policy
+from wildserve.sim.parallel import report_progress, run_parallel
+from wildserve.workload import load_trace
+from wildserve.workload.formats import renumber
+from wildserve.workload.request import Request
+from wildserve.workload.synthetic import LengthDist, SyntheticConfig, synthetic_workload
+from wildserve.workload.transforms import rate_scale
+
+UNTUNED_BASELINES = (
+    "round-robin",
+    "least-requests",
+    "vllm-v1",
+    "sglang-cache-aware",
+    "llm-d",
+    "dynamo",
+    "production-weighted",
+    "aibrix-prefix",
+)
+# linear-tuned is argmin(alpha * new_tokens + beta * requests); only beta/alpha matters (alpha = 1)
+LINEAR_BETAS = (512.0, 2048.0, 8192.0, 32768.0)
+
+
+@dataclass(frozen=True)
+class WorkloadSpec:
+    """A trace, the reader options it needs, and the loads (rate scales) it is swept over."""
+
+    name: str
+    spec: str
+    rate_scales: tuple[float, ...]
+    options: dict = field(default_factory=dict)
+
+    def load(self) -> list[Request]:
+        return load_trace(self.spec, **self.options)
+
+
+DEFAULT_WORKLOADS = (
+    WorkloadSpec("mooncake", "builtin:mooncake-conversation", (0.5, 1.0, 1.5, 2.0)),
+    # idle gaps over 30 s (users away for hours) are shortened so sessions overlap
+    WorkloadSpec("weka", "builtin:weka-claude-code", (0.25, 0.5, 1.0, 2.0), {"max_idle_s": 30.0}),
+)
+DEFAULT_SETUPS = (("qwen2.5-7b", "h20"), ("qwen3-30b-a3b", "h20"))
+
+
+@dataclass
+class LMetricExperiment:
+    """What to run; defaults reproduce the paper's setting."""
+
+    workloads: Sequence[WorkloadSpec] = DEFAULT_WORKLOADS
+    setups: Sequence[tuple[str, str]] = DEFAULT_SETUPS
+    policies: Sequence[str] = ("lmetric", *UNTUNED_BASELINES)
+    linear_betas: Sequence[float] = LINEAR_BETAS
+    num_instances: int = 16
+    view_source: str = "exact"
+    max_requests: int = 0  # 0: the whole trace
+    engine: EngineConfig = field(default_factory=EngineConfig)
+
+    def cluster(self, model: str, gpu: str) -> ClusterConfig:
+        return ClusterConfig(
+            model=model, gpu=gpu, num_instances=self.num_instances, engine=self.engine
+        )
+
+
+# Workloads are loaded once in the parent; forked workers read them from here instead of unpickling.
+_LOADED: dict[str, list[Request]] = {}
+
+
+def _run(
+    key: str, workload: str, scale: float, cfg: ClusterConfig, policy: str, kwargs: dict, view: str
+):
+    requests = list(rate_scale(_LOADED[workload], scale))
+
+    def progress(done: int, total: int) -> None:
+        report_progress(key, done, total)
+
+    result = run_policy(
+        requests, cfg, make_policy(policy, **kwargs), progress=progress, view_source=view
+    )
+    metrics = result.metrics()
+    summary = metrics.summary(cfg.num_instances, ttft_slo_s=5.0, tpot_slo_s=0.1)
+    summary["wall_s"] = result.wall_s
+    summary["preemptions"] = sum(e.num_preemptions for e in result.engines)
+    summary["policy_stats"] = result.extra.get("policy_stats")
+    return summary, metrics
+
+
+def plan_runs(exp: LMetricExperiment) -> list[dict[str, Any]]:
+    """Every (workload, setup, load, policy) run, linear-tuned grid points included."""
+    runs = []
+    for w in exp.workloads:
+        for model, gpu in exp.setups:
+            for scale in w.rate_scales:
+                base = {"workload": w.name, "model": model, "gpu": gpu, "rate_scale": scale}
+                for p in exp.policies:
+                    runs.append({**base, "policy": p, "kwargs": {}})
+                for beta in exp.linear_betas:
+                    runs.append(
+                        {**base, "policy": "linear-tuned", "kwargs": {"alpha": 1.0, "beta": beta}}
+                    )
+    for run in runs:
+        extra = f"[beta={run['kwargs']['beta']:g}]" if run["kwargs"] else ""
+        run["key"] = (
+            f"{run['workload']}/{run['model']}/x{run['rate_scale']:g}/{run['policy']}{extra}"
+        )
+    return runs
+
+
+def run_experiment(
+    exp: LMetricExperiment,
+    jobs: int,
+    on_progress: Callable[[str, int, int], None] | None = None,
+    on_plan: Callable[[list[dict[str, Any]], dict[str, int]], None] | None = None,
+) -> tuple[dict, dict[str, RequestMetrics]]:
+    """Run every planned simulation; returns the JSON document and the per-run metrics."""
+    sizes = {}
+    for w in exp.workloads:
+        reqs = w.load()
+        if exp.max_requests:
+            reqs = reqs[: exp.max_requests]
+        _LOADED[w.name] = reqs
+        sizes[w.name] = len(reqs)
+    runs = plan_runs(exp)
+    if on_plan is not None:
+        on_plan(runs, sizes)
+    tasks = [
+        (
+            r["key"],
+            _run,
+            (
+                r["key"],
+                r["workload"],
+                r["rate_scale"],
+                exp.cluster(r["model"], r["gpu"]),
+                r["policy"],
+                r["kwargs"],
+                exp.view_source,
+            ),
+        )
+        for r in runs
+    ]
+    outcomes = run_parallel(tasks, jobs, on_progress)
+    for r in runs:
+        r["summary"] = outcomes[r["key"]][0]
+    doc = {
+        "runs": runs,
+        "requests": sizes,
+        "config": {
+            "instances": exp.num_instances,
+            "view_source": exp.view_source,
+            "setups": [list(s) for s in exp.setups],
+            "workloads": [dataclasses.asdict(w) for w in exp.workloads],
+            "linear_betas": list(exp.linear_betas),
+            "engine": dataclasses.asdict(exp.engine),
+        },
+    }
+    return doc, {key: m for key, (_, m) in outcomes.items()}
+
+
+def best_linear(runs: list[dict], workload: str, model: str, scale: float) -> dict | None:
+    """The linear-tuned grid point with the lowest mean TTFT at one load."""
+    grid = [
+        r
+        for r in runs
+        if r["policy"] == "linear-tuned"
+        and (r["workload"], r["model"], r["rate_scale"]) == (workload, model, scale)
+    ]
+    return min(grid, key=lambda r: r["summary"]["ttft"]["mean"]) if grid else None
+
+
+def hot_prompt_workload(
+    num_hot: int = 2400,
+    num_background: int = 600,
+    duration_s: float = 300.0,
+    hot_tokens: int = 4096,
+    hot_output: int = 1000,
+    seed: int = 0,
+) -> list[Request]:
+    """Many identical block-aligned prompts (fully cacheable) among ordinary chat requests.
+
+    Once the hot prompt is cached on several instances with no prefill queued, LMetric scores them all
+    0 and sends every hot request to the lowest-index one whatever its load.
+    """
+    rng = np.random.default_rng(seed)
+    hot = synthetic_workload(
+        SyntheticConfig(
+            num_sessions=num_hot,
+            session_rate=num_hot / duration_s,
+            prompt=LengthDist("constant", mean=0, low=0),
+            output=LengthDist("constant", mean=hot_output, low=hot_output),
+            system_prompt_tokens=hot_tokens,
+            category="hot",
+        ),
+        rng,
+    )
+    background = synthetic_workload(
+        SyntheticConfig(
+            num_sessions=num_background,
+            session_rate=num_background / duration_s,
+            prompt=LengthDist("lognormal", mean=2048, sigma=1.0, low=16, high=32768),
+            output=LengthDist("lognormal", mean=300, sigma=1.0, low=1, high=4096),
+            category="background",
+        ),
+        rng,
+    )
+    offset = 1 << 40  # keep the two generators' block ids apart
+    for r in background:
+        r.hash_ids = tuple(offset + h for h in r.hash_ids)
+        r.session_id = None if r.session_id is None else r.session_id + num_hot
+    return renumber(hot + background)
+
+
+def run_zero_score_demo(
+    num_instances: int = 4, model: str = "qwen2.5-7b", gpu: str = "h20", jobs: int = 2
+):
+    """LMetric with and without the zero-score mitigation (and least-requests) on the hot-prompt trace."""
+    _LOADED["hot-prompt"] = hot_prompt_workload()
+    cfg = ClusterConfig(model=model, gpu=gpu, num_instances=num_instances)
+    variants = {
+        "lmetric": ("lmetric", {}),
+        "lmetric+mitigation": ("lmetric", {"mitigate_zero": True}),
+        "least-requests": ("least-requests", {}),
+    }
+    tasks = [
+        (name, _run, (name, "hot-prompt", 1.0, cfg, policy, kwargs, "exact"))
+        for name, (policy, kwargs) in variants.items()
+    ]
+    outcomes = run_parallel(tasks, jobs)
+    return {name: s for name, (s, _) in outcomes.items()}, {
+        name: m for name, (_, m) in outcomes.items()
+    }

@@ -1,0 +1,147 @@
+"""Backend health (periodic checks eject and re-admit) and vLLM ``/metrics`` polling."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import aiohttp
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Backend:
+    """One upstream server as the gateway sees it."""
+
+    index: int
+    url: str
+    healthy: bool = True
+    consecutive_failures: int = 0
+    in_flight: int = 0
+    num_ejections: int = 0
+
+
+class HealthChecker:
+    """GET ``/health`` on every backend each interval; eject after N failures, re-admit on success.
+
+    ``on_readmit(i)`` runs when an ejected backend comes back: it may have restarted with an empty
+    cache, so the caller forgets what it knew of that backend's prefixes.
+    """
+
+    def __init__(
+        self,
+        backends: list[Backend],
+        session: aiohttp.ClientSession,
+        interval_s: float,
+        timeout_s: float,
+        unhealthy_after: int,
+        on_readmit: Callable[[int], None],
+    ) -> None:
+        self.backends = backends
+        self.session = session
+        self.interval_s = interval_s
+        self.timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self.unhealthy_after = unhealthy_after
+        self.on_readmit = on_readmit
+
+    async def check(self, b: Backend) -> bool:
+        try:
+            async with self.session.get(f"{b.url}/health", timeout=self.timeout) as resp:
+                await resp.read()
+                return resp.status == 200
+        except (TimeoutError, aiohttp.ClientError, OSError):
+            return False
+
+    async def check_all(self) -> None:
+        results = await asyncio.gather(*(self.check(b) for b in self.backends))
+        for b, ok in zip(self.backends, results, strict=True):
+            self.record(b, ok)
+
+    def record(self, b: Backend, ok: bool) -> None:
+        if ok:
+            b.consecutive_failures = 0
+            if not b.healthy:
+                b.healthy = True
+                log.warning("backend %s is healthy again: re-admitted", b.url)
+                self.on_readmit(b.index)
+            return
+        b.consecutive_failures += 1
+        if b.healthy and b.consecutive_failures >= self.unhealthy_after:
+            self.eject(b, f"{b.consecutive_failures} failed health checks")
+
+    @staticmethod
+    def eject(b: Backend, why: str) -> None:
+        if b.healthy:
+            b.healthy = False
+            b.num_ejections += 1
+            log.warning("backend %s ejected: %s", b.url, why)
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            await self.check_all()
+
+
+_METRIC_LINE = re.compile(rb"^(vllm:[a-z_]+)(?:\{[^}]*\})?\s+(\S+)", re.MULTILINE)
+_WANTED = {
+    b"vllm:num_requests_running": "num_running",
+    b"vllm:num_requests_waiting": "num_waiting",
+    b"vllm:kv_cache_usage_perc": "kv_usage",
+    b"vllm:gpu_cache_usage_perc": "kv_usage",  # the name before vLLM 0.10
+}
+
+
+def parse_vllm_metrics(text: bytes) -> dict[str, float]:
+    """Running, waiting (summed over engines/DP ranks) and KV usage (their mean) from vLLM's text."""
+    sums: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    for m in _METRIC_LINE.finditer(text):
+        key = _WANTED.get(m.group(1))
+        if key is None:
+            continue
+        try:
+            value = float(m.group(2))
+        except ValueError:
+            continue
+        sums[key] = sums.get(key, 0.0) + value
+        counts[key] = counts.get(key, 0) + 1
+    if "kv_usage" in sums:
+        sums["kv_usage"] /= counts["kv_usage"]
+    return sums
+
+
+class MetricsPoller:
+    """Polls each healthy backend's ``/metrics`` and hands the parsed load to ``on_load(i, load)``."""
+
+    def __init__(
+        self,
+        backends: list[Backend],
+        session: aiohttp.ClientSession,
+        interval_s: float,
+        on_load: Callable[[int, dict[str, float]], None],
+    ) -> None:
+        self.backends = backends
+        self.session = session
+        self.interval_s = interval_s
+        self.on_load = on_load
+        self.timeout = aiohttp.ClientTimeout(total=max(1.0, 5 * interval_s))
+        self.num_failures = 0
+
+    async def poll(self, b: Backend) -> None:
+        try:
+            async with self.session.get(f"{b.url}/metrics", timeout=self.timeout) as resp:
+                if resp.status != 200:
+                    self.num_failures += 1
+                    return
+                self.on_load(b.index, parse_vllm_metrics(await resp.read()))
+        except (TimeoutError, aiohttp.ClientError, OSError):
+            self.num_failures += 1
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.gather(*(self.poll(b) for b in self.backends if b.healthy))
+            await asyncio.sleep(self.interval_s)

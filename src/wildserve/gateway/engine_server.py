@@ -1,0 +1,383 @@
+"""An emulated vLLM server: the simulator's ``Engine`` driven by the wall clock behind an OpenAI API.
+
+One driver task calls ``engine.step(now)`` (no horizon: every step is taken one at a time), sleeps
+until the step's modeled end (scaled by ``speed``), then hands each request the tokens the step gave
+it. Prefix caching runs on the real token ids of the prompts received. ``/metrics`` uses vLLM's metric
+names, responses carry ``usage.prompt_tokens_details.cached_tokens``, and the block pool's event sink
+feeds a vLLM-format KV-event publisher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import math
+import time
+from collections.abc import Sequence
+
+import orjson
+from aiohttp import web
+
+from wildserve.blocks import token_block_hashes
+from wildserve.engine import Engine, EngineRequest
+from wildserve.gateway import openai_api as api
+from wildserve.gateway.config import EngineServerConfig
+from wildserve.gateway.kv_events import (
+    MEDIUM_GPU,
+    UINT64,
+    AllBlocksCleared,
+    BlockRemoved,
+    BlockStored,
+    KVCacheEvent,
+    KVEventPublisher,
+)
+from wildserve.gateway.serve import cancel_and_wait
+from wildserve.gateway.tokens import PromptError, Tokenizer, make_tokenizer, prompt_token_ids
+
+log = logging.getLogger(__name__)
+
+
+def build_engine(cfg: EngineServerConfig) -> Engine:
+    """The same engine the simulator builds, sized from the modeled GPU's memory."""
+    from wildserve.sim.build import ClusterConfig, build_engines
+
+    cluster = ClusterConfig(
+        model=cfg.model, gpu=cfg.gpu, tp=cfg.tp, num_instances=1, cost_model=cfg.cost_model,
+        engine=cfg.engine,
+    )  # fmt: skip
+    return build_engines(cluster)[0]
+
+
+class _Stream:
+    """Tokens a request has been given, waiting for its HTTP handler to send them."""
+
+    __slots__ = ("event", "produced", "req")
+
+    def __init__(self, req: EngineRequest) -> None:
+        self.req = req
+        self.produced = 0  # output tokens whose step has ended on the wall clock
+        self.event = asyncio.Event()
+
+    @property
+    def done(self) -> bool:
+        return self.req.is_finished and self.produced >= self.req.num_output_tokens
+
+
+class _KVEventCollector:
+    """Turns the block pool's (kind, hash) calls of one step into grouped vLLM events."""
+
+    def __init__(self, block_size: int) -> None:
+        self.block_size = block_size
+        # hash -> (parent hash or None, block token ids); kept while cached or used by a live request
+        self.blocks: dict[int, tuple[int | None, Sequence[int]]] = {}
+        self.live: dict[int, int] = {}
+        self.events: list[KVCacheEvent] = []
+        self._stored: BlockStored | None = None
+        self._last: int | None = None
+
+    def admit(self, hashes: Sequence[int], tokens: Sequence[int]) -> None:
+        bs = self.block_size
+        parent = None
+        for i, h in enumerate(hashes):
+            if h not in self.blocks:
+                self.blocks[h] = (parent, tokens[i * bs : (i + 1) * bs])
+            self.live[h] = self.live.get(h, 0) + 1
+            parent = h
+
+    def release(self, hashes: Sequence[int], cached: dict) -> None:
+        for h in hashes:
+            n = self.live[h] - 1
+            if n:
+                self.live[h] = n
+                continue
+            del self.live[h]
+            if h not in cached:
+                self.blocks.pop(h, None)
+
+    def __call__(self, kind: str, h: int) -> None:
+        if kind == "stored":
+            parent, tokens = self.blocks[h]
+            ev = self._stored
+            if ev is not None and parent is not None and parent == self._last:
+                ev.block_hashes.append(h & UINT64)
+                ev.token_ids.extend(tokens)
+            else:
+                ev = BlockStored(
+                    block_hashes=[h & UINT64],
+                    parent_block_hash=None if parent is None else parent & UINT64,
+                    token_ids=list(tokens),
+                    block_size=self.block_size,
+                    lora_id=None,
+                    medium=MEDIUM_GPU,
+                    lora_name=None,
+                )
+                self.events.append(ev)
+                self._stored = ev
+            self._last = h
+            return
+        self._stored = None
+        if h not in self.live:
+            self.blocks.pop(h, None)
+        last = self.events[-1] if self.events else None
+        if isinstance(last, BlockRemoved):
+            last.block_hashes.append(h & UINT64)
+        else:
+            self.events.append(BlockRemoved(block_hashes=[h & UINT64], medium=MEDIUM_GPU))
+
+    def take(self) -> list[KVCacheEvent]:
+        out, self.events, self._stored = self.events, [], None
+        return out
+
+
+class EmulatedEngine:
+    """The engine, its wall-clock driver and the per-request token streams."""
+
+    def __init__(self, cfg: EngineServerConfig, engine: Engine | None = None) -> None:
+        self.cfg = cfg
+        self.engine = engine if engine is not None else build_engine(cfg)
+        self.tokenizer: Tokenizer = make_tokenizer(cfg.tokenizer)
+        self.block_size = self.engine.config.block_size
+        self._ids = itertools.count()
+        self._streams: dict[str, _Stream] = {}
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task | None = None
+        self._t0 = 0.0
+        self._clock = 0.0  # modeled time at the end of the last step
+        self.publisher: KVEventPublisher | None = None
+        self.collector: _KVEventCollector | None = None
+        self.counters = dict.fromkeys(
+            ("prompt_tokens", "generation_tokens", "success", "aborted", "queries", "hits"), 0
+        )
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._t0 = time.monotonic()
+        self._wake = asyncio.Event()
+        if self.cfg.kv_events_endpoint:
+            self.publisher = KVEventPublisher(self.cfg.kv_events_endpoint, self.cfg.kv_events_topic)
+            self.collector = _KVEventCollector(self.block_size)
+            self.engine.pool.event_sink = self.collector
+        self._task = asyncio.get_running_loop().create_task(self._drive())
+
+    async def stop(self) -> None:
+        await cancel_and_wait(self._task)
+        if self.publisher is not None:
+            self.publisher.close()
+
+    def now(self) -> float:
+        """Modeled time: wall time since start times ``speed``; with infinite speed, the step clock."""
+        if math.isinf(self.cfg.speed):
+            return self._clock
+        return max(self._clock, (time.monotonic() - self._t0) * self.cfg.speed)
+
+    # ---- the driver --------------------------------------------------------------------------
+    async def _drive(self) -> None:
+        engine = self.engine
+        wake = self._wake
+        assert wake is not None
+        speed = self.cfg.speed
+        while True:
+            if not engine.has_work:
+                wake.clear()
+                await wake.wait()
+                continue
+            result = engine.step(self.now())
+            if result.num_steps == 0:  # nothing fits until something changes
+                wake.clear()
+                await wake.wait()
+                continue
+            self._clock = result.end_s
+            if math.isinf(speed):
+                await asyncio.sleep(0)
+            else:
+                delay = self._t0 + result.end_s / speed - time.monotonic()
+                await asyncio.sleep(max(0.0, delay))
+            if self.collector is not None and self.publisher is not None:
+                self.publisher.publish(self.collector.take())
+            for req in result.scheduled:
+                stream = self._streams.get(req.request_id)
+                if stream is not None and req.num_output_tokens > stream.produced:
+                    stream.produced = req.num_output_tokens
+                    stream.event.set()
+
+    def submit(self, token_ids: Sequence[int], max_tokens: int) -> _Stream:
+        """Queue one request; raises PromptError if it can never fit this instance."""
+        rid = f"cmpl-{next(self._ids)}"
+        hashes = token_block_hashes(token_ids, self.block_size)
+        req = EngineRequest(rid, self.now(), len(token_ids), max_tokens, hashes)
+        if self.collector is not None:
+            self.collector.admit(hashes, token_ids)
+        if not self.engine.add_request(req, self.now()):
+            self._release(req)
+            raise PromptError(
+                f"prompt of {len(token_ids)} tokens plus {max_tokens} output tokens does not fit "
+                f"in this instance's KV cache"
+            )
+        self.counters["prompt_tokens"] += len(token_ids)
+        self.counters["queries"] += len(token_ids)
+        stream = _Stream(req)
+        self._streams[rid] = stream
+        assert self._wake is not None
+        self._wake.set()
+        return stream
+
+    def finish(self, stream: _Stream) -> None:
+        """The handler is done with the request: abort it if unfinished, drop its state."""
+        req = stream.req
+        if self._streams.pop(req.request_id, None) is None:
+            return
+        if req.is_finished:
+            self.counters["success"] += 1
+        else:
+            self.engine.abort_request(req, self.now())
+            self.counters["aborted"] += 1
+        self.counters["generation_tokens"] += req.num_output_tokens
+        self.counters["hits"] += max(0, req.num_hit_tokens)
+        self._release(req)
+
+    def _release(self, req: EngineRequest) -> None:
+        if self.collector is not None:
+            self.collector.release(req.block_hashes, self.engine.pool.hash_to_block)
+
+    def reset_prefix_cache(self) -> int:
+        n = self.engine.pool.clear_cache()
+        if self.publisher is not None and self.collector is not None:
+            self.publisher.publish([*self.collector.take(), AllBlocksCleared()])
+        return n
+
+    def token_text(self, i: int) -> str:
+        """Arbitrary but deterministic output text: one short piece per token."""
+        vocab = getattr(self.tokenizer, "vocab_size", 256)
+        if vocab <= 256:
+            return chr(ord("a") + i % 26)
+        return self.tokenizer.decode_one((i * 7919 + 1000) % vocab)
+
+    # ---- metrics -----------------------------------------------------------------------------
+    def metrics_text(self) -> str:
+        """Prometheus text with vLLM's metric names and labels."""
+        e = self.engine
+        labels = f'{{engine="0",model_name="{self.cfg.api_model_name}"}}'
+        c = self.counters
+        rows = [
+            ("vllm:num_requests_running", "gauge", e.num_running),
+            ("vllm:num_requests_waiting", "gauge", e.num_waiting),
+            ("vllm:kv_cache_usage_perc", "gauge", e.kv_usage()),
+            ("vllm:num_preemptions_total", "counter", e.num_preemptions),
+            ("vllm:prompt_tokens_total", "counter", c["prompt_tokens"]),
+            ("vllm:generation_tokens_total", "counter", c["generation_tokens"]),
+            ("vllm:prefix_cache_queries_total", "counter", c["queries"]),
+            ("vllm:prefix_cache_hits_total", "counter", c["hits"]),
+        ]
+        out = []
+        for name, kind, value in rows:
+            out.append(f"# TYPE {name} {kind}\n{name}{labels} {float(value)}\n")
+        out.append("# TYPE vllm:request_success_total counter\n")
+        out.append(
+            f'vllm:request_success_total{{engine="0",finished_reason="length",'
+            f'model_name="{self.cfg.api_model_name}"}} {float(c["success"])}\n'
+        )
+        return "".join(out)
+
+
+# ---- HTTP --------------------------------------------------------------------------------------
+EMULATOR = web.AppKey("emulator", EmulatedEngine)
+
+
+async def _generate(request: web.Request, chat: bool) -> web.StreamResponse:
+    emu = request.app[EMULATOR]
+    body = await api.read_json_body(request)
+    try:
+        tokens = prompt_token_ids(body, chat, emu.tokenizer)
+        max_tokens = api.max_tokens(body, emu.cfg.default_max_tokens)
+        if len(tokens) < 1:
+            raise PromptError("the prompt is empty")
+        stream = emu.submit(tokens, max_tokens)
+    except PromptError as exc:
+        return api.error_response(400, str(exc))
+    fmt = api.ResponseFormat(stream.req.request_id, emu.cfg.api_model_name, chat)
+    try:
+        if body.get("stream"):
+            return await _stream(request, emu, stream, fmt, api.include_usage(body))
+        while not stream.done:
+            stream.event.clear()
+            await stream.event.wait()
+        text = "".join(emu.token_text(i) for i in range(stream.req.num_output_tokens))
+        return web.Response(
+            body=orjson.dumps(fmt.full(text, _usage(stream.req))), content_type="application/json"
+        )
+    finally:
+        emu.finish(stream)
+
+
+async def _stream(request, emu, stream: _Stream, fmt, include_usage: bool) -> web.StreamResponse:
+    resp = web.StreamResponse(headers=api.SSE_HEADERS)
+    await resp.prepare(request)
+    req = stream.req
+    sent = 0
+    while True:
+        if sent >= stream.produced:
+            stream.event.clear()
+            await stream.event.wait()
+        end = stream.produced
+        done = stream.done
+        parts = []
+        for i in range(sent, end):
+            last = done and i == end - 1
+            parts.append(api.sse(fmt.chunk(emu.token_text(i), i == 0, "length" if last else None)))
+        sent = end
+        if done:
+            if include_usage:
+                parts.append(api.sse(fmt.usage_chunk(_usage(req))))
+            parts.append(api.SSE_DONE)
+        await resp.write(b"".join(parts))
+        if done:
+            break
+    await resp.write_eof()
+    return resp
+
+
+def _usage(req: EngineRequest) -> dict:
+    return api.usage(req.num_prompt_tokens, req.num_output_tokens, max(0, req.num_hit_tokens))
+
+
+async def _completions(request: web.Request) -> web.StreamResponse:
+    return await _generate(request, chat=False)
+
+
+async def _chat(request: web.Request) -> web.StreamResponse:
+    return await _generate(request, chat=True)
+
+
+async def _models(request: web.Request) -> web.Response:
+    return web.json_response(api.models_list([request.app[EMULATOR].cfg.api_model_name]))
+
+
+async def _health(request: web.Request) -> web.Response:
+    return web.Response(text="")
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    return web.Response(text=request.app[EMULATOR].metrics_text(), content_type="text/plain")
+
+
+async def _reset(request: web.Request) -> web.Response:
+    n = request.app[EMULATOR].reset_prefix_cache()
+    return web.json_response({"cleared_blocks": n})
+
+
+def make_engine_app(cfg: EngineServerConfig, engine: Engine | None = None) -> web.Application:
+    """The aiohttp app of one emulated instance; the driver runs while the app runs."""
+    return api.openai_app(
+        EMULATOR,
+        EmulatedEngine(cfg, engine),
+        api.MAX_BODY_BYTES,
+        [
+            ("POST", "/v1/completions", _completions),
+            ("POST", "/v1/chat/completions", _chat),
+            ("GET", "/v1/models", _models),
+            ("GET", "/health", _health),
+            ("GET", "/metrics", _metrics),
+            ("POST", "/reset_prefix_cache", _reset),
+        ],
+    )

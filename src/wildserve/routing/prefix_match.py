@@ -1,0 +1,95 @@
+"""Longest cached prefix on every instance at once, from one index: block hash -> holder bit mask.
+
+When each instance's cache is prefix-closed (a block is cached only with all its ancestors, as under
+LRU with tail-first release), "instance i holds block j of this prompt" is true exactly for j < P_i. A
+parallel galloping search then finds every P_i with O(log n) lookups per distinct match length, instead
+of walking the prompt once per instance: the cost of routing a 100k-token prompt no longer grows with
+its length or with the number of instances holding short prefixes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+
+def match_lengths(
+    holders: Mapping[int, int], block_hashes: Sequence[int], num_instances: int
+) -> list[int]:
+    """Per instance, the number of leading ``block_hashes`` it holds (``holders[h]``: bit i = instance i)."""
+    out = [0] * num_instances
+    n = len(block_hashes)
+    if n == 0:
+        return out
+    get = holders.get
+    alive = get(block_hashes[0], 0)
+    if not alive:
+        return out
+    pending: list[tuple[int, int, int]] = []  # (lo, hi, S): every instance in S has lo <= P <= hi
+    prev = 0  # every instance in ``alive`` holds block_hashes[: prev + 1]
+    step = 1
+    while alive:
+        probe = prev + step
+        if probe >= n - 1:
+            probe = n - 1
+        held = get(block_hashes[probe], 0) & alive
+        dead = alive & ~held
+        if dead:
+            pending.append((prev + 1, probe, dead))
+        alive = held
+        if probe == n - 1:
+            break
+        prev = probe
+        step *= 2
+    if alive:
+        _assign(out, alive, n)
+    while pending:
+        lo, hi, group = pending.pop()
+        if lo == hi:
+            _assign(out, group, lo)
+            continue
+        mid = (lo + hi) // 2
+        held = get(block_hashes[mid], 0) & group
+        if held:
+            pending.append((mid + 1, hi, held))
+        missed = group & ~held
+        if missed:
+            pending.append((lo, mid, missed))
+    return out
+
+
+def _assign(out: list[int], group: int, value: int) -> None:
+    while group:
+        low = group & -group
+        out[low.bit_length() - 1] = value
+        group ^= low
+
+
+class ClusterPrefixIndex:
+    """Block hash -> bit mask of the instances holding it, kept current from per-instance events.
+
+    ``sink(i)`` returns the callback to install as instance ``i``'s block-pool event sink: a hash is
+    "stored" when its first copy is cached there and "removed" when its last copy leaves.
+    """
+
+    def __init__(self, num_instances: int) -> None:
+        self.num_instances = num_instances
+        self.holders: dict[int, int] = {}
+
+    def sink(self, instance: int):
+        bit = 1 << instance
+        holders = self.holders
+
+        def on_event(kind: str, block_hash: int, *_: object) -> None:
+            if kind == "stored":
+                holders[block_hash] = holders.get(block_hash, 0) | bit
+            else:
+                rest = holders.get(block_hash, 0) & ~bit
+                if rest:
+                    holders[block_hash] = rest
+                else:
+                    holders.pop(block_hash, None)
+
+        return on_event
+
+    def match_lengths(self, block_hashes: Sequence[int]) -> list[int]:
+        return match_lengths(self.holders, block_hashes, self.num_instances)
