@@ -35,7 +35,12 @@ def test_followups_extend_the_parent_minus_its_partial_last_block():
 
 
 def test_the_latest_and_longest_match_is_the_parent():
-    reqs = [_mc(0, [1, 2, 5]), _mc(1, [1, 2, 6]), _mc(2, [1, 2, 3, 4, 7]), _mc(3, [1, 2, 3, 4, 8, 9])]
+    reqs = [
+        _mc(0, [1, 2, 5]),
+        _mc(1, [1, 2, 6]),
+        _mc(2, [1, 2, 3, 4, 7]),
+        _mc(3, [1, 2, 3, 4, 8, 9]),
+    ]
     parents, _ = infer_followups(reqs, shared_branches=0)
     # 1 extends 0 (a regenerated turn looks the same); 2 matches 0 and 1 on [1, 2]: the latest
     # wins; 3 matches 0, 1 on [1, 2] and 2 on [1..4]: the longest wins

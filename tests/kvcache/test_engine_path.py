@@ -43,7 +43,9 @@ def drive_pool(stream, spec: str, capacity: int):
         hint_of: dict[int, float] = {}
 
         def hinted(block_ids, now, depth0, category, parent=-1, hints=None):
-            on_access_many(block_ids, now, depth0, category, parent, [hint_of[b] for b in block_ids])
+            on_access_many(
+                block_ids, now, depth0, category, parent, [hint_of[b] for b in block_ids]
+            )
 
         policy.on_access_many = hinted  # type: ignore[method-assign]
     hits = []

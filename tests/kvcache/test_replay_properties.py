@@ -32,9 +32,7 @@ def test_opt_hits_at_least_every_policy_and_no_cache_beats_infinite(stream, capa
 
 
 @_SETTINGS
-@given(
-    random_streams(max_requests=20), st.integers(1, 10), st.sampled_from(SPECS), st.booleans()
-)
+@given(random_streams(max_requests=20), st.integers(1, 10), st.sampled_from(SPECS), st.booleans())
 def test_hits_and_victims_equal_brute_force_reference(stream, capacity, spec, history):
     name, _, variant = spec.partition(":")
     ref = RefCache(
@@ -52,7 +50,10 @@ def test_hits_and_victims_equal_brute_force_reference(stream, capacity, spec, hi
 
 @settings(max_examples=150, deadline=None)
 @given(
-    random_streams(max_requests=25), st.integers(1, 8), st.booleans(), st.sampled_from(["wa", "rwa"])
+    random_streams(max_requests=25),
+    st.integers(1, 8),
+    st.booleans(),
+    st.sampled_from(["wa", "rwa"]),
 )
 def test_wa_matches_the_reference_with_and_without_history(stream, capacity, history, name):
     """WA's bookkeeping is the most intricate: give it more examples of its own."""

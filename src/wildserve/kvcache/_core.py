@@ -33,7 +33,8 @@ from numba.extending import intrinsic
 
 # ---- arena layout --------------------------------------------------------------------------------
 HDR = 32  # header words
-H_N, H_NF, H_EXTRA, H_NCAT = 0, 1, 2, 3  # blocks, per-block fields, policy region offset, categories
+# blocks, per-block fields, policy region offset, per-category tables
+H_N, H_NF, H_EXTRA, H_NCAT = 0, 1, 2, 3
 H_NEVICT, H_SEQ, H_LEAF, H_NPARK = 4, 5, 6, 7  # evictable count, push counter, leaf-only, parked
 H_HSIZE, H_HEAD, H_TAIL = 8, 9, 10  # heap size; head and tail of a single list
 H_PAR = 16  # policy scalars live in words 16..31

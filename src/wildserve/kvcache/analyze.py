@@ -181,7 +181,9 @@ def capacity_search(
 ) -> None:
     """Fill ``analysis.curves`` (hit ratio on a log grid of capacities) and ``analysis.capacity``."""
     ideal = analysis.ideal_hit_ratio
-    grid = sorted({max(1, round(x)) for x in np.geomspace(0.005, 1.0, grid_points) * stream.num_blocks})
+    grid = sorted(
+        {max(1, round(x)) for x in np.geomspace(0.005, 1.0, grid_points) * stream.num_blocks}
+    )
     for policy in policies:
         curve = []
         for c in grid:

@@ -82,7 +82,8 @@ def infer_followups(
     shared = {h for h, nxt in successors.items() if len(nxt) >= shared_branches}
     parents = np.full(n, -1, np.int64)
     turns = np.ones(n, np.int64)
-    latest: dict[int, int] = {}  # chain hash of a request's ids minus its last -> latest such request
+    # chain hash of a request's ids minus its last one -> the latest such request
+    latest: dict[int, int] = {}
     for i, (r, chain) in enumerate(zip(requests, chains, strict=True)):
         ids = r.hash_ids
         for k in range(len(ids) - 1, 0, -1):  # longest strict prefix first

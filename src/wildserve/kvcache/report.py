@@ -108,7 +108,9 @@ def plot_all(a: TraceAnalysis, out_dir: Path) -> dict[str, str]:
         if c.exp_rate:
             ax1.plot(x, 1 - np.exp(-c.exp_rate * rt), "--", color=line.get_color(), lw=0.8)
         ax2.step(x, c.reuse_probability * y, where="post", label=c.name)
-    ax1.set(xscale="log", xlabel="reuse time (s)", ylabel="CDF", title="reuse time (dashed: exp. fit)")
+    ax1.set(
+        xscale="log", xlabel="reuse time (s)", ylabel="CDF", title="reuse time (dashed: exp. fit)"
+    )
     ax2.set(xscale="log", xlabel="t (s)", ylabel="P(block reused within t)",
             title="reuse probability by category")  # fmt: skip
     ax1.legend(fontsize=7)
