@@ -45,12 +45,16 @@ def test_host_kv_cache_is_an_lru_over_its_byte_budget():
     assert len(tiny) == 0
 
 
-def _engine(host_gb: float, num_blocks: int = 40):
+def _engine(host_gb: float, num_blocks: int = 40, host_blocks: int | None = None):
     model, gpu = get_model("qwen2.5-7b"), get_gpu("h100")
     cost = build_cost_model("analytic", model, gpu)
     per_token = model.kv_bytes_per_token()
     memory = GpuMemory(num_blocks * per_token * BS, 0, 0, per_token, BS)
-    return Engine(EngineConfig(host_memory_gb=host_gb), cost, memory=memory), cost, memory
+    host = None
+    if host_blocks is not None:
+        host = HostMemory.for_cost_model(host_blocks * memory.block_bytes, cost)
+    engine = Engine(EngineConfig(host_memory_gb=host_gb), cost, memory=memory, host_memory=host)
+    return engine, cost, memory
 
 
 def _hashes(base: int, n: int) -> list[int]:
@@ -96,3 +100,22 @@ def test_host_tier_needs_gpu_memory_and_a_perf_model():
     mem = GpuMemory(10 * GIB, 0, 0, 1024, BS)
     with pytest.raises(ConfigError, match="perf cost model"):
         Engine(EngineConfig(host_memory_gb=1.0), LinearCostModel(), memory=mem)
+
+
+def test_a_small_host_tier_under_pressure_keeps_its_accounting(seed=5):
+    """Loads whose GPU blocks push other blocks into a nearly full host tier (a regression: the
+    offloads used to evict the very blocks being loaded)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    eng, _, memory = _engine(0.0, num_blocks=60, host_blocks=25)
+    prompts = [_hashes(1000 * k, int(rng.integers(5, 30))) for k in range(12)]
+    now = 0.0
+    for i in range(150):
+        hs = prompts[int(rng.integers(len(prompts)))]
+        req = EngineRequest(i, now, len(hs) * BS + 1, int(rng.integers(1, 4)), hs)
+        eng.add_request(req, now)
+        now = run_to_completion(eng, now)
+    mem = eng.host.memory
+    assert eng.host.num_hits > 0 and len(eng.host) <= 25
+    assert mem.used_bytes == len(eng.host) * memory.block_bytes <= mem.capacity_bytes

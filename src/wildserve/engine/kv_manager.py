@@ -103,8 +103,9 @@ class KVCacheManager:
             req.num_cached_blocks = len(req.block_ids)
         if num_host:
             start = len(req.block_ids)
-            req.block_ids.extend(pool.allocate(num_host, now))
+            # copy first: the GPU blocks they land in may evict others into host memory
             self._load_s += self.host.take(req.block_hashes[start : start + num_host])  # type: ignore[union-attr]
+            req.block_ids.extend(pool.allocate(num_host, now))
         if num_new_blocks > 0:
             req.block_ids.extend(pool.allocate(num_new_blocks, now))
         if self.enable_prefix_caching:

@@ -192,6 +192,21 @@ def _key_less(a, k1, k2, seq, x, y):
 
 
 @nb.njit(cache=True)
+def _sift_up(a, heap, hpos, k1, k2, seq, i, x):
+    """Move the hole at heap position ``i`` up while ``x`` sorts before its parent; returns where
+    ``x`` belongs (not yet written)."""
+    while i > 0:
+        j = (i - 1) >> 1
+        p = a[heap + j]
+        if not _key_less(a, k1, k2, seq, x, p):
+            break
+        a[heap + i] = p
+        a[hpos + p] = i
+        i = j
+    return i
+
+
+@nb.njit(cache=True)
 def heap_push(a, heap_f, hpos_f, k1_f, k2_f, s):
     """Add s under its key (k1, k2 as floats, then push seq); the smallest key is on top."""
     n = a[H_N]
@@ -199,14 +214,7 @@ def heap_push(a, heap_f, hpos_f, k1_f, k2_f, s):
     k1, k2, seq = HDR + k1_f * n, HDR + k2_f * n, HDR + F_SEQ * n
     i = a[H_HSIZE]
     a[H_HSIZE] = i + 1
-    while i > 0:
-        j = (i - 1) >> 1
-        p = a[heap + j]
-        if not _key_less(a, k1, k2, seq, s, p):
-            break
-        a[heap + i] = p
-        a[hpos + p] = i
-        i = j
+    i = _sift_up(a, heap, hpos, k1, k2, seq, i, s)
     a[heap + i] = s
     a[hpos + s] = i
 
@@ -223,14 +231,7 @@ def heap_delete(a, heap_f, hpos_f, k1_f, k2_f, s):
     if i == size:
         return
     x = a[heap + size]  # move the last entry into the hole, then restore the order
-    while i > 0:
-        j = (i - 1) >> 1
-        p = a[heap + j]
-        if not _key_less(a, k1, k2, seq, x, p):
-            break
-        a[heap + i] = p
-        a[hpos + p] = i
-        i = j
+    i = _sift_up(a, heap, hpos, k1, k2, seq, i, x)
     while True:
         c = 2 * i + 1
         if c >= size:
