@@ -9,8 +9,8 @@ import pytest
 
 from tests.overload.conftest import small_cluster
 from wildserve.engine import Engine, EngineRequest, RequestStatus
-from wildserve.engine.host import HostMemory
 from wildserve.errors import ConfigError
+from wildserve.kvcache.host import HostMemory
 from wildserve.overload.infercept import InferCeptConfig, InferCeptPreemption
 from wildserve.overload.layout import build_layered_cluster
 from wildserve.workload.request import Request

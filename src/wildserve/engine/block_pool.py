@@ -8,6 +8,8 @@ policy's victim, so an eviction never happens while a block that holds nothing i
 
 from __future__ import annotations
 
+import math
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
 from wildserve.kvcache.policy import EvictionPolicy, LRUPolicy
@@ -24,6 +26,7 @@ class BlockPool:
             raise ValueError(f"num_blocks must be positive, got {num_blocks}")
         self.num_blocks = num_blocks
         self.policy = policy if policy is not None else LRUPolicy()
+        self.policy.resize(num_blocks)
         self.ref_cnt: list[int] = [0] * num_blocks
         self.block_hash: list[int | None] = [None] * num_blocks
         self.hash_to_block: dict[int, int] = {}
@@ -34,6 +37,13 @@ class BlockPool:
         self._empty: list[int] = list(range(num_blocks - 1, -1, -1))  # pop() gives block 0 first
         self._retired: list[int] = []  # ids handed back by ``shrink``; ``grow`` reuses them first
         self.event_sink: KVEventSink | None = None
+        # called with each hash whose last copy leaves the GPU (a host-memory tier keeps it)
+        self.offload: Callable[[int], None] | None = None
+        # hash -> (last access time, its category, accesses so far), in access order, for policies
+        # that learn from the access history (hint_kind "history"); older than history_s: dropped
+        self._history: OrderedDict[int, tuple[float, int, int]] | None = (
+            OrderedDict() if self.policy.hint_kind == "history" else None
+        )
         self.num_evictions = 0
 
     # ---- queries (no state change) -------------------------------------------------------------
@@ -109,14 +119,14 @@ class BlockPool:
     def acquire(self, block_ids: Sequence[int], now: float, category: int, depth0: int = 0) -> None:
         """Take cached blocks (a prefix hit) into use by one more request."""
         ref = self.ref_cnt
-        policy = self.policy
-        tracks = policy.tracks_access
-        for depth, b in enumerate(block_ids, start=depth0):
-            if ref[b] == 0:
-                policy.remove(b)
+        evictable = [b for b in block_ids if ref[b] == 0]
+        if evictable:
+            self.policy.remove_many(evictable)
+        for b in block_ids:
             ref[b] += 1
-            if tracks:
-                policy.on_access(b, now, depth, category)
+        if self.policy.tracks_access and block_ids:
+            hints = self._history_hints(block_ids, now, category)
+            self.policy.on_access_many(block_ids, now, depth0, category, -1, hints)
 
     def allocate(self, num: int, now: float) -> list[int]:
         """Take ``num`` free blocks into use, evicting cached ones only when no empty block is left."""
@@ -149,17 +159,19 @@ class BlockPool:
         now: float,
         depth0: int,
         category: int,
+        parent: int = -1,
     ) -> None:
         """Register full, in-use blocks under their prefix hashes so later requests can hit them.
 
         A hash already held by another block keeps that block for lookups; this one is kept as a
-        copy, so the hash stays cached until its last copy is evicted.
+        copy, so the hash stays cached until its last copy is evicted. ``parent`` is the request's
+        block before the first one (-1 at the root): leaf-only policies track the prefix tree.
         """
         table = self.hash_to_block
         block_hash = self.block_hash
-        policy = self.policy if self.policy.tracks_access else None
         sink = self.event_sink
-        for depth, (b, h) in enumerate(zip(block_ids, block_hashes, strict=True), start=depth0):
+        filled: list[int] = []
+        for b, h in zip(block_ids, block_hashes, strict=True):
             if block_hash[b] is not None:
                 continue
             block_hash[b] = h
@@ -169,8 +181,48 @@ class BlockPool:
                 table[h] = b
                 if sink is not None:
                     sink("stored", h)
-            if policy is not None:
-                policy.on_access(b, now, depth, category)
+            filled.append(b)
+        if filled and self.policy.tracks_access:
+            if len(filled) == len(block_ids):
+                hints = self._history_hints(filled, now, category)
+                self.policy.on_access_many(filled, now, depth0, category, parent, hints)
+            else:  # some blocks were cached already: report the others one by one
+                new = set(filled)
+                for depth, b in enumerate(block_ids, start=depth0):
+                    if b in new:
+                        prev = block_ids[depth - depth0 - 1] if depth > depth0 else parent
+                        hints = self._history_hints([b], now, category)
+                        self.policy.on_access_many([b], now, depth, category, prev, hints)
+
+    def _history_hints(
+        self, block_ids: Sequence[int], now: float, category: int
+    ) -> list[list[float]] | None:
+        """Per block: seconds since its hash was last accessed, that access's category and how many
+        accesses came before (inf, -1, 0 if none within ``policy.history_s``); notes this access.
+        None when the policy does not learn from the history."""
+        hist = self._history
+        if hist is None:
+            return None
+        max_age = self.policy.history_s
+        ages: list[float] = []
+        cats: list[float] = []
+        counts: list[float] = []
+        for b in block_ids:
+            h = self.block_hash[b]
+            prev = hist.pop(h, None)
+            if prev is None or now - prev[0] > max_age:
+                ages.append(math.inf)
+                cats.append(-1.0)
+                counts.append(0.0)
+                hist[h] = (now, category, 1)
+            else:
+                ages.append(now - prev[0])
+                cats.append(float(prev[1]))
+                counts.append(float(prev[2]))
+                hist[h] = (now, category, prev[2] + 1)
+        while hist and now - next(iter(hist.values()))[0] > max_age:
+            hist.popitem(last=False)
+        return [ages, cats, counts]
 
     def release(self, block_ids: Sequence[int], now: float) -> None:
         """Drop one reference to each block, tail first, so deeper blocks are evicted earlier."""
@@ -201,6 +253,7 @@ class BlockPool:
         self.ref_cnt.extend([0] * fresh)
         self.block_hash.extend([None] * fresh)
         new_ids += range(start, start + fresh)
+        self.policy.resize(len(self.ref_cnt))
         self._empty[:0] = reversed(new_ids)
 
     def shrink(self, num_blocks: int, now: float) -> None:
@@ -247,6 +300,8 @@ class BlockPool:
             del self.hash_to_block[h]
             if self.event_sink is not None:
                 self.event_sink("removed", h)
+            if self.offload is not None:
+                self.offload(h)
         else:
             copies.remove(block_id)  # type: ignore[union-attr]
             if not copies:

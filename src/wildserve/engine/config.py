@@ -29,7 +29,12 @@ class EngineConfig:
         0.9, "fraction of GPU memory the engine may use", gt=0, le=1
     )
     num_gpu_blocks: int | None = _opt(None, "KV blocks; None derives it from GPU memory", ge=1)
-    eviction_policy: str = _opt("lru", "which evictable cached block goes first")
+    eviction_policy: str = _opt(
+        "lru", "which evictable cached block goes first: NAME or NAME:leaf (see wildserve.kvcache)"
+    )
+    host_memory_gb: float = _opt(
+        0.0, "host DRAM per instance keeping KV blocks evicted from the GPU (0: no host tier)", ge=0
+    )
     watermark: float = _opt(
         0.0, "fraction of blocks kept free when admitting new requests", ge=0, lt=1
     )

@@ -26,6 +26,8 @@ from wildserve.engine.kv_manager import KVCacheManager, cdiv
 from wildserve.engine.memory import GpuMemory
 from wildserve.engine.request import EngineRequest, RequestStatus
 from wildserve.engine.scheduler import Scheduler, SchedulerOutput
+from wildserve.errors import ConfigError
+from wildserve.kvcache.host import GIB, HostKVCache, HostMemory
 from wildserve.kvcache.policy import make_eviction_policy
 from wildserve.perf.batch import StepCostModel
 
@@ -60,6 +62,7 @@ class Engine:
         num_blocks: int | None = None,
         instance_id: int = 0,
         memory: GpuMemory | None = None,
+        host_memory: HostMemory | None = None,
     ) -> None:
         self.config = config
         self.cost_model = cost_model
@@ -71,13 +74,38 @@ class Engine:
             if memory is None:
                 raise ValueError("Engine needs num_blocks, config.num_gpu_blocks or a GpuMemory")
             num_blocks = memory.num_blocks()
-        self.pool = BlockPool(num_blocks, make_eviction_policy(config.eviction_policy))
-        self.kv = KVCacheManager(self.pool, config.block_size, config.enable_prefix_caching)
+        policy = make_eviction_policy(config.eviction_policy)
+        if policy.offline_only:
+            raise ConfigError(
+                f"eviction policy '{config.eviction_policy}' needs the future; use it offline "
+                "(wildserve.kvcache.sim)"
+            )
+        self.pool = BlockPool(num_blocks, policy)
+        self.host = self._host_tier(config, cost_model, memory, host_memory)
+        self.kv = KVCacheManager(
+            self.pool, config.block_size, config.enable_prefix_caching, self.host
+        )
         self.scheduler = Scheduler(config, self.kv)
         self.step_end_s: array = array("d")  # end time of every step taken, in order
         self.num_finished = 0
         self.num_preemptions = 0
         self.busy_s = 0.0
+
+    @staticmethod
+    def _host_tier(
+        config: EngineConfig,
+        cost_model: StepCostModel,
+        memory: GpuMemory | None,
+        host_memory: HostMemory | None,
+    ) -> HostKVCache | None:
+        """A host-memory KV tier when ``host_memory`` or ``config.host_memory_gb`` asks for one."""
+        if host_memory is None and config.host_memory_gb <= 0:
+            return None
+        if memory is None:
+            raise ConfigError("a host-memory tier needs the GPU memory model (bytes per KV block)")
+        if host_memory is None:
+            host_memory = HostMemory.for_cost_model(int(config.host_memory_gb * GIB), cost_model)
+        return HostKVCache(host_memory, memory.block_bytes)
 
     # ---- what a router can see -------------------------------------------------------------------
     @property
@@ -178,6 +206,8 @@ class Engine:
             num_steps = len(durations)
         else:
             durations = [self.costing.step_time(out)]
+        if self.host is not None:
+            durations[0] += self.kv.take_load_time()  # host hits are copied in before the step
         first_step = len(self.step_end_s)
         t = now
         for d in durations:

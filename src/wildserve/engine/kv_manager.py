@@ -1,7 +1,9 @@
 """The scheduler's only door to KV memory: find cached prefix, allocate slots, free.
 
 Failure to allocate is a return value (``False``); the scheduler then preempts and retries, as in
-vLLM v1's ``KVCacheManager``.
+vLLM v1's ``KVCacheManager``. With a host-memory tier, a prefix lookup that runs past the GPU hits
+continues in host memory; those blocks count as computed, get fresh GPU blocks when the request is
+admitted, and their copy time is charged to the step (``take_load_time``).
 """
 
 from __future__ import annotations
@@ -10,6 +12,9 @@ from collections.abc import Sequence
 
 from wildserve.engine.block_pool import BlockPool
 from wildserve.engine.request import EngineRequest
+from wildserve.kvcache.host import HostKVCache
+
+HOST_HIT = -1  # a block of get_computed_blocks' result that sits in host memory, not on the GPU
 
 
 def cdiv(a: int, b: int) -> int:
@@ -20,21 +25,43 @@ class KVCacheManager:
     """Per-request block bookkeeping on top of one ``BlockPool``."""
 
     def __init__(
-        self, pool: BlockPool, block_size: int, enable_prefix_caching: bool = True
+        self,
+        pool: BlockPool,
+        block_size: int,
+        enable_prefix_caching: bool = True,
+        host: HostKVCache | None = None,
     ) -> None:
         self.pool = pool
         self.block_size = block_size
         self.enable_prefix_caching = enable_prefix_caching
+        self.host = host
+        self._load_s = 0.0  # host-to-GPU copy time not yet charged to a step
+        if host is not None:
+            pool.offload = host.store
 
     def max_hit_blocks(self, req: EngineRequest) -> int:
         """At least one token is always computed: the last one produces the logits."""
         return min(len(req.block_hashes), (req.num_tokens - 1) // self.block_size)
 
     def get_computed_blocks(self, req: EngineRequest) -> list[int]:
-        """Cached blocks of the longest prefix hit, leaving the last token to be computed."""
+        """Cached blocks of the longest prefix hit, leaving the last token to be computed.
+
+        GPU block ids first, then one ``HOST_HIT`` per further block found in host memory.
+        """
         if not self.enable_prefix_caching:
             return []
-        return self.pool.match_prefix(req.block_hashes[: self.max_hit_blocks(req)])
+        hashes = req.block_hashes[: self.max_hit_blocks(req)]
+        matched = self.pool.match_prefix(hashes)
+        if self.host is not None and len(matched) < len(hashes):
+            num_host = self.host.match(hashes[len(matched) :])
+            if num_host:
+                matched.extend([HOST_HIT] * num_host)
+        return matched
+
+    def take_load_time(self) -> float:
+        """Seconds of host-to-GPU copies since the last call (the engine adds them to a step)."""
+        t, self._load_s = self._load_s, 0.0
+        return t
 
     def num_cached_tokens(self, block_hashes: Sequence[int]) -> int:
         """Prefix tokens a request with these block hashes would find cached (no state change)."""
@@ -59,16 +86,26 @@ class KVCacheManager:
         num_computed = req.num_computed_tokens + len(new_computed_blocks) * bs
         num_required = cdiv(num_computed + num_new_tokens, bs)
         num_new_blocks = num_required - len(req.block_ids) - len(new_computed_blocks)
-        if new_computed_blocks:
-            free_after_hit = pool.num_free - pool.num_evictable_in(new_computed_blocks)
+        gpu_hits = new_computed_blocks
+        num_host = 0
+        if new_computed_blocks and new_computed_blocks[-1] == HOST_HIT:
+            num_host = new_computed_blocks.count(HOST_HIT)
+            gpu_hits = new_computed_blocks[: len(new_computed_blocks) - num_host]
+        if gpu_hits:
+            free_after_hit = pool.num_free - pool.num_evictable_in(gpu_hits)
         else:
             free_after_hit = pool.num_free
-        if num_new_blocks > free_after_hit - reserve_blocks:
+        if num_new_blocks + num_host > free_after_hit - reserve_blocks:
             return False
-        if new_computed_blocks:
-            pool.acquire(new_computed_blocks, now, req.category_id, len(req.block_ids))
-            req.block_ids.extend(new_computed_blocks)
+        if gpu_hits:
+            pool.acquire(gpu_hits, now, req.category_id, len(req.block_ids))
+            req.block_ids.extend(gpu_hits)
             req.num_cached_blocks = len(req.block_ids)
+        if num_host:
+            start = len(req.block_ids)
+            # copy first: the GPU blocks they land in may evict others into host memory
+            self._load_s += self.host.take(req.block_hashes[start : start + num_host])  # type: ignore[union-attr]
+            req.block_ids.extend(pool.allocate(num_host, now))
         if num_new_blocks > 0:
             req.block_ids.extend(pool.allocate(num_new_blocks, now))
         if self.enable_prefix_caching:
@@ -86,6 +123,7 @@ class KVCacheManager:
             now,
             start,
             req.category_id,
+            req.block_ids[start - 1] if start else -1,
         )
         req.num_cached_blocks = num_full
 

@@ -23,8 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from wildserve.engine import Engine, EngineRequest, RequestStatus
-from wildserve.engine.host import GIB, HostMemory
 from wildserve.engine.scheduler import PreemptionPolicy, Scheduler
+from wildserve.kvcache.host import GIB, HostMemory
 from wildserve.overload.timeline import SampledController
 from wildserve.perf.batch import BatchShape
 

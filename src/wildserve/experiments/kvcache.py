@@ -1,0 +1,212 @@
+"""``wildserve experiment kvcache``: eviction policies on real traces, offline and in the cluster.
+
+Part 1 replays each trace's block stream (trace-sized blocks) on caches of 1%..100% of its ideal
+working set under every policy and both structural variants, and states per capacity what share of
+the LRU->OPT gap WA (and RWA) closes. Part 2 simulates the cluster (engine blocks, routing, queues)
+at two KV capacities, and with a host-memory tier, to show what eviction does to queued TTFT.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shlex
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from wildserve.sim.parallel import report_progress
+
+NO_HISTORY = "wa/no-history"  # WA fitted only on its own cache hits (the ablation)
+
+
+@dataclass
+class KVCacheExperiment:
+    """What the experiment runs; every field has its default here only."""
+
+    traces: tuple[str, ...] = ("builtin:mooncake-conversation", "builtin:weka-claude-code")
+    policies: tuple[str, ...] = ("lru", "lfu", "gdsf", "wa", "rwa", "opt")
+    fractions: tuple[float, ...] = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
+    cluster_trace: str = "builtin:mooncake-conversation"
+    cluster_policies: tuple[str, ...] = ("lru", "lfu", "gdsf", "wa", "rwa")
+    # KV blocks per instance as fractions of what GPU memory gives (qwen2.5-7b on h20: 81,437)
+    cluster_capacities: tuple[float, ...] = (1.0, 0.25)
+    host_memory_gb: float = 64.0  # host tier per instance for the runs with one (0: none)
+    host_policies: tuple[str, ...] = ("lru", "wa")
+    router: str = "sglang-cache-aware"
+    instances: int = 16
+    max_requests: int = 0  # 0: whole traces
+
+
+# ---- part 1: offline sweeps --------------------------------------------------------------------
+def _sweep_task(trace: str, spec: str, fractions: tuple[float, ...], max_requests: int) -> list:
+    from wildserve.kvcache.sim import capacity_grid, replay
+
+    _, stream = _streams(trace, max_requests)
+    caps = capacity_grid(stream, fractions)
+    out = []
+    for i, c in enumerate(caps):
+        if spec == NO_HISTORY:
+            r = replay(stream, "wa", c, history=False)
+        else:
+            r = replay(stream, spec, c)
+        out.append({"capacity": c, "fraction": c / stream.num_blocks, "hit_ratio": r.hit_ratio,
+                    "accesses_per_s": r.accesses_per_s})  # fmt: skip
+        report_progress(f"{trace} {spec}", i + 1, len(caps))
+    return out
+
+
+_STREAM_CACHE: dict[tuple[str, int], Any] = {}
+
+
+def _streams(trace: str, max_requests: int):
+    """One stream per trace per process (forked workers inherit what the parent built)."""
+    from wildserve.kvcache.stream import load_stream
+
+    key = (trace, max_requests)
+    if key not in _STREAM_CACHE:
+        _STREAM_CACHE[key] = load_stream(trace, max_requests=max_requests or None)
+    return _STREAM_CACHE[key]
+
+
+# ---- part 2: cluster simulation ----------------------------------------------------------------
+def _categorized(trace: str, max_requests: int):
+    """The trace's requests with their (possibly inferred) category names, for the engines."""
+    requests, stream = _streams(trace, max_requests)
+    names = stream.categories.names
+    return [
+        dataclasses.replace(r, category=names[c])
+        for r, c in zip(requests, stream.categories.ids, strict=True)
+    ]
+
+
+def _cluster_task(cfg: KVCacheExperiment, policy: str, blocks: int, host_gb: float) -> dict:
+    from wildserve.engine import EngineConfig
+    from wildserve.sim.build import ClusterConfig, run_policy
+
+    requests = _categorized(cfg.cluster_trace, cfg.max_requests)
+    engine = EngineConfig(eviction_policy=policy, num_gpu_blocks=blocks, host_memory_gb=host_gb)
+    cluster = ClusterConfig(num_instances=cfg.instances, engine=engine)
+    key = f"{policy} {blocks} {host_gb:g}"
+    res = run_policy(requests, cluster, cfg.router,
+                     progress=lambda d, t: report_progress(key, d, t))  # fmt: skip
+    s = res.metrics().summary(cfg.instances, 5.0, 0.1)
+    return {
+        "policy": policy,
+        "blocks_per_instance": blocks,
+        "host_memory_gb": host_gb,
+        "hit_ratio": s["hit_ratio"],
+        "ttft": s["ttft"],
+        "queueing": s["queueing"],
+        "finished": s["finished"],
+        "evictions": sum(e.pool.num_evictions for e in res.engines),
+        "preemptions": sum(e.num_preemptions for e in res.engines),
+        "host_hit_blocks": sum(e.host.num_hits for e in res.engines if e.host is not None),
+        "wall_s": res.wall_s,
+    }
+
+
+def gpu_blocks(instances: int = 1) -> int:
+    """KV blocks one default instance gets from GPU memory."""
+    from wildserve.sim.build import ClusterConfig, build_engines
+
+    return build_engines(ClusterConfig(num_instances=instances))[0].pool.num_blocks
+
+
+@dataclass
+class Results:
+    config: KVCacheExperiment
+    sweeps: dict[str, dict[str, list[dict]]] = field(default_factory=dict)  # trace -> spec -> rows
+    streams: dict[str, dict] = field(default_factory=dict)  # trace -> sizes
+    cluster: list[dict] = field(default_factory=list)
+    engine_blocks_working_set: int = 0
+
+
+def run(
+    cfg: KVCacheExperiment,
+    jobs: int,
+    on_progress: Callable[[str, int, int], None] | None = None,
+    offline: bool = True,
+    cluster: bool = True,
+) -> Results:
+    """Both parts; tasks run in ``jobs`` worker processes."""
+    from wildserve.sim.parallel import run_parallel
+
+    out = Results(cfg)
+    specs = [p + v for p in cfg.policies for v in ("", ":leaf")] + [NO_HISTORY]
+    tasks: list = []
+    sweep_of: dict[str, tuple[str, str]] = {}  # task key -> (trace, spec)
+    if offline:
+        for trace in cfg.traces:
+            _, stream = _streams(trace, cfg.max_requests)  # built once, before the fork
+            out.streams[trace] = {
+                "requests": stream.num_requests,
+                "accesses": stream.num_accesses,
+                "blocks": stream.num_blocks,
+                "block_size": stream.block_size,
+                "categories": dict(zip(stream.categories.names,
+                                       stream.categories.counts().tolist(), strict=True)),
+            }  # fmt: skip
+            for spec in specs:
+                sweep_of[f"{trace} {spec}"] = (trace, spec)
+                tasks.append((f"{trace} {spec}", _sweep_task,
+                              (trace, spec, cfg.fractions, cfg.max_requests)))  # fmt: skip
+    if cluster:
+        requests, _ = _streams(cfg.cluster_trace, cfg.max_requests)
+        from wildserve.kvcache.stream import build_stream
+
+        out.engine_blocks_working_set = build_stream(requests, 16).num_blocks
+        full = gpu_blocks()
+        for frac in cfg.cluster_capacities:
+            blocks = max(1, round(frac * full))
+            for policy in cfg.cluster_policies:
+                tasks.append((f"{policy} {blocks} 0", _cluster_task, (cfg, policy, blocks, 0.0)))
+            if cfg.host_memory_gb > 0:
+                for policy in cfg.host_policies:
+                    key = f"{policy} {blocks} {cfg.host_memory_gb:g}"
+                    tasks.append((key, _cluster_task, (cfg, policy, blocks, cfg.host_memory_gb)))
+    results = run_parallel(tasks, jobs, on_progress)
+    for key, value in results.items():
+        if key in sweep_of:
+            trace, spec = sweep_of[key]
+            out.sweeps.setdefault(trace, {})[spec] = value
+        else:
+            out.cluster.append(value)
+    return out
+
+
+def kvcache(
+    out: Annotated[Path, typer.Option(help="folder for kvcache.md, kvcache.json and the PNGs")] = (
+        Path("results/kvcache")
+    ),
+    max_requests: Annotated[int, typer.Option(help="first N requests of each trace (0: all)")] = 0,
+    offline: Annotated[bool, typer.Option(help="run the offline capacity sweeps")] = True,
+    cluster: Annotated[bool, typer.Option(help="run the cluster simulations")] = True,
+    instances: Annotated[int, typer.Option(help="serving instances in the cluster part")] = 16,
+    jobs: Annotated[int, typer.Option(help="tasks in parallel (0: one per core)")] = 0,
+) -> None:
+    """Hit ratio vs capacity for every eviction policy on the Mooncake and WEKA traces, and queued
+    TTFT in the cluster simulator at two KV capacities (with and without a host-memory tier)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from wildserve.console import make_console
+    from wildserve.experiments.kvcache_report import write
+    from wildserve.sim.parallel import default_jobs
+
+    cfg = KVCacheExperiment(max_requests=max_requests, instances=instances)
+    console = make_console()
+    with Progress(TextColumn("{task.description:>58}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console) as bar:  # fmt: skip
+        ids: dict[str, Any] = {}
+
+        def on_progress(key: str, done: int, total: int) -> None:
+            if key not in ids:
+                ids[key] = bar.add_task(key, total=total)
+            bar.update(ids[key], completed=done, total=total)
+
+        results = run(cfg, jobs or default_jobs(64), on_progress, offline, cluster)
+    path = write(results, out, "wildserve " + shlex.join(sys.argv[1:]))
+    console.print(f"report: {path}")
