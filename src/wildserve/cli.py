@@ -26,7 +26,9 @@ def _register() -> None:
     from wildserve.experiments import kvcache as kvcache_experiment
     from wildserve.gateway import cli as gateway_cli
     from wildserve.kvcache import cli as kvcache_cli
+    from wildserve.overload import cli as overload_cli
     from wildserve.perf import cli as perf_cli
+    from wildserve.rollout import cli as rollout_cli
     from wildserve.sim import cli as sim_cli
     from wildserve.vsearch import cli as vsearch_cli
     from wildserve.workload import cli as workload_cli
@@ -42,6 +44,8 @@ def _register() -> None:
     experiment_app.command("lmetric")(experiments_cli.lmetric)
     experiment_app.command("omega")(vsearch_cli.experiment)
     experiment_app.command("kvcache")(kvcache_experiment.kvcache)
+    experiment_app.command("kunserve")(overload_cli.kunserve)
+    app.command("rollout")(rollout_cli.rollout)
 
 
 def main() -> None:

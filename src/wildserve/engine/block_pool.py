@@ -35,6 +35,7 @@ class BlockPool:
         # which keeps an LRU cache prefix-closed: no cached block ever outlives all its parent's copies.
         self._copies: dict[int, list[int]] = {}
         self._empty: list[int] = list(range(num_blocks - 1, -1, -1))  # pop() gives block 0 first
+        self._retired: list[int] = []  # ids handed back by ``shrink``; ``grow`` reuses them first
         self.event_sink: KVEventSink | None = None
         # called with each hash whose last copy leaves the GPU (a host-memory tier keeps it)
         self.offload: Callable[[int], None] | None = None
@@ -241,13 +242,39 @@ class BlockPool:
             self.policy.push_many(evictable, now)
 
     def grow(self, num_new_blocks: int) -> None:
-        """Add empty blocks (memory handed over to the KV region at run time)."""
-        start = self.num_blocks
+        """Add empty blocks (memory handed over to the KV region at run time), reusing retired ids."""
+        if num_new_blocks < 0:
+            raise ValueError(f"grow by {num_new_blocks} blocks")
         self.num_blocks += num_new_blocks
-        self.ref_cnt.extend([0] * num_new_blocks)
-        self.block_hash.extend([None] * num_new_blocks)
-        self.policy.resize(self.num_blocks)
-        self._empty[:0] = range(self.num_blocks - 1, start - 1, -1)
+        reuse = min(num_new_blocks, len(self._retired))
+        fresh = num_new_blocks - reuse
+        new_ids = [self._retired.pop() for _ in range(reuse)]
+        start = len(self.ref_cnt)
+        self.ref_cnt.extend([0] * fresh)
+        self.block_hash.extend([None] * fresh)
+        new_ids += range(start, start + fresh)
+        self._empty[:0] = reversed(new_ids)
+        self.policy.resize(len(self.ref_cnt))
+
+    def shrink(self, num_blocks: int, now: float) -> None:
+        """Hand ``num_blocks`` free blocks back (e.g. to reloaded weights); never touches blocks in use.
+
+        Empty blocks go first, then cached ones in eviction order; raises if too few are free.
+        """
+        if num_blocks < 0 or num_blocks >= self.num_blocks:
+            raise ValueError(f"shrink by {num_blocks} of {self.num_blocks} blocks")
+        # empty blocks first, then evicted cached ones; raises if too few are free
+        ids = self.allocate(num_blocks, now)
+        ref = self.ref_cnt
+        for b in ids:
+            ref[b] = 0
+        self._retired.extend(ids)
+        self.num_blocks -= num_blocks
+
+    @property
+    def num_used(self) -> int:
+        """Blocks held by requests (reference count > 0)."""
+        return self.num_blocks - self.num_free
 
     def clear_cache(self) -> int:
         """Forget every evictable cached block (vLLM's reset_prefix_cache); returns how many."""

@@ -21,6 +21,7 @@ import numpy as np
 
 from wildserve.engine.block_pool import BlockPool
 from wildserve.engine.config import EngineConfig
+from wildserve.engine.costing import ModelCosting, StepCosting
 from wildserve.engine.kv_manager import KVCacheManager, cdiv
 from wildserve.engine.memory import GpuMemory
 from wildserve.engine.request import EngineRequest, RequestStatus
@@ -28,7 +29,7 @@ from wildserve.engine.scheduler import Scheduler, SchedulerOutput
 from wildserve.errors import ConfigError
 from wildserve.kvcache.host import GIB, HostKVCache, HostMemory
 from wildserve.kvcache.policy import make_eviction_policy
-from wildserve.perf.batch import BatchShape, StepCostModel
+from wildserve.perf.batch import StepCostModel
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ class Engine:
     ) -> None:
         self.config = config
         self.cost_model = cost_model
+        self.costing: StepCosting = ModelCosting(cost_model)  # replaceable: see engine/costing.py
         self.instance_id = instance_id
         self.memory = memory
         num_blocks = config.num_gpu_blocks or num_blocks
@@ -142,6 +144,7 @@ class Engine:
             return False
         hit = self.kv.num_cached_tokens(req.block_hashes[: self.kv.max_hit_blocks(req)])
         req.pending_prefill = req.num_tokens - hit
+        req.engine_id = self.instance_id
         self.scheduler.add(req)
         return True
 
@@ -149,6 +152,46 @@ class Engine:
         """Drop a request that has not finished (client went away)."""
         if not req.is_finished:
             self.scheduler.finish(req, RequestStatus.FINISHED_ABORTED, now)
+
+    def detach(self, req: EngineRequest, now: float) -> None:
+        """Take an unfinished request out (migration, regrouping) keeping its progress.
+
+        Its blocks are released here; ``num_computed_tokens`` says how much KV the caller moves with
+        it, and the token times recorded against this engine's step log are frozen on the request.
+        Call only between steps (the driver has reached the end of the last one).
+        """
+        assert not req.is_finished, req
+        self.scheduler.remove(req, now)
+        req.freeze_token_times(self.step_end_s)
+
+    def attach(self, req: EngineRequest, now: float, with_kv: bool, front: bool = False) -> bool:
+        """Adopt a detached request: running with its KV (blocks for its computed tokens), or queued.
+
+        With ``with_kv`` it returns False, changing nothing, when the blocks do not fit. Without, it
+        waits to recompute like a preempted request (at the queue head with ``front``).
+        """
+        if with_kv and req.num_computed_tokens > 0:
+            if not self.scheduler.resume_running(req, now):
+                return False
+        else:
+            self.scheduler.requeue(req, front)
+        req.engine_id = self.instance_id
+        return True
+
+    def reconfigure(self, config: EngineConfig) -> None:
+        """Swap the scheduler limits at run time (a pipeline group batches for all its stages)."""
+        if config.block_size != self.config.block_size:
+            raise ValueError("block_size cannot change at run time")
+        self.config = config
+        self.scheduler.config = config
+
+    def resize_kv(self, num_blocks: int, now: float) -> None:
+        """Grow or (with enough free blocks) shrink the KV pool to ``num_blocks`` blocks."""
+        delta = num_blocks - self.pool.num_blocks
+        if delta > 0:
+            self.pool.grow(delta)
+        elif delta < 0:
+            self.pool.shrink(-delta, now)
 
     def step(self, now: float, horizon: float | None = None) -> StepResult:
         """Run one step (or a fast-forwarded decode run ending before ``horizon``) starting at ``now``."""
@@ -162,7 +205,7 @@ class Engine:
             durations = self._decode_run(out, now, horizon)
             num_steps = len(durations)
         else:
-            durations = [self.cost_model.step_time(self._shape(out))]
+            durations = [self.costing.step_time(out)]
         if self.host is not None:
             durations[0] += self.kv.take_load_time()  # host hits are copied in before the step
         first_step = len(self.step_end_s)
@@ -181,13 +224,6 @@ class Engine:
         return result
 
     # ---- internals -----------------------------------------------------------------------------
-    @staticmethod
-    def _shape(out: SchedulerOutput) -> BatchShape:
-        shape = BatchShape()
-        for req, n, ctx in zip(out.scheduled, out.num_new_tokens, out.context_tokens, strict=True):
-            shape.add_chunk(n, ctx, ctx + n >= req.num_tokens)
-        return shape
-
     def _apply_step(self, out: SchedulerOutput, step_idx: int, result: StepResult) -> None:
         end = self.step_end_s[step_idx]
         sched = self.scheduler
@@ -224,8 +260,7 @@ class Engine:
         )
         if k > 1:
             k = self._max_steps_in_memory(reqs, k)
-        ctx = sum(out.context_tokens) + len(reqs)
-        durations = self.cost_model.decode_run_times(len(reqs), ctx, k)
+        durations = self.costing.decode_run_times(out, k)
         if k > 1:
             starts = now + np.cumsum(durations) - durations
             k = max(1, bisect_left(starts, horizon))

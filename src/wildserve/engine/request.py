@@ -30,6 +30,7 @@ class EngineRequest:
         "block_hashes",
         "block_ids",
         "category_id",
+        "engine_id",
         "finish_s",
         "first_scheduled_s",
         "first_token_s",
@@ -40,6 +41,7 @@ class EngineRequest:
         "num_output_tokens",
         "num_preemptions",
         "num_prompt_tokens",
+        "past_token_times",
         "pending_prefill",
         "request_id",
         "source",
@@ -82,6 +84,8 @@ class EngineRequest:
         self.finish_s = -1.0
         # Output tokens were produced at the engine's step-log entries [a, b) for each pair (a, b).
         self.token_runs: array = array("q")
+        self.engine_id = -1  # instance whose step log ``token_runs`` refers to
+        self.past_token_times: list[float] = []  # tokens produced on engines it moved away from
 
     @property
     def num_tokens(self) -> int:
@@ -107,12 +111,17 @@ class EngineRequest:
             runs.append(first_step + num_steps)
 
     def token_times(self, step_end_s: Sequence[float]) -> list[float]:
-        """Wall or virtual time of every output token, from the engine's step log."""
+        """Wall or virtual time of every output token, from the (current) engine's step log."""
         runs = self.token_runs
-        out: list[float] = []
+        out: list[float] = list(self.past_token_times)
         for i in range(0, len(runs), 2):
             out.extend(step_end_s[runs[i] : runs[i + 1]])
         return out
+
+    def freeze_token_times(self, step_end_s: Sequence[float]) -> None:
+        """Turn the step-log references into times before the request moves to another engine."""
+        self.past_token_times = self.token_times(step_end_s)
+        self.token_runs = array("q")
 
     def __repr__(self) -> str:
         return (

@@ -1,8 +1,10 @@
 """One step's plan, vLLM v1 style: running requests first, then admissions, from one token budget.
 
 There are no prefill or decode phases: each scheduled request gets the tokens that bring its KV cache
-closer to its token count. When blocks run out, the newest running request is preempted (recompute)
-and goes back to the head of the waiting queue.
+closer to its token count. When blocks run out, the newest running request is preempted and goes back
+to the head of the waiting queue. How it gives up its KV is a replaceable ``PreemptionPolicy``: the
+default recomputes (vLLM v1); ``wildserve.overload`` adds swapping and preserving. A waiting request
+that still has computed tokens kept its KV through its preemption and is resumed, not recomputed.
 """
 
 from __future__ import annotations
@@ -32,12 +34,39 @@ class SchedulerOutput:
         return sum(self.num_new_tokens)
 
 
+class PreemptionPolicy:
+    """Recompute preemption (vLLM v1): drop the KV, keep the outputs. Subclasses keep the KV."""
+
+    def begin_step(self, sched: Scheduler, now: float) -> None:
+        """Called before each plan (e.g. to refill a per-step transfer budget)."""
+
+    def preempt(self, sched: Scheduler, req: EngineRequest, now: float) -> None:
+        """Take running ``req`` (already off the running list) out, back to the waiting head."""
+        sched._preempt(req, now)
+
+    def resume(
+        self, sched: Scheduler, req: EngineRequest, num_new: int, reserve: int, now: float
+    ) -> bool | None:
+        """Readmit a waiting request that kept its computed tokens.
+
+        False: no room (it waits until memory frees); None: not this step, but maybe the next.
+        """
+        return sched.kv.allocate_slots(req, num_new, now, (), reserve)
+
+    def unstick(self, sched: Scheduler, now: float) -> bool:
+        """Nothing can run: free KV that waiting requests kept; True if anything was freed."""
+        return False
+
+
 class Scheduler:
     """Waiting and running queues over one KV cache manager."""
 
-    def __init__(self, config: EngineConfig, kv: KVCacheManager) -> None:
+    def __init__(
+        self, config: EngineConfig, kv: KVCacheManager, preemption: PreemptionPolicy | None = None
+    ) -> None:
         self.config = config
         self.kv = kv
+        self.preemption = preemption if preemption is not None else PreemptionPolicy()
         self.waiting: deque[EngineRequest] = deque()
         self.running: list[EngineRequest] = []
         self.queued_prefill_tokens = 0  # sum of pending_prefill over unfinished requests
@@ -53,6 +82,8 @@ class Scheduler:
         threshold = self.config.long_prefill_token_threshold
         running = self.running
         kv = self.kv
+        preemption = self.preemption
+        preemption.begin_step(self, now)
 
         i = 0
         while i < len(running) and budget > 0:
@@ -64,7 +95,7 @@ class Scheduler:
             scheduled = True
             while not kv.allocate_slots(req, num_new, now):
                 victim = running.pop()
-                self._preempt(victim, now)
+                preemption.preempt(self, victim, now)
                 out.preempted.append(victim)
                 if victim is req:
                     scheduled = False
@@ -75,7 +106,9 @@ class Scheduler:
             budget -= num_new
             i += 1
 
-        if not out.preempted:
+        # vLLM admits nothing in a step that preempted; but a step must not end empty while
+        # requests wait (only possible when a policy keeps preempted KV on the GPU)
+        if not out.preempted or not out.scheduled:
             self._admit_waiting(out, budget, now)
         return out
 
@@ -89,17 +122,31 @@ class Scheduler:
                 out.waiting_stuck = True
                 return
             req = waiting[0]
-            computed = kv.get_computed_blocks(req)
-            num_hit = len(computed) * kv.block_size
-            num_new = req.num_tokens - num_hit
-            if cfg.long_prefill_token_threshold and num_new > cfg.long_prefill_token_threshold:
-                num_new = cfg.long_prefill_token_threshold
-            if not cfg.enable_chunked_prefill and num_new > budget:
-                return
-            num_new = min(num_new, budget)
-            if not kv.allocate_slots(req, num_new, now, computed, reserve):
-                out.waiting_stuck = True
-                return
+            if req.num_computed_tokens:  # kept its KV through a preemption: resume it
+                num_new = min(req.num_tokens - req.num_computed_tokens, budget)
+                resumed = self.preemption.resume(self, req, num_new, reserve, now)
+                if resumed is None:  # not this step (e.g. a transfer budget), maybe the next
+                    return
+                if not resumed:
+                    if self.running or out.scheduled or not self.preemption.unstick(self, now):
+                        out.waiting_stuck = True
+                        return
+                    continue
+                num_hit = req.num_computed_tokens
+            else:
+                computed = kv.get_computed_blocks(req)
+                num_hit = len(computed) * kv.block_size
+                num_new = req.num_tokens - num_hit
+                if cfg.long_prefill_token_threshold and num_new > cfg.long_prefill_token_threshold:
+                    num_new = cfg.long_prefill_token_threshold
+                if not cfg.enable_chunked_prefill and num_new > budget:
+                    return
+                num_new = min(num_new, budget)
+                if not kv.allocate_slots(req, num_new, now, computed, reserve):
+                    if self.running or out.scheduled or not self.preemption.unstick(self, now):
+                        out.waiting_stuck = True
+                        return
+                    continue
             waiting.popleft()
             assert req.status in (RequestStatus.WAITING, RequestStatus.PREEMPTED), req
             req.status = RequestStatus.RUNNING
@@ -135,6 +182,38 @@ class Scheduler:
         self._set_pending(req, req.num_tokens - hit)
         self.waiting.appendleft(req)
 
+    def requeue(self, req: EngineRequest, front: bool = False) -> None:
+        """Queue a request that arrives with outputs but no KV (moved here from another engine)."""
+        assert not req.is_finished and not req.block_ids, req
+        if req.status == RequestStatus.RUNNING or req.num_output_tokens:
+            req.status = RequestStatus.PREEMPTED
+        req.num_computed_tokens = 0
+        hit = self.kv.num_cached_tokens(req.block_hashes[: self.kv.max_hit_blocks(req)])
+        self._set_pending(req, req.num_tokens - hit)
+        if front:
+            self.waiting.appendleft(req)
+        else:
+            self.waiting.append(req)
+
+    def resume_running(self, req: EngineRequest, now: float) -> bool:
+        """Run a request moved here with its computed KV; False, changing nothing, if it does not fit."""
+        assert not req.is_finished and not req.block_ids, req
+        if not self.kv.allocate_slots(req, 0, now):
+            return False
+        req.status = RequestStatus.RUNNING
+        self._set_pending(req, req.num_tokens - req.num_computed_tokens if req.in_prefill else 0)
+        self.running.append(req)
+        return True
+
+    def remove(self, req: EngineRequest, now: float) -> None:
+        """Take an unfinished request off its queue and free its blocks (it leaves this engine)."""
+        if req.status == RequestStatus.RUNNING:
+            self.running.remove(req)
+        else:
+            self.waiting.remove(req)
+        self.kv.free(req, now)
+        self._set_pending(req, 0)
+
     def _set_pending(self, req: EngineRequest, pending: int) -> None:
         self.queued_prefill_tokens += pending - req.pending_prefill
         req.pending_prefill = pending
@@ -142,11 +221,6 @@ class Scheduler:
     def finish(self, req: EngineRequest, status: RequestStatus, now: float) -> None:
         """Leave the engine: free blocks, drop from its queue, stamp the finish time."""
         assert not req.is_finished, req
-        if req.status == RequestStatus.RUNNING:
-            self.running.remove(req)
-            self.kv.free(req, now)
-        else:
-            self.waiting.remove(req)
-        self._set_pending(req, 0)
+        self.remove(req, now)
         req.status = status
         req.finish_s = now

@@ -37,6 +37,9 @@ def lmetric(
     ),
     output_json: Annotated[Path | None, typer.Option(help="write all run summaries here")] = None,
     jobs: Annotated[int, typer.Option(help="simulations in parallel (0: one per core)")] = 0,
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="keep finished runs here and reuse them (resume); none: off")
+    ] = Path("results/lmetric-runs"),
 ) -> None:
     """Every routing policy on the Mooncake and WEKA traces, swept over load; writes a report."""
     import dataclasses
@@ -50,6 +53,7 @@ def lmetric(
         run_zero_score_demo,
     )
     from wildserve.experiments.lmetric_report import write_report
+    from wildserve.experiments.runcache import RunCache
     from wildserve.io import atomic_write_json
     from wildserve.sim.parallel import default_jobs
 
@@ -96,7 +100,8 @@ def lmetric(
                         f"[{len(state['done'])}] {key} done ({time.perf_counter() - t0:.0f} s)"
                     )
 
-        doc, metrics = run_experiment(exp, jobs, on_progress, on_plan)
+        cache = RunCache(cache_dir) if cache_dir is not None else None
+        doc, metrics = run_experiment(exp, jobs, on_progress, on_plan, cache)
         zero = run_zero_score_demo(jobs=jobs) if zero_score_demo else None
     doc["wall_s"] = time.perf_counter() - t0
     command = "wildserve experiment lmetric " + " ".join(shlex.quote(a) for a in sys.argv[3:])

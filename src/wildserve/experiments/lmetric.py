@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from wildserve.engine import EngineConfig
+from wildserve.experiments.runcache import RunCache, fingerprint
 from wildserve.metrics import RequestMetrics
 from wildserve.routing.policy import make_policy
 from wildserve.sim.build import ClusterConfig, run_policy
@@ -86,8 +87,21 @@ _LOADED: dict[str, list[Request]] = {}
 
 
 def _run(
-    key: str, workload: str, scale: float, cfg: ClusterConfig, policy: str, kwargs: dict, view: str
+    key: str,
+    workload: str,
+    scale: float,
+    cfg: ClusterConfig,
+    policy: str,
+    kwargs: dict,
+    view: str,
+    cache: RunCache | None = None,
+    fp: str = "",
 ):
+    if cache is not None:
+        hit = cache.get(fp)
+        if hit is not None:
+            report_progress(key, 1, 1)
+            return hit
     requests = list(rate_scale(_LOADED[workload], scale))
 
     def progress(done: int, total: int) -> None:
@@ -101,6 +115,8 @@ def _run(
     summary["wall_s"] = result.wall_s
     summary["preemptions"] = sum(e.num_preemptions for e in result.engines)
     summary["policy_stats"] = result.extra.get("policy_stats")
+    if cache is not None:
+        cache.put(fp, summary, metrics)
     return summary, metrics
 
 
@@ -130,8 +146,9 @@ def run_experiment(
     jobs: int,
     on_progress: Callable[[str, int, int], None] | None = None,
     on_plan: Callable[[list[dict[str, Any]], dict[str, int]], None] | None = None,
+    cache: RunCache | None = None,
 ) -> tuple[dict, dict[str, RequestMetrics]]:
-    """Run every planned simulation; returns the JSON document and the per-run metrics."""
+    """Run every planned simulation (reusing cached ones); returns the JSON document and metrics."""
     sizes = {}
     for w in exp.workloads:
         reqs = w.load()
@@ -142,22 +159,32 @@ def run_experiment(
     runs = plan_runs(exp)
     if on_plan is not None:
         on_plan(runs, sizes)
-    tasks = [
-        (
-            r["key"],
-            _run,
-            (
-                r["key"],
-                r["workload"],
-                r["rate_scale"],
-                exp.cluster(r["model"], r["gpu"]),
-                r["policy"],
-                r["kwargs"],
-                exp.view_source,
-            ),
+    specs = {w.name: w for w in exp.workloads}
+    tasks = []
+    for r in runs:
+        cfg = exp.cluster(r["model"], r["gpu"])
+        w = specs[r["workload"]]
+        fp = fingerprint(
+            {
+                "run": {
+                    k: r[k] for k in ("workload", "model", "gpu", "rate_scale", "policy", "kwargs")
+                },
+                "workload": dataclasses.asdict(w),
+                "max_requests": exp.max_requests,
+                "cluster": dataclasses.asdict(cfg),
+                "view_source": exp.view_source,
+            }
         )
-        for r in runs
-    ]
+        args = (
+            r["key"],
+            r["workload"],
+            r["rate_scale"],
+            cfg,
+            r["policy"],
+            r["kwargs"],
+            exp.view_source,
+        )
+        tasks.append((r["key"], _run, (*args, cache, fp)))
     outcomes = run_parallel(tasks, jobs, on_progress)
     for r in runs:
         r["summary"] = outcomes[r["key"]][0]

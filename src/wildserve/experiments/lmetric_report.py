@@ -71,7 +71,7 @@ def acceptance(runs: list[dict], workload: str, model: str, scale: float) -> dic
     return out
 
 
-def plot_vs_load(runs: list[dict], workload: str, model: str, path: Path) -> Path:
+def plot_vs_load(runs: list[dict], workload: str, model: str, path: Path, instances: int) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -109,7 +109,7 @@ def plot_vs_load(runs: list[dict], workload: str, model: str, path: Path) -> Pat
         ax.set_yscale("log")
         ax.grid(alpha=0.3, which="both")
     axes[0].legend(fontsize=7)
-    fig.suptitle(f"{workload}: 16 x {model}")
+    fig.suptitle(f"{workload}: {instances} x {model}")
     fig.tight_layout()
     out = atomic_savefig(fig, path, dpi=110)
     plt.close(fig)
@@ -126,6 +126,7 @@ def write_report(
 ) -> Path:
     """Markdown with the command, per-load tables, acceptance checks and links to the plots."""
     runs = doc["runs"]
+    n = doc["config"]["instances"]
     rel = Path(plot_dir.name)
     lines = [
         "# LMetric vs. the schedulers it is compared with (cluster simulator)",
@@ -143,8 +144,8 @@ def write_report(
         "",
     ]
     for workload, model, gpu in _groups(runs):
-        lines += [f"## {workload}, 16 x {model} on {gpu}", ""]
-        png = plot_vs_load(runs, workload, model, plot_dir / f"{workload}_{model}_vs_load.png")
+        lines += [f"## {workload}, {n} x {model} on {gpu}", ""]
+        png = plot_vs_load(runs, workload, model, plot_dir / f"{workload}_{model}_vs_load.png", n)
         lines += [f"![TTFT and TPOT vs load]({rel / png.name})", ""]
         lines += [
             "| load | policy | TTFT mean | TTFT p50 | TTFT p99 | TPOT mean | TPOT p99 | hit ratio | preemptions |",

@@ -6,4 +6,4 @@ from wildserve.routing.view import InstanceView, RouteRequest
 __all__ = ["ROUTING_POLICIES", "InstanceView", "RouteRequest", "RoutingPolicy", "make_policy"]
 
 # Importing the modules registers their policies.
-from wildserve.routing import baselines, lmetric  # noqa: F401
+from wildserve.routing import baselines, llumnix, lmetric  # noqa: F401

@@ -5,7 +5,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
@@ -19,6 +19,23 @@ class Event(ABC):
 
     @abstractmethod
     def handle(self, sim: Simulator, now: float) -> Iterable[tuple[float, Event]]: ...
+
+
+class Call(Event):
+    """A controller's own event: call ``fn(sim, now)`` and schedule the events it returns.
+
+    Runs after arrivals and step ends at the same time, so it sees the state they leave.
+    """
+
+    priority = 2
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[[Simulator, float], Iterable[tuple[float, Event]]]) -> None:
+        self.fn = fn
+
+    def handle(self, sim: Simulator, now: float) -> Iterable[tuple[float, Event]]:
+        return self.fn(sim, now)
 
 
 class EventQueue:

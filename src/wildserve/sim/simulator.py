@@ -4,6 +4,10 @@ Two events exist. ``RequestArrival`` asks the routing policy for an instance (us
 instance as of now), hands the request to that engine and schedules the next arrival.
 ``StepEnd`` lets an instance plan its next step. An engine may fast-forward a run of identical decode
 steps, but never past the next arrival, which is the only thing that can change its course.
+
+An optional ``ClusterController`` (overload handling, migration) hooks into the same loop: it hears
+every dispatch, step and step end, may hold an instance back, narrows the instances new requests may
+go to, bounds fast-forward runs by its own next event, and schedules ``Call`` and ``Wake`` events.
 """
 
 from __future__ import annotations
@@ -123,6 +127,56 @@ def _zero(block_hashes: Sequence[int]) -> int:
     return 0
 
 
+class ClusterController:
+    """Cluster-level behaviour driven by the simulator's events; every hook here does nothing."""
+
+    def start(self, sim: Simulator) -> Iterable[tuple[float, Event]]:
+        """Called once before the first event; may schedule events."""
+        return ()
+
+    def targets(self) -> Sequence[int] | None:
+        """Instances a new request may be routed to, in view order (None: all of them)."""
+        return None
+
+    def may_step(self, instance: int) -> bool:
+        """False holds the instance idle (it is woken later by a ``Wake`` event)."""
+        return True
+
+    def horizon(self, instance: int) -> float:
+        """Next time this controller may change ``instance``; fast-forward runs stop before it."""
+        return math.inf
+
+    def after_dispatch(
+        self, sim: Simulator, instance: int, now: float
+    ) -> Iterable[tuple[float, Event]]:
+        return ()
+
+    def on_step(self, sim: Simulator, instance: int, result: StepResult) -> None:
+        """The instance planned a step (or a decode run) that ends at ``result.end_s``."""
+
+    def at_step_end(
+        self, sim: Simulator, instance: int, now: float
+    ) -> Iterable[tuple[float, Event]]:
+        """The instance reached the end of its step, before it plans the next one."""
+        return ()
+
+
+class Wake(Event):
+    """Let an idle instance plan a step (after a controller stopped holding it back)."""
+
+    priority = 1
+
+    __slots__ = ("instance",)
+
+    def __init__(self, instance: int) -> None:
+        self.instance = instance
+
+    def handle(self, sim: Simulator, now: float) -> Iterable[tuple[float, Event]]:
+        if sim.busy[self.instance]:
+            return ()
+        return sim.start_step(self.instance, now)
+
+
 class RequestArrival(Event):
     priority = 0  # a request arriving when a step ends is seen by that next step
 
@@ -140,8 +194,11 @@ class RequestArrival(Event):
         else:
             sim.next_arrival_s = math.inf
         instance = sim.dispatch(self.index, now)
-        if instance is not None and not sim.busy[instance]:
-            follow.extend(sim.start_step(instance, now))
+        if instance is not None:
+            if sim.controller is not None:
+                follow.extend(sim.controller.after_dispatch(sim, instance, now))
+            if not sim.busy[instance]:
+                follow.extend(sim.start_step(instance, now))
         return follow
 
 
@@ -155,7 +212,12 @@ class StepEnd(Event):
 
     def handle(self, sim: Simulator, now: float) -> Iterable[tuple[float, Event]]:
         sim.busy[self.instance] = False
-        return sim.start_step(self.instance, now)
+        if sim.controller is None:
+            return sim.start_step(self.instance, now)
+        follow = list(sim.controller.at_step_end(sim, self.instance, now))
+        if not sim.busy[self.instance]:
+            follow.extend(sim.start_step(self.instance, now))
+        return follow
 
 
 @dataclass
@@ -182,8 +244,10 @@ class Simulator:
         policy: RoutingPolicy,
         views: ViewSource | None = None,
         progress: Callable[[int, int], None] | None = None,
+        controller: ClusterController | None = None,
     ) -> None:
         self.engines = list(engines)
+        self.controller = controller
         self.policy = policy
         self.view_source = views if views is not None else ExactViews(self.engines)
         self.progress = progress
@@ -207,6 +271,9 @@ class Simulator:
         if self.requests:
             self.next_arrival_s = self.requests[0].arrival_s
             queue.push(self.next_arrival_s, RequestArrival(0))
+        if self.controller is not None:
+            for t, event in self.controller.start(self):
+                queue.push(t, event)
         now = 0.0
         handled = 0
         total = len(self.requests)
@@ -241,7 +308,12 @@ class Simulator:
             session_id=req.session_id,
             category=req.category,
         )
-        instance = self.policy.choose(route, self.view_source.views(route))
+        views = self.view_source.views(route)
+        targets = self.controller.targets() if self.controller is not None else None
+        if targets is None:
+            instance = self.policy.choose(route, views)
+        else:
+            instance = targets[self.policy.choose(route, [views[i] for i in targets])]
         cat = self._categories.setdefault(req.category, len(self._categories))
         ereq = EngineRequest(
             req.request_id, req.arrival_s, req.prompt_tokens, req.output_tokens, hashes, cat, req
@@ -260,7 +332,14 @@ class Simulator:
         engine = self.engines[instance]
         if not engine.has_work:
             return []
-        result = engine.step(now, horizon=self.next_arrival_s)
+        ctl = self.controller
+        if ctl is None:
+            result = engine.step(now, horizon=self.next_arrival_s)
+        else:
+            if not ctl.may_step(instance):
+                return []
+            result = engine.step(now, horizon=min(self.next_arrival_s, ctl.horizon(instance)))
+            ctl.on_step(self, instance, result)
         self.view_source.on_step(instance, result)
         if result.num_steps == 0:
             return []

@@ -148,3 +148,47 @@ def limit(requests: Iterable[Request], n: int) -> Iterator[Request]:
     if n < 0:
         raise ConfigError(f"limit must be >= 0, got {n}")
     return itertools.islice(requests, n)
+
+
+def burst(
+    requests: Iterable[Request], start_s: float, duration_s: float, factor: float
+) -> list[Request]:
+    """Multiply the load of ``[start_s, start_s + duration_s)`` by ``factor`` by replicating requests.
+
+    Each request arriving in the window gets copies arriving with it: ``factor - 1`` of them on
+    average, spread evenly (no randomness) when ``factor`` is fractional. A copy's prefix ids and
+    session are shifted so copies share prefixes only among themselves (the k-th copies of two
+    requests share what the originals share), never with an original; a copy has no parent.
+    Returns a renumbered list of new objects (the input is left unchanged).
+    """
+    if not factor >= 1.0:
+        raise ConfigError(f"burst factor must be >= 1, got {factor}")
+    if duration_s < 0:
+        raise ConfigError(f"burst duration must be >= 0, got {duration_s}")
+    reqs = [dataclasses.replace(r) for r in requests]
+    next_id = 1 + max((r.request_id for r in reqs), default=0)
+    id_stride = 1 + max((max(r.hash_ids, default=0) for r in reqs), default=0)
+    session_stride = 1 + max((r.session_id or 0 for r in reqs), default=0)
+    out: list[Request] = []
+    extra = factor - 1.0
+    k = 0  # requests seen in the window so far
+    end = start_s + duration_s
+    for r in reqs:
+        out.append(r)
+        if not start_s <= r.arrival_s < end:
+            continue
+        copies = int((k + 1) * extra + 1e-9) - int(k * extra + 1e-9)
+        k += 1
+        for c in range(1, copies + 1):
+            out.append(
+                dataclasses.replace(
+                    r,
+                    request_id=next_id,
+                    parent_id=None,
+                    hash_ids=tuple(h + c * id_stride for h in r.hash_ids),
+                    session_id=None if r.session_id is None else r.session_id + c * session_stride,
+                    extra={**r.extra, "burst_copy": c},
+                )
+            )
+            next_id += 1
+    return renumber(out)

@@ -1,0 +1,86 @@
+"""Finished simulation runs kept on disk, keyed by a fingerprint of everything that shapes the result.
+
+An interrupted experiment resumes where it stopped. The fingerprint covers the run's parameters and the
+source of every package that can change a simulated number (engine, perf, routing, sim, workload,
+kvcache), so results from different code are never mixed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from wildserve.io import atomic_write, atomic_write_bytes
+from wildserve.metrics import RequestMetrics
+
+_RESULT_PACKAGES = (
+    "engine",
+    "perf",
+    "routing",
+    "sim",
+    "workload",
+    "kvcache",
+    "overload",
+    "blocks.py",
+    "metrics.py",
+)
+
+
+@cache
+def source_digest() -> str:
+    """Hash of the source files that can change a simulated result."""
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for name in _RESULT_PACKAGES:
+        path = root / name
+        files = [path] if path.is_file() else sorted(path.rglob("*.py"))
+        for f in files:
+            h.update(str(f.relative_to(root)).encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def fingerprint(params: dict[str, Any]) -> str:
+    blob = orjson.dumps(
+        params, option=orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY, default=str
+    )
+    return hashlib.sha256(blob + source_digest().encode()).hexdigest()[:24]
+
+
+class RunCache:
+    """One JSON summary and one compressed metrics file per finished run."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.dir = Path(directory)
+
+    def _paths(self, fp: str) -> tuple[Path, Path]:
+        return self.dir / f"{fp}.json", self.dir / f"{fp}.npz"
+
+    def get(self, fp: str) -> tuple[dict, RequestMetrics] | None:
+        summary_path, metrics_path = self._paths(fp)
+        if not (summary_path.exists() and metrics_path.exists()):
+            return None
+        with np.load(metrics_path) as data:
+            arrays = {k: data[k] for k in data.files if k != "num_aborted"}
+            metrics = RequestMetrics(**arrays, num_aborted=int(data["num_aborted"]))
+        return orjson.loads(summary_path.read_bytes()), metrics
+
+    def put(self, fp: str, summary: dict, metrics: RequestMetrics) -> None:
+        summary_path, metrics_path = self._paths(fp)
+        fields = {
+            k: getattr(metrics, k)
+            for k in RequestMetrics.__dataclass_fields__
+            if k != "num_aborted"
+        }
+
+        def write(tmp: Path) -> None:
+            with tmp.open("wb") as fh:
+                np.savez_compressed(fh, num_aborted=np.array(metrics.num_aborted), **fields)
+
+        atomic_write(metrics_path, write)
+        atomic_write_bytes(summary_path, orjson.dumps(summary, option=orjson.OPT_SERIALIZE_NUMPY))

@@ -1,0 +1,96 @@
+"""Configuration dataclasses of the rollout engine; defaults live here and nowhere else."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from wildserve.errors import ConfigError
+from wildserve.registry import Registry
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingConfig:
+    """How the target picks tokens: temperature 0 means greedy (argmax)."""
+
+    temperature: float = field(default=1.0, metadata={"help": "softmax temperature; 0 = greedy"})
+    top_p: float = field(default=1.0, metadata={"help": "nucleus mass kept, in (0, 1]"})
+    max_new_tokens: int = field(default=160, metadata={"help": "response length cap"})
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0:
+            raise ConfigError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.max_new_tokens < 1:
+            raise ConfigError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+
+    @property
+    def is_greedy(self) -> bool:
+        return self.temperature == 0
+
+
+@dataclass(frozen=True, slots=True)
+class SpecConfig:
+    """Speculation knobs shared by every drafter and by the fastest-of-N selector."""
+
+    num_draft_tokens: int = field(
+        default=6, metadata={"help": "draft length k (0: no speculation)"}
+    )
+    adaptive_draft_len: bool = field(
+        default=True, metadata={"help": "let the cost-model planner pick k per step (<= k)"}
+    )
+    ngram_max: int = field(default=4, metadata={"help": "longest suffix the lookup drafters match"})
+    ngram_min: int = field(
+        default=1, metadata={"help": "shortest suffix the lookup drafters match"}
+    )
+    history_max_match: int = field(default=12, metadata={"help": "suffix-index match window"})
+    early_exit_layers: int = field(
+        default=8, metadata={"help": "target layers the self-drafter runs"}
+    )
+    prior_strength: float = field(
+        default=4.0, metadata={"help": "pseudo-drafts of the pooled acceptance rate per request"}
+    )
+    decoupled_window: int = field(default=6, metadata={"help": "max tokens the drafter runs ahead"})
+
+    def __post_init__(self) -> None:
+        if self.num_draft_tokens < 0:
+            raise ConfigError(f"num_draft_tokens must be >= 0, got {self.num_draft_tokens}")
+        if not 1 <= self.ngram_min <= self.ngram_max:
+            raise ConfigError(
+                f"need 1 <= ngram_min ({self.ngram_min}) <= ngram_max ({self.ngram_max})"
+            )
+        if self.history_max_match < 1:
+            raise ConfigError(f"history_max_match must be >= 1, got {self.history_max_match}")
+        if self.early_exit_layers < 1:
+            raise ConfigError(f"early_exit_layers must be >= 1, got {self.early_exit_layers}")
+        if self.decoupled_window < 1:
+            raise ConfigError(f"decoupled_window must be >= 1, got {self.decoupled_window}")
+
+
+# speculation mode -> drafters it runs (fastest-of-n picks among them per request and step)
+SPEC_MODES: Registry[tuple[str, ...]] = Registry("speculation mode")
+SPEC_MODES.add("none", ())
+SPEC_MODES.add("ngram", ("ngram",))
+SPEC_MODES.add("suffix", ("suffix",))
+SPEC_MODES.add("early-exit", ("early-exit",))
+SPEC_MODES.add("draft-model", ("draft-model",))
+SPEC_MODES.add("fastest-of-n", ("ngram", "suffix", "early-exit"))
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutConfig:
+    """One rollout run: prompts, epochs, samples per prompt and the speculation mode."""
+
+    spec_mode: str = "none"
+    epochs: int = 3
+    samples_per_prompt: int = 1  # GRPO-style group size: responses per prompt per epoch
+    seed: int = 0
+    decoupled: bool = False
+
+    def __post_init__(self) -> None:
+        if self.spec_mode not in SPEC_MODES:
+            SPEC_MODES.get(self.spec_mode)  # raises with the list of choices
+        if self.epochs < 1 or self.samples_per_prompt < 1:
+            raise ConfigError(
+                f"epochs ({self.epochs}) and samples_per_prompt ({self.samples_per_prompt}) must be >= 1"
+            )

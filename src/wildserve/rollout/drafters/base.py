@@ -1,0 +1,77 @@
+"""The drafter interface: propose up to k tokens per sequence, optionally with their distributions."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import ClassVar, Protocol
+
+import torch
+
+from wildserve.registry import Registry
+from wildserve.rollout.config import SamplingConfig, SpecConfig
+
+
+class SeqView(Protocol):
+    """What a drafter may read of a sequence (``SeqState`` or a decoupled drafter's look-ahead)."""
+
+    seq_id: int
+    prompt_id: int
+    prompt: list[int]
+    output: list[int]
+
+    @property
+    def tokens(self) -> list[int]: ...
+
+
+@dataclass(slots=True)
+class Draft:
+    """Proposed continuation; ``q`` [len(tokens), V] is the distribution each token was drawn from.
+
+    ``q is None`` marks a deterministic proposal (lookup, greedy model): verified with p(x).
+    """
+
+    tokens: list[int]
+    q: torch.Tensor | None = None
+
+
+@dataclass(slots=True)
+class DrafterContext:
+    """Everything a drafter factory may need; fields a drafter does not use stay None."""
+
+    sampling: SamplingConfig
+    spec: SpecConfig
+    gen: torch.Generator  # draws of stochastic drafters (decoupled threads get their own)
+    target: torch.nn.Module | None = None
+    draft_model: torch.nn.Module | None = None
+
+
+class Drafter(ABC):
+    """Stateful per sequence; ``begin`` sees every sequence of a batch, ``finish`` each one once."""
+
+    name: ClassVar[str]
+    uses_model: ClassVar[bool] = False  # costs real compute, so the planner weighs its time
+    has_late_drafts: ClassVar[bool] = False  # drafts in the background (see ``late``)
+
+    def begin(self, seqs: Sequence[SeqView]) -> None:  # noqa: B027  (optional hook)
+        """A new batch starts; sequences keep their ``seq_id`` until finished."""
+
+    @abstractmethod
+    def propose(self, seqs: Sequence[SeqView], k: int) -> list[Draft]:
+        """At most ``k`` tokens for each sequence, continuing its ``tokens``."""
+
+    def late(self, seqs: Sequence[SeqView], num_drafted: Sequence[int]) -> list[Draft]:
+        """Drafts that became ready during verification, continuing the ``num_drafted`` already
+        verified; the verifier checks the first against its bonus position. Default: none."""
+        return [Draft([]) for _ in seqs]
+
+    def sync(self, seqs: Sequence[SeqView]) -> None:  # noqa: B027  (optional hook)
+        """Verification committed new tokens to these running sequences."""
+
+    def finish(self, seqs: Sequence[SeqView]) -> None:  # noqa: B027  (optional hook)
+        """These sequences are done; drop their state (or learn from them)."""
+
+
+DrafterFactory = Callable[[DrafterContext], Drafter]
+DRAFTERS: Registry[DrafterFactory] = Registry("drafter")
