@@ -43,9 +43,9 @@ def _register() -> None:
     app.add_typer(kvcache_cli.app, name="cache")
     experiment_app.command("lmetric")(experiments_cli.lmetric)
     experiment_app.command("omega")(vsearch_cli.experiment)
+    experiment_app.command("kvcache")(kvcache_experiment.kvcache)
     experiment_app.command("kunserve")(overload_cli.kunserve)
     app.command("rollout")(rollout_cli.rollout)
-    experiment_app.command("kvcache")(kvcache_experiment.kvcache)
 
 
 def main() -> None:

@@ -196,3 +196,20 @@ def test_wa_grows_categories_on_demand():
     wa.on_access(0, 0.0, 0, 7)
     wa.push(0, 0.0)
     assert wa.model()["p"].shape[0] >= 8 and wa.pop(1.0) == 0
+
+
+def test_stale_numba_cache_is_dropped_when_any_source_changes(tmp_path):
+    from wildserve.kvcache._core import drop_stale_numba_cache
+
+    (tmp_path / "a.py").write_text("x = 1\n")
+    cache = tmp_path / "__pycache__"
+    cache.mkdir()
+    (cache / "a.f-1.py311.nbi").write_bytes(b"old")
+    (cache / "a.f-1.py311.1.nbc").write_bytes(b"old")
+    (cache / "a.cpython-311.pyc").write_bytes(b"keep")
+    assert drop_stale_numba_cache(tmp_path)  # no stamp yet: drop
+    assert sorted(p.name for p in cache.iterdir()) == ["a.cpython-311.pyc", "numba-sources.sha1"]
+    (cache / "a.f-1.py311.nbi").write_bytes(b"new")
+    assert not drop_stale_numba_cache(tmp_path)  # sources unchanged: keep
+    (tmp_path / "a.py").write_text("x = 2\n")
+    assert drop_stale_numba_cache(tmp_path) and not (cache / "a.f-1.py311.nbi").exists()

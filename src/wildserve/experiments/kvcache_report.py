@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -93,7 +94,9 @@ def plot_cluster(runs: list[dict], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    groups = sorted({(r["blocks_per_instance"], r["host_memory_gb"]) for r in runs}, reverse=True)
+    groups = sorted(
+        {(r["blocks_per_instance"], r["host_memory_gb"]) for r in runs}, key=lambda g: (-g[0], g[1])
+    )
     policies = list(dict.fromkeys(r["policy"] for r in runs))
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     width = 0.8 / max(1, len(policies))
@@ -109,7 +112,8 @@ def plot_cluster(runs: list[dict], path: Path) -> Path:
     for ax, stat in zip(axes, ("mean", "p90"), strict=True):
         ax.set_xticks(np.arange(len(groups)) + 0.4 - width / 2, labels, fontsize=8)
         ax.set(ylabel=f"TTFT {stat} (s)", title=f"queued TTFT {stat} by KV capacity per instance")
-    axes[0].legend(fontsize=8)
+        ax.set_ylim(top=ax.get_ylim()[1] * 1.2)
+    axes[0].legend(fontsize=8, ncol=len(policies), loc="upper left")
     fig.tight_layout()
     atomic_savefig(fig, path, dpi=110)
     plt.close(fig)
@@ -164,3 +168,16 @@ def write(results, out_dir: Path, command: str) -> Path:
             "",
         ]
     return atomic_write_text(out_dir / "kvcache.md", "\n".join(lines))
+
+
+def rewrite(out_dir: Path) -> Path:
+    """Re-render kvcache.md and the PNGs from an earlier run's kvcache.json."""
+    from wildserve.experiments.kvcache import KVCacheExperiment, Results
+
+    doc = json.loads((Path(out_dir) / "kvcache.json").read_text())
+    cfg = KVCacheExperiment(**{k: tuple(v) if isinstance(v, list) else v
+                               for k, v in doc["config"].items()})  # fmt: skip
+    res = Results(
+        cfg, doc["sweeps"], doc["streams"], doc["cluster"], doc["engine_blocks_working_set"]
+    )
+    return write(res, Path(out_dir), doc["command"])

@@ -23,13 +23,43 @@ Hooks, each ``@njit``:
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
+from pathlib import Path
 
 import numba as nb
 import numpy as np
 from llvmlite import ir as llir
 from numba import types
 from numba.extending import intrinsic
+
+
+def drop_stale_numba_cache(package: Path) -> bool:
+    """Delete the package's numba cache if any of its sources changed; True if it did.
+
+    numba keys a cached function on its own file only, and the policy wrappers inline the drivers
+    of this file (and RWA inlines WA's hooks): after an edit here they would load stale machine code.
+    A read-only install (where nothing is edited) is left alone.
+    """
+    digest = hashlib.sha1(b"".join(p.read_bytes() for p in sorted(package.glob("*.py"))))
+    cache = package / "__pycache__"
+    stamp = cache / "numba-sources.sha1"
+    try:
+        if stamp.read_text() == digest.hexdigest():
+            return False
+    except OSError:
+        pass
+    try:
+        cache.mkdir(exist_ok=True)
+        for f in [*cache.glob("*.nbi"), *cache.glob("*.nbc")]:
+            f.unlink(missing_ok=True)
+        stamp.write_text(digest.hexdigest())
+    except OSError:
+        return False
+    return True
+
+
+drop_stale_numba_cache(Path(__file__).parent)
 
 # ---- arena layout --------------------------------------------------------------------------------
 HDR = 32  # header words
@@ -349,6 +379,14 @@ OP_PUSH, OP_REMOVE, OP_POP, OP_ACCESS = 0, 1, 2, 3
 
 
 @nb.njit(cache=True, inline="always")
+def _hint(hints, i):
+    """Access ``i``'s hints, or (NO_HINT, -1, 0) when the caller passed none."""
+    if hints.shape[1] == 0:
+        return NO_HINT, -1.0, 0.0
+    return hints[0, i], hints[1, i], hints[2, i]
+
+
+@nb.njit(cache=True, inline="always")
 def run_op(on_push, on_access, insert, delete, peek, on_evict,
            op, a, ids, num, now, depth0, cat, parent0, hints):  # fmt: skip
     """One batch operation of the Python API; each policy binds its hooks in a two-line wrapper.
@@ -370,10 +408,7 @@ def run_op(on_push, on_access, insert, delete, peek, on_evict,
         prev = parent0
         for i in range(len(ids)):
             s = ids[i]
-            if hints.shape[1]:
-                h0, h1, h2 = hints[0, i], hints[1, i], hints[2, i]
-            else:
-                h0, h1, h2 = NO_HINT, -1.0, 0.0
+            h0, h1, h2 = _hint(hints, i)
             access_one(on_access, a, s, now, depth0 + i, cat, prev, h0, h1, h2)
             prev = s
     return np.empty(0, np.int64)
@@ -391,7 +426,6 @@ def replay(on_push, on_access, insert, delete, peek, on_evict, tracks, a,
     than the pool uses only its first ``capacity`` blocks; the rest are misses that are not cached.
     """
     num_req = len(req_start) - 1
-    has_hints = hints.shape[1] > 0
     slot_of = np.full(num_dense, -1, np.int64)  # the block holding each id for lookups
     copy_head = np.full(num_dense, -1, np.int64)  # other blocks holding the id, last added first
     copy_next = np.full(capacity, -1, np.int64)
@@ -423,11 +457,7 @@ def replay(on_push, on_access, insert, delete, peek, on_evict, tracks, a,
                 remove_one(delete, a, s)
             ref[s] += 1
             if tracks:
-                i = start + d
-                if has_hints:
-                    h0, h1, h2 = hints[0, i], hints[1, i], hints[2, i]
-                else:
-                    h0, h1, h2 = NO_HINT, -1.0, 0.0
+                h0, h1, h2 = _hint(hints, start + d)
                 access_one(on_access, a, s, now, d, cat, prev, h0, h1, h2)
             prev = s
         need = n - h
@@ -472,11 +502,7 @@ def replay(on_push, on_access, insert, delete, peek, on_evict, tracks, a,
                 copy_next[s] = copy_head[x]
                 copy_head[x] = s
             if tracks:
-                i = start + d
-                if has_hints:
-                    h0, h1, h2 = hints[0, i], hints[1, i], hints[2, i]
-                else:
-                    h0, h1, h2 = NO_HINT, -1.0, 0.0
+                h0, h1, h2 = _hint(hints, start + d)
                 access_one(on_access, a, s, now, d, cat, prev, h0, h1, h2)
             prev = s
         if num_cached > max_cached:
