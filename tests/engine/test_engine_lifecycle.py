@@ -138,3 +138,17 @@ def test_request_too_large_for_the_instance_is_aborted():
     assert not eng.add_request(r, 0.0)
     assert r.status == RequestStatus.FINISHED_ABORTED and not eng.has_work
     assert run_to_completion(eng) == 0.0
+
+
+def test_without_a_step_log_requests_still_get_every_token_and_timestamp():
+    rng = np.random.default_rng(9)
+    logged, unlogged = random_requests(rng, 80), random_requests(np.random.default_rng(9), 80)
+    a = Engine(EngineConfig(), LinearCostModel(), num_blocks=2000)
+    b = Engine(EngineConfig(record_token_times=False), LinearCostModel(), num_blocks=2000)
+    drive(a, logged)
+    drive(b, unlogged)
+    assert len(b.step_end_s) == 0 and len(a.step_end_s) > 0
+    for x, y in zip(logged, unlogged, strict=True):
+        assert y.num_output_tokens == x.num_output_tokens == x.max_output_tokens
+        assert (y.first_token_s, y.finish_s) == (x.first_token_s, x.finish_s)
+        assert y.token_times(b.step_end_s) == []

@@ -91,8 +91,10 @@ def test_connect_failure_is_retried_once_on_the_next_best_backend(loop_thread, p
 def test_engine_restart_is_ejected_then_readmitted(loop_thread, processes):
     a = processes(_engine_args(speed=20))
     b = processes(_engine_args(speed=20))
+    # a killed engine refuses connections at once; the generous timeout only keeps the survivor from
+    # being ejected when a loaded CI machine answers its health check slowly
     url, gw = start_gateway(
-        loop_thread, [a.url, b.url], health_interval_s=0.1, health_timeout_s=0.5, unhealthy_after=2
+        loop_thread, [a.url, b.url], health_interval_s=0.1, health_timeout_s=3.0, unhealthy_after=2
     )
     client = _client(url)
     a.kill()

@@ -38,6 +38,9 @@ class EngineConfig:
     watermark: float = _opt(
         0.0, "fraction of blocks kept free when admitting new requests", ge=0, lt=1
     )
+    record_token_times: bool = _opt(
+        True, "keep every token's time in the step log (metrics need it; a long-running server not)"
+    )
     max_fast_forward_steps: int = _opt(
         1024, "most identical decode steps advanced in one call (0: always one step)", ge=0
     )

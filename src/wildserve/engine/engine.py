@@ -208,24 +208,28 @@ class Engine:
             durations = [self.costing.step_time(out)]
         if self.host is not None:
             durations[0] += self.kv.take_load_time()  # host hits are copied in before the step
-        first_step = len(self.step_end_s)
+        record = self.config.record_token_times
+        first_step = len(self.step_end_s) if record else -1
         t = now
         for d in durations:
             t += d
-            self.step_end_s.append(t)
+            if record:
+                self.step_end_s.append(t)
         result.duration_s = t - now
         result.num_steps = num_steps
         result.scheduled = out.scheduled
         self.busy_s += result.duration_s
         if num_steps == 1:
-            self._apply_step(out, first_step, result)
+            self._apply_step(out, first_step, t, result)
         else:
-            self._apply_decode_run(out, first_step, num_steps, result)
+            self._apply_decode_run(out, first_step, num_steps, t, result)
         return result
 
     # ---- internals -----------------------------------------------------------------------------
-    def _apply_step(self, out: SchedulerOutput, step_idx: int, result: StepResult) -> None:
-        end = self.step_end_s[step_idx]
+    def _apply_step(
+        self, out: SchedulerOutput, step_idx: int, end: float, result: StepResult
+    ) -> None:
+        """Apply one step that ended at ``end``; ``step_idx`` < 0: token times are not recorded."""
         sched = self.scheduler
         for req, n in zip(out.scheduled, out.num_new_tokens, strict=True):
             req.num_computed_tokens += n
@@ -234,7 +238,8 @@ class Engine:
                 sched._set_pending(req, max(0, req.num_tokens - req.num_computed_tokens))
             if req.num_computed_tokens >= req.num_tokens:  # caught up: sample one token
                 req.num_output_tokens += 1
-                req.record_tokens(step_idx, 1)
+                if step_idx >= 0:
+                    req.record_tokens(step_idx, 1)
                 if req.first_token_s < 0:
                     req.first_token_s = end
                     result.first_token.append(req)
@@ -292,10 +297,9 @@ class Engine:
         return lo
 
     def _apply_decode_run(
-        self, out: SchedulerOutput, first_step: int, num_steps: int, result: StepResult
+        self, out: SchedulerOutput, first_step: int, num_steps: int, end: float, result: StepResult
     ) -> None:
         kv = self.kv
-        end = self.step_end_s[first_step + num_steps - 1]
         now = result.start_s
         for req in out.scheduled:
             if num_steps > 1:
@@ -303,7 +307,8 @@ class Engine:
                 assert ok, "fast-forward checked the memory"
             req.num_computed_tokens += num_steps
             req.num_output_tokens += num_steps
-            req.record_tokens(first_step, num_steps)
+            if first_step >= 0:
+                req.record_tokens(first_step, num_steps)
             if req.num_output_tokens >= req.max_output_tokens:
                 result.finished.append(req)
         result.num_tokens = num_steps * len(out.scheduled)

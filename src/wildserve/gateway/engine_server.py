@@ -39,12 +39,17 @@ log = logging.getLogger(__name__)
 
 
 def build_engine(cfg: EngineServerConfig) -> Engine:
-    """The same engine the simulator builds, sized from the modeled GPU's memory."""
+    """The same engine the simulator builds, sized from the modeled GPU's memory.
+
+    A server runs indefinitely and streams tokens as they come, so it keeps no per-step log.
+    """
+    import dataclasses
+
     from wildserve.sim.build import ClusterConfig, build_engines
 
     cluster = ClusterConfig(
         model=cfg.model, gpu=cfg.gpu, tp=cfg.tp, num_instances=1, cost_model=cfg.cost_model,
-        engine=cfg.engine,
+        engine=dataclasses.replace(cfg.engine, record_token_times=False),
     )  # fmt: skip
     return build_engines(cluster)[0]
 
