@@ -32,7 +32,7 @@ def match_lengths(
         if probe >= n - 1:
             probe = n - 1
         held = get(block_hashes[probe], 0) & alive
-        dead = alive & ~held
+        dead = alive ^ held  # held is a subset of alive
         if dead:
             pending.append((prev + 1, probe, dead))
         alive = held
@@ -51,17 +51,18 @@ def match_lengths(
         held = get(block_hashes[mid], 0) & group
         if held:
             pending.append((mid + 1, hi, held))
-        missed = group & ~held
+        missed = group ^ held  # held is a subset of group
         if missed:
             pending.append((lo, mid, missed))
     return out
 
 
 def _assign(out: list[int], group: int, value: int) -> None:
-    while group:
-        low = group & -group
-        out[low.bit_length() - 1] = value
-        group ^= low
+    bits = bin(group)[:1:-1]  # least significant bit first
+    i = bits.find("1")
+    while i >= 0:
+        out[i] = value
+        i = bits.find("1", i + 1)
 
 
 class ClusterPrefixIndex:
