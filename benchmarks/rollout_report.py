@@ -11,6 +11,10 @@ from pathlib import Path
 import orjson
 
 
+def _ratio(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}x"  # no baseline in the run (--no-baseline)
+
+
 def table(path: Path) -> str:
     data = orjson.loads(path.read_bytes())
     args = data.get("args") or data["command_args"]  # the first results used the older key
@@ -32,7 +36,7 @@ def table(path: Path) -> str:
         lines.append(
             f"| {r['mode']} | {r['epoch']} | {r['wall_s']:.0f} | {r['cpu_s']:.0f} | {r['tokens']} | "
             f"{r['target_forwards']} | {r['tokens_per_forward']:.3f} | {per or '-'} | "
-            f"{r['speedup_wall']:.2f}x | {r['speedup_cpu_per_token']:.2f}x | {r['reward']:.2f} | "
+            f"{_ratio(r['speedup_wall'])} | {_ratio(r['speedup_cpu_per_token'])} | {r['reward']:.2f} | "
             f"{r['mean_len']:.0f}/{r['max_len']} |"
         )
     return "\n".join(lines)

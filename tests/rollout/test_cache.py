@@ -52,3 +52,34 @@ def test_ragged_extend_truncate_select_compact_match_full_forward(target_model, 
         torch.testing.assert_close(
             logits[i, 0], full_logits(target_model, rows[i] + [tok])[-1], atol=1e-4, rtol=1e-4
         )
+
+
+def test_tree_chunk_gives_each_branch_its_own_logits_and_keeps_only_the_accepted_path(
+    target_model,
+):
+    rng = torch.Generator().manual_seed(1)
+    rows = [torch.randint(2, 32, (n,), generator=rng).tolist() for n in (4, 6)]
+    lm = RaggedLM(target_model)
+    lm.start(rows)
+    # row 0: last token 5, then two branches [7 -> 9] and [8]; row 1: a plain chain
+    chunks = [[5, 7, 8, 9], [6, 10, 11]]
+    parents = [[-1, 0, 0, 1], None]
+    logits = lm.extend(chunks, parents=parents)
+    branches = {0: [5], 1: [5, 7], 2: [5, 8], 3: [5, 7, 9]}  # chunk slot -> tokens through it
+    for slot, path in branches.items():
+        ref = full_logits(target_model, rows[0] + path)[-1]
+        torch.testing.assert_close(logits[0, slot], ref, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(
+        logits[1, :3], full_logits(target_model, rows[1] + chunks[1])[-3:], atol=1e-4, rtol=1e-4
+    )
+    # accept 7 -> 9 in row 0 (drop the 8 branch), 10 in row 1; the next step must see exactly that
+    keep = torch.tensor([[True, True, False, True], [True, True, True, True]])
+    lm.drop_chunk_slots(keep)
+    rows = [rows[0] + [5, 7, 9], rows[1] + [6, 10]]
+    lm.truncate([len(r) for r in rows])
+    assert lm.num_tokens().tolist() == [len(r) for r in rows]
+    logits = lm.extend([[3], [4]])
+    for i, tok in enumerate((3, 4)):
+        torch.testing.assert_close(
+            logits[i, 0], full_logits(target_model, rows[i] + [tok])[-1], atol=1e-4, rtol=1e-4
+        )

@@ -37,7 +37,10 @@ def test_ngram_drafter_continues_an_earlier_occurrence_in_the_sequence():
 
 
 def test_history_drafter_learns_from_finished_responses_of_the_same_prompt():
-    drafter = DRAFTERS.get("suffix")(ctx())
+    per_prompt = SpecConfig(num_draft_tokens=4, history_global=False)
+    drafter = DRAFTERS.get("suffix")(
+        DrafterContext(SamplingConfig(), per_prompt, torch.Generator())
+    )
     first = SeqState(0, prompt_id=7, prompt=[1, 2], output=[10, 11, 12, 13])
     other = SeqState(1, prompt_id=8, prompt=[1, 2])
     assert drafter.propose([first], 3)[0].tokens == []

@@ -4,6 +4,11 @@ Speculative steps append a padded chunk to every row and then keep a different n
 row. Instead of re-laying the cache each step, slots carry a validity mask that is passed as the
 attention mask; rejected and padding slots become holes that a periodic compaction squeezes out.
 Positions are the count of real tokens before a slot, so RoPE never sees the holes.
+
+A chunk may also be a token tree (several drafted continuations verified in one forward): each
+chunk token then attends to the row's cached slots and to its own ancestors in the chunk, and its
+position is the prefix length plus its depth. Afterwards ``drop_chunk_slots`` turns the branches
+that were not accepted into holes, and the accepted path reads exactly like a chain.
 """
 
 from __future__ import annotations
@@ -60,12 +65,16 @@ class RaggedLM:
 
     @torch.no_grad()
     def extend(
-        self, chunks: Sequence[Sequence[int]], rows: torch.Tensor | None = None
+        self,
+        chunks: Sequence[Sequence[int]],
+        rows: torch.Tensor | None = None,
+        parents: Sequence[Sequence[int] | None] | None = None,
     ) -> torch.Tensor:
         """Append one chunk per row (all rows, or ``rows``); logits [len(chunks), max_len, V].
 
         Position j of a row's logits is the next-token distribution after chunk[j]; positions past
-        the row's chunk are padding.
+        the row's chunk are padding. ``parents[i]`` (when given and not None) makes chunk i a tree:
+        ``parents[i][j]`` is the chunk index of token j's parent, -1 for the cached prefix.
         """
         assert self.cache is not None, "start() first"
         if self._real_fraction() < COMPACT_BELOW and self.valid.shape[1] >= COMPACT_MIN_WIDTH:
@@ -86,10 +95,15 @@ class RaggedLM:
                 config=self.model.config,
             )
             valid = self.valid[rows]
-        positions = valid.sum(1, keepdim=True) + torch.arange(width)
+        if parents is None or all(p is None for p in parents):
+            mask = torch.cat([valid, new_valid], 1).long()
+            positions = valid.sum(1, keepdim=True) + torch.arange(width)
+        else:
+            mask, depth = _tree_mask(valid, chunks, parents, width)
+            positions = valid.sum(1, keepdim=True) + depth
         out = self.model(
             input_ids=ids,
-            attention_mask=torch.cat([valid, new_valid], 1).long(),
+            attention_mask=mask,
             position_ids=positions,
             cache=cache,
             use_cache=True,
@@ -110,6 +124,11 @@ class RaggedLM:
         else:
             sub = self.valid[rows]
             self.valid[rows] = sub & (sub.cumsum(1) <= keep)
+
+    def drop_chunk_slots(self, keep: torch.Tensor) -> None:
+        """``keep`` [rows, width of the last chunk]: turn the last chunk's other slots into holes."""
+        width = keep.shape[1]
+        self.valid[:, -width:] &= keep
 
     def select(self, rows: torch.Tensor) -> None:
         """Keep only ``rows`` (in that order), e.g. to drop finished sequences."""
@@ -150,3 +169,34 @@ class RaggedLM:
             layer.keys = layer.keys.gather(2, idx)
             layer.values = layer.values.gather(2, idx)
         self.valid = self.valid.gather(1, order)
+
+
+def _tree_mask(
+    valid: torch.Tensor,
+    chunks: Sequence[Sequence[int]],
+    parents: Sequence[Sequence[int] | None],
+    width: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """4D boolean mask [rows, 1, width, slots + width] and each chunk token's depth [rows, width].
+
+    A chunk token sees the row's real cached slots, itself and its ancestors; a chain is the tree
+    whose parent is the previous token. Padding sees itself only, so no attention row is empty.
+    """
+    n = len(chunks)
+    see = torch.zeros(n, width, width, dtype=torch.bool)
+    depth = torch.zeros(n, width, dtype=torch.long)
+    for i, chunk in enumerate(chunks):
+        par = parents[i]
+        if par is None:
+            par = list(range(-1, len(chunk) - 1))
+        assert len(par) == len(chunk), "one parent per chunk token"
+        for j, pj in enumerate(par):
+            assert -1 <= pj < j, "a parent precedes its child"
+            if pj >= 0:
+                see[i, j] = see[i, pj]
+                depth[i, j] = depth[i, pj] + 1
+            see[i, j, j] = True
+        for j in range(len(chunk), width):
+            see[i, j, j] = True
+    past = valid[:, None, :].expand(n, width, valid.shape[1])
+    return torch.cat([past, see], 2)[:, None], depth

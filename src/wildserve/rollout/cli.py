@@ -112,6 +112,8 @@ def rollout(
             "epochs": epochs,
             "spec": modes,
             "decoupled": decoupled,
+            "samples_per_prompt": samples_per_prompt,
+            "fixed_draft_len": fixed_draft_len,
             "seed": seed,
         }
         atomic_write_json(

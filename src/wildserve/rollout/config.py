@@ -44,6 +44,15 @@ class SpecConfig:
         default=1, metadata={"help": "shortest suffix the lookup drafters match"}
     )
     history_max_match: int = field(default=12, metadata={"help": "suffix-index match window"})
+    history_smoothing: float = field(
+        default=8.0, metadata={"help": "history drafter: weight of shorter matches (Witten-Bell)"}
+    )
+    history_global: bool = field(
+        default=True, metadata={"help": "history drafter also indexes other prompts' responses"}
+    )
+    history_tree: bool = field(
+        default=True, metadata={"help": "history drafter proposes a token tree, not one chain"}
+    )
     early_exit_layers: int = field(
         default=8, metadata={"help": "target layers the self-drafter runs"}
     )
@@ -61,6 +70,8 @@ class SpecConfig:
             )
         if self.history_max_match < 1:
             raise ConfigError(f"history_max_match must be >= 1, got {self.history_max_match}")
+        if self.history_smoothing < 0:
+            raise ConfigError(f"history_smoothing must be >= 0, got {self.history_smoothing}")
         if self.early_exit_layers < 1:
             raise ConfigError(f"early_exit_layers must be >= 1, got {self.early_exit_layers}")
         if self.decoupled_window < 1:

@@ -30,7 +30,7 @@ class DrafterStats:
     """What one drafter did: row-steps are (sequence, target forward) pairs it drafted for."""
 
     num_row_steps: int = 0
-    num_drafted: int = 0
+    num_drafted: int = 0  # tokens sent to verification (every node of a tree)
     num_accepted: int = 0
     num_emitted: int = 0  # tokens those row-steps produced (accepted + residual/bonus, after stops)
     draft_time_s: float = 0.0
@@ -96,7 +96,7 @@ def _add_late_drafts(planner: DraftPlanner, seqs: Sequence[SeqState], plan: Step
             if not extra.tokens:
                 continue
             d = plan.drafts[i]
-            if d.tokens and (d.q is None) != (extra.q is None):
+            if d.parents is not None or (d.tokens and (d.q is None) != (extra.q is None)):
                 continue
             q = extra.q if not d.tokens else (None if d.q is None else torch.cat([d.q, extra.q]))
             plan.drafts[i] = Draft(d.tokens + extra.tokens[:1], q)
@@ -128,8 +128,11 @@ def generate(
         for name, seconds in plan.draft_time_s.items():
             stats.drafter(name).draft_time_s += seconds
         chunks = [[s.tokens[-1], *d.tokens] for s, d in zip(active, plan.drafts, strict=True)]
+        trees = [
+            None if d.parents is None else [-1, *(p + 1 for p in d.parents)] for d in plan.drafts
+        ]
         t0 = clock()
-        logits = lm.extend(chunks)
+        logits = lm.extend(chunks, parents=trees)
         verify_s = clock() - t0
         stats.num_target_forwards += 1
         stats.target_time_s += verify_s
@@ -142,14 +145,22 @@ def generate(
             sampling.is_greedy,
             gen,
             [len(c) for c in chunks],
+            [d.parents for d in plan.drafts],
         )
         temperature = 1.0 if sampling.is_greedy else sampling.temperature
         logp = torch.log_softmax(logits.float() / temperature, dim=-1)
         new_tokens = 0
+        keep = torch.ones(len(active), logits.shape[1], dtype=torch.bool)
         for b, s in enumerate(active):
-            a, nxt = verdict.num_accepted[b], verdict.next_token[b]
-            emitted = plan.drafts[b].tokens[:a] + ([nxt] if nxt != NO_TOKEN else [])
-            lps = logp[b, torch.arange(len(emitted)), torch.tensor(emitted)].tolist()
+            path, nxt = verdict.paths[b], verdict.next_token[b]
+            a = len(path)
+            emitted = [plan.drafts[b].tokens[i] for i in path] + ([nxt] if nxt != NO_TOKEN else [])
+            # emitted token j was predicted at the chunk slot of the path node before it
+            slots = [0, *(i + 1 for i in path)][: len(emitted)]
+            lps = logp[b, torch.tensor(slots), torch.tensor(emitted)].tolist()
+            if plan.drafts[b].parents is not None:
+                keep[b, 1:] = False
+                keep[b, torch.tensor(path, dtype=torch.long) + 1] = True
             kept = s.append(emitted, lps, stop_ids, sampling.max_new_tokens)
             s.num_target_forwards += 1
             d_stats = stats.drafter(plan.drafter[b])
@@ -162,6 +173,7 @@ def generate(
         planner.observe(
             active, plan, verdict.num_accepted, logits.shape[0] * logits.shape[1], verify_s
         )
+        lm.drop_chunk_slots(keep)  # rejected tree branches; chains are cut by truncate
         lm.truncate([len(s.tokens) - 1 for s in active])
         running = [s for s in active if not s.status.is_finished]
         for d in planner.drafters.values():

@@ -9,6 +9,8 @@ Cost model (all terms measured online on this machine):
     fitted by least squares on recent forwards;
   * drafting: a model drafter costs D seconds per draft position (k positions: k * D), an EWMA of
     measured calls; lookup drafters cost ~0 and propose first, so their true draft length is known.
+  * token trees (history drafter): alpha is then the rate per tree level (accepted path length over
+    tree depth), E uses the depth, and the verify width is the number of tree nodes.
 
 Fastest-of-N rule, re-decided every step: for each candidate k <= K and each subset of model
 drafters, every request takes the option with the most expected tokens E (lookup drafts use their
@@ -191,9 +193,7 @@ class DraftPlanner:
         drafts = []
         for i, name in enumerate(choice):
             d = proposals[name][i] if name != NO_DRAFTER else Draft([])
-            drafts.append(
-                Draft(d.tokens[:k], None if d.q is None else d.q[:k]) if d.tokens else Draft([])
-            )
+            drafts.append(d.head(k) if d.tokens and k > 0 else Draft([]))
         self._num_steps += 1
         drafter = [c if drafts[i].tokens else NO_DRAFTER for i, c in enumerate(choice)]
         return StepPlan(drafts, drafter, choice, k, times)
@@ -209,7 +209,7 @@ class DraftPlanner:
         self.cost.observe_verify(num_tokens, verify_s)
         for s, name, d, a in zip(seqs, plan.drafter, plan.drafts, accepted, strict=True):
             if name != NO_DRAFTER:
-                self.acceptance.observe(s.seq_id, name, len(d.tokens), a)
+                self.acceptance.observe(s.seq_id, name, d.depth, a)
 
     def finish(self, seqs: Sequence[SeqState]) -> None:
         for s in seqs:
@@ -234,10 +234,10 @@ class DraftPlanner:
                 for i, s in enumerate(seqs):
                     name, e, n = NO_DRAFTER, 1.0, 0
                     for cand in self.lookup:
-                        n_c = min(len(proposals[cand][i].tokens), k)
-                        e_c = expected_tokens(self.acceptance.rate(s.seq_id, cand), n_c)
+                        d_c = proposals[cand][i].head(k)
+                        e_c = expected_tokens(self.acceptance.rate(s.seq_id, cand), d_c.depth)
                         if e_c > e:
-                            name, e, n = cand, e_c, n_c
+                            name, e, n = cand, e_c, len(d_c.tokens)
                     for cand in used:
                         e_c = expected_tokens(self.acceptance.rate(s.seq_id, cand), k)
                         if e_c > e:

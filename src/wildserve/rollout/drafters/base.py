@@ -30,10 +30,38 @@ class Draft:
     """Proposed continuation; ``q`` [len(tokens), V] is the distribution each token was drawn from.
 
     ``q is None`` marks a deterministic proposal (lookup, greedy model): verified with p(x).
+    ``parents`` makes the tokens a tree (several candidate continuations verified in one forward):
+    ``parents[i]`` is the index of token i's parent, -1 for a child of the last committed token,
+    always < i. None is a chain. Trees are deterministic (``q is None``).
     """
 
     tokens: list[int]
     q: torch.Tensor | None = None
+    parents: list[int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.parents is not None:
+            assert self.q is None, "tree drafts are deterministic"
+            assert len(self.parents) == len(self.tokens)
+            assert all(-1 <= p < i for i, p in enumerate(self.parents)), "parents come first"
+
+    @property
+    def depth(self) -> int:
+        """Longest root-to-leaf path: the most tokens one verification can accept."""
+        if self.parents is None:
+            return len(self.tokens)
+        depths: list[int] = []
+        for p in self.parents:
+            depths.append(1 if p < 0 else depths[p] + 1)
+        return max(depths, default=0)
+
+    def head(self, n: int) -> Draft:
+        """The first ``n`` tokens (still a tree: parents precede their children)."""
+        if len(self.tokens) <= n:
+            return self
+        q = None if self.q is None else self.q[:n]
+        parents = None if self.parents is None else self.parents[:n]
+        return Draft(self.tokens[:n], q, parents)
 
 
 @dataclass(slots=True)
