@@ -93,3 +93,14 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
         atomic_write(target, boom)
     assert '"a": 1' in target.read_text()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
+
+
+def test_atomic_write_gives_the_usual_file_permissions(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        path = atomic_write_json(tmp_path / "r.json", {"a": 1})
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644

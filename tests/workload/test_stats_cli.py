@@ -5,7 +5,7 @@ from typer.testing import CliRunner
 
 from wildserve.errors import ConfigError
 from wildserve.workload import load_trace
-from wildserve.workload.cli import _parse_options, app
+from wildserve.workload.cli import app, parse_options
 from wildserve.workload.request import Request
 from wildserve.workload.stats import summarize
 
@@ -50,15 +50,15 @@ def test_summary_empty_and_no_ids():
     assert s.num_requests == 0 and s.rate == 0.0 and s.block_reuse is None
 
 
-def test_parse_options():
-    assert _parse_options(["session_rate=0.5", "seed=3", "max_idle_s=none", "x=abc"]) == {
+def testparse_options():
+    assert parse_options(["session_rate=0.5", "seed=3", "max_idle_s=none", "x=abc"]) == {
         "session_rate": 0.5,
         "seed": 3,
         "max_idle_s": None,
         "x": "abc",
     }
     with pytest.raises(ConfigError):
-        _parse_options(["oops"])
+        parse_options(["oops"])
 
 
 def test_cli_info_default_and_weka():

@@ -44,7 +44,7 @@ def analyze(
     from wildserve.kvcache.analyze import capacity_search, characterize
     from wildserve.kvcache.report import write_report
     from wildserve.kvcache.stream import load_stream
-    from wildserve.workload.cli import _parse_options
+    from wildserve.workload.cli import parse_options
 
     console = make_console()
     with Progress(
@@ -52,7 +52,7 @@ def analyze(
     ) as bar:
         task = bar.add_task(f"loading {trace}", total=None)
         _, stream = load_stream(
-            trace, block_size, scheme, max_requests or None, **_parse_options(option or [])
+            trace, block_size, scheme, max_requests or None, **parse_options(option or [])
         )
         bar.update(task, description=f"characterizing {stream.num_accesses:,} block accesses")
         result = characterize(stream)

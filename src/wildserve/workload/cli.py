@@ -17,7 +17,7 @@ from wildserve.workload.stats import TraceSummary, summarize
 app = typer.Typer(help="Inspect workload traces.", no_args_is_help=True)
 
 
-def _parse_options(pairs: list[str]) -> dict[str, Any]:
+def parse_options(pairs: list[str]) -> dict[str, Any]:
     """KEY=VALUE reader options; values become int, float or None (``none``) when they parse as one."""
     options: dict[str, Any] = {}
     for pair in pairs:
@@ -92,7 +92,7 @@ def info(
     limit: Annotated[int | None, typer.Option(help="only the first N requests")] = None,
 ) -> None:
     """Requests, duration, rate, length percentiles, sessions, categories and prefix-block reuse."""
-    requests = iter_trace(spec, **_parse_options(option or []))
+    requests = iter_trace(spec, **parse_options(option or []))
     requests = transforms.rate_scale(requests, rate_scale)
     if limit is not None:
         requests = transforms.limit(requests, limit)
