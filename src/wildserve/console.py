@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from rich.console import Console
 
 
@@ -23,3 +25,27 @@ def make_progress(console: Console, description_width: int = 20):
         TimeElapsedColumn(),
         console=console,
     )
+
+
+class RunCounter:
+    """One 'runs' bar over an experiment's parallel simulations; a log file gets a line per run."""
+
+    def __init__(self, console: Console, bar, jobs: int) -> None:
+        self.console, self.bar, self.jobs = console, bar, jobs
+        self.task = bar.add_task("runs", total=1)
+        self.done: set[str] = set()
+        self.t0 = time.perf_counter()
+
+    def on_plan(self, runs, sizes: dict | None = None) -> None:
+        self.bar.update(self.task, total=len(runs))
+        over = f" over {sizes} requests" if sizes else ""
+        self.console.print(f"{len(runs)} simulations{over}, {self.jobs} in parallel")
+
+    def on_progress(self, key: str, done: int, total: int) -> None:
+        if done < total or key in self.done:
+            return
+        self.done.add(key)
+        self.bar.update(self.task, completed=len(self.done))
+        if not self.console.is_terminal:
+            elapsed = time.perf_counter() - self.t0
+            self.console.print(f"[{len(self.done)}] {key} done ({elapsed:.0f} s)")

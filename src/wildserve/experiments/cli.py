@@ -44,7 +44,7 @@ def lmetric(
     """Every routing policy on the Mooncake and WEKA traces, swept over load; writes a report."""
     import dataclasses
 
-    from wildserve.console import make_console, make_progress
+    from wildserve.console import RunCounter, make_console, make_progress
     from wildserve.errors import ConfigError
     from wildserve.experiments.lmetric import (
         DEFAULT_WORKLOADS,
@@ -83,25 +83,9 @@ def lmetric(
     jobs = jobs or default_jobs(64)
     t0 = time.perf_counter()
     with make_progress(console) as bar:
-        overall = bar.add_task("runs", total=1)
-        state: dict = {"done": set()}
-
-        def on_plan(runs, sizes) -> None:
-            bar.update(overall, total=len(runs))
-            state["sizes"] = sizes
-            console.print(f"{len(runs)} simulations over {sizes} requests, {jobs} in parallel")
-
-        def on_progress(key: str, done: int, total: int) -> None:
-            if done >= total and key not in state["done"]:
-                state["done"].add(key)
-                bar.update(overall, completed=len(state["done"]))
-                if not console.is_terminal:  # a log file gets one line per finished run
-                    console.print(
-                        f"[{len(state['done'])}] {key} done ({time.perf_counter() - t0:.0f} s)"
-                    )
-
+        runs = RunCounter(console, bar, jobs)
         cache = RunCache(cache_dir) if cache_dir is not None else None
-        doc, metrics = run_experiment(exp, jobs, on_progress, on_plan, cache)
+        doc, metrics = run_experiment(exp, jobs, runs.on_progress, runs.on_plan, cache)
         zero = run_zero_score_demo(jobs=jobs) if zero_score_demo else None
     doc["wall_s"] = time.perf_counter() - t0
     command = "wildserve experiment lmetric " + " ".join(shlex.quote(a) for a in sys.argv[3:])

@@ -44,9 +44,7 @@ def kunserve(
 ) -> None:
     """Bursts on the Azure and Mooncake traces: KunServe against vLLM, InferCept and Llumnix."""
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from wildserve.console import make_console
+    from wildserve.console import RunCounter, make_console, make_progress
     from wildserve.errors import ConfigError
     from wildserve.experiments.kunserve import (
         BASE_SCALES,
@@ -99,26 +97,9 @@ def kunserve(
         exp.diagnostics = ()
     jobs = jobs or default_jobs(64)
     t0 = time.perf_counter()
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-    ) as bar:
-        overall = bar.add_task("runs", total=1)
-        done: set[str] = set()
-
-        def on_plan(runs) -> None:
-            bar.update(overall, total=len(runs))
-            console.print(f"{len(runs)} simulations, {jobs} in parallel")
-
-        def on_progress(key: str, finished: int, total: int) -> None:
-            if finished >= total and key not in done:
-                done.add(key)
-                bar.update(overall, completed=len(done))
-
-        doc = run_experiment(exp, jobs, on_progress, on_plan)
+    with make_progress(console) as bar:
+        runs = RunCounter(console, bar, jobs)
+        doc = run_experiment(exp, jobs, runs.on_progress, runs.on_plan)
     doc["wall_s"] = time.perf_counter() - t0
     command = "wildserve experiment kunserve " + " ".join(shlex.quote(a) for a in sys.argv[3:])
     path = write_report(
