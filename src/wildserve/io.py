@@ -46,6 +46,17 @@ def atomic_write_json(path: str | Path, obj: Any) -> Path:
     return atomic_write_bytes(path, orjson.dumps(obj, option=opts) + b"\n")
 
 
+def save_figure(fig: Any, path: str | Path, dpi: int = 110) -> Path:
+    """Lay out, write atomically and close a matplotlib figure (open figures pile up otherwise)."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    try:
+        return atomic_savefig(fig, path, dpi=dpi)
+    finally:
+        plt.close(fig)
+
+
 def atomic_savefig(fig: Any, path: str | Path, **kwargs: Any) -> Path:
     """Save a matplotlib figure atomically (format from the final path's suffix)."""
     fmt = Path(path).suffix.lstrip(".") or "png"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wildserve.io import atomic_savefig, atomic_write_text
+from wildserve.io import atomic_write_text, save_figure
 
 BASELINES = ("vllm", "infercept", "llumnix")
 KUNSERVE = ("kunserve", "kunserve-recompute")
@@ -145,9 +145,7 @@ def plot_timelines(doc: dict, setup: str, scenario: dict, path: Path) -> Path:
     axes[3].set_xlabel("time (s); shaded: burst window")
     axes[0].legend(loc="upper right", fontsize=8)
     fig.suptitle(f"{setup}: {scenario['name']}")
-    fig.tight_layout()
-    out = atomic_savefig(fig, path, dpi=80)
-    plt.close(fig)
+    out = save_figure(fig, path, dpi=80)
     return out
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wildserve.io import atomic_savefig, atomic_write_json, atomic_write_text
+from wildserve.io import atomic_write_json, atomic_write_text, save_figure
 
 MIN_GAP = 0.005  # OPT within half a point of LRU: no gap worth a share (shown as "-")
 
@@ -82,9 +82,7 @@ def plot_sweep(trace: str, rows: dict[str, list[dict]], path: Path) -> Path:
     ax.set(xscale="log", xlabel="capacity / ideal working set", ylabel="block hit ratio",
            title=f"{trace}: hit ratio vs capacity (dashed: leaf-only)")  # fmt: skip
     ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    atomic_savefig(fig, path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
     return path
 
 
@@ -114,9 +112,7 @@ def plot_cluster(runs: list[dict], path: Path) -> Path:
         ax.set(ylabel=f"TTFT {stat} (s)", title=f"queued TTFT {stat} by KV capacity per instance")
         ax.set_ylim(top=ax.get_ylim()[1] * 1.2)
     axes[0].legend(fontsize=8, ncol=len(policies), loc="upper left")
-    fig.tight_layout()
-    atomic_savefig(fig, path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
     return path
 
 

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from wildserve.experiments.lmetric import UNTUNED_BASELINES, best_linear
-from wildserve.io import atomic_savefig, atomic_write_text
+from wildserve.io import atomic_write_text, save_figure
 from wildserve.metrics import RequestMetrics
 from wildserve.sim.report import plot_cdfs
 
@@ -110,9 +110,7 @@ def plot_vs_load(runs: list[dict], workload: str, model: str, path: Path, instan
         ax.grid(alpha=0.3, which="both")
     axes[0].legend(fontsize=7)
     fig.suptitle(f"{workload}: {instances} x {model}")
-    fig.tight_layout()
-    out = atomic_savefig(fig, path, dpi=110)
-    plt.close(fig)
+    out = save_figure(fig, path, dpi=110)
     return out
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wildserve.io import atomic_savefig, atomic_write_json, atomic_write_text
+from wildserve.io import atomic_write_json, atomic_write_text, save_figure
 from wildserve.kvcache.analyze import TraceAnalysis
 
 
@@ -115,9 +115,7 @@ def plot_all(a: TraceAnalysis, out_dir: Path) -> dict[str, str]:
             title="reuse probability by category")  # fmt: skip
     ax1.legend(fontsize=7)
     ax2.legend(fontsize=7)
-    fig.tight_layout()
-    atomic_savefig(fig, out_dir / "reuse_time.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, out_dir / "reuse_time.png", dpi=110)
     out["reuse time and probability"] = "reuse_time.png"
 
     fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(names) + 2), 3.5))
@@ -127,9 +125,7 @@ def plot_all(a: TraceAnalysis, out_dir: Path) -> dict[str, str]:
     ax.set_xticks(x, names, rotation=30, ha="right", fontsize=7)
     ax.set(ylabel="share", title="how accesses and hits split across categories")
     ax.legend()
-    fig.tight_layout()
-    atomic_savefig(fig, out_dir / "category_split.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, out_dir / "category_split.png", dpi=110)
     out["category split"] = "category_split.png"
 
     if a.curves:
@@ -145,9 +141,7 @@ def plot_all(a: TraceAnalysis, out_dir: Path) -> dict[str, str]:
         ax.set(xscale="log", xlabel="capacity / working set", ylabel="hit ratio",
                title="hit ratio vs capacity")  # fmt: skip
         ax.legend()
-        fig.tight_layout()
-        atomic_savefig(fig, out_dir / "capacity.png", dpi=110)
-        plt.close(fig)
+        save_figure(fig, out_dir / "capacity.png", dpi=110)
         out["hit ratio vs capacity"] = "capacity.png"
     return out
 

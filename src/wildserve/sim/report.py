@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wildserve.io import atomic_savefig
+from wildserve.io import save_figure
 from wildserve.metrics import RequestMetrics
 
 
@@ -82,7 +82,5 @@ def plot_cdfs(metrics: Mapping[str, RequestMetrics], path: str | Path, title: st
     axes[0].legend(loc="lower right")
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    out = atomic_savefig(fig, path, dpi=120)
-    plt.close(fig)
+    out = save_figure(fig, path, dpi=120)
     return out

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from wildserve.io import save_figure
+
 METHOD_ORDER = ("fixed-ef", "laet", "darth", "omega")
 
 
@@ -84,8 +86,5 @@ def plot(result: dict, out_dir: Path) -> list[Path]:
             ax.set_xlabel("K")
         axes[0].set_ylabel(ylabel)
         axes[0].legend()
-        fig.tight_layout()
-        paths.append(out_dir / filename)
-        fig.savefig(paths[-1], dpi=110)
-        plt.close(fig)
+        paths.append(save_figure(fig, out_dir / filename, dpi=110))
     return paths
