@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import typer
 
+from wildserve.io import atomic_write_bytes, atomic_write_text
 from wildserve.vsearch.config import (
     BaselineConfig,
     ExperimentConfig,
@@ -26,12 +26,7 @@ _EXP = ExperimentConfig()
 
 
 def _write_json_atomic(path: Path, obj: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=1)
-    os.chmod(tmp, 0o644)  # mkstemp creates 0600
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(obj, indent=1))
 
 
 @app.command()
@@ -133,11 +128,9 @@ def search(
     table.add_row(*row)
     Console().print(table)
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".npy.tmp")
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, res.ids)
-        os.replace(tmp, out)
+        buf = io.BytesIO()
+        np.save(buf, res.ids)
+        atomic_write_bytes(out, buf.getvalue())
 
 
 def experiment(

@@ -7,14 +7,13 @@ for `angular` the vectors are unit-normalised and compared by negated inner prod
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from wildserve.errors import WildserveError
+from wildserve.io import atomic_write
 from wildserve.registry import Registry
 from wildserve.vsearch.config import IndexConfig
 
@@ -132,17 +131,11 @@ class HnswGraph:
 
 
 def _atomic_savez(path: Path, **arrays: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
-    os.close(fd)
-    try:
-        with open(tmp, "wb") as f:
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.savez would append .npz to a path
             np.savez(f, **arrays)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    atomic_write(path, write)
 
 
 def build_faiss_hnsw(vectors: np.ndarray, config: IndexConfig):
