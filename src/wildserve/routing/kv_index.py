@@ -10,6 +10,7 @@ Router and engine must use the same tokenizer; the router's block size must divi
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import Counter
 from collections.abc import Sequence
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 
 from wildserve.blocks import ROOT_HASH, token_block_hashes
 from wildserve.routing.local import RouterLocalViews
-from wildserve.routing.prefix_match import match_lengths
+from wildserve.routing.prefix_match import LazyPrefixMatch, match_lengths
 from wildserve.routing.view import InstanceView, RouteRequest
 
 log = logging.getLogger(__name__)
@@ -160,10 +161,11 @@ class KVEventViews:
         self.index = index
         self.local = local
         self.loads = [PolledLoad() for _ in range(index.num_instances)]
+        self._last = LazyPrefixMatch(index.match_all, ())  # the latest decision's matches
 
     def views(self, request: RouteRequest) -> list[InstanceView]:
-        hashes = request.block_hashes
-        matched = self.index.match_all(hashes)
+        shared = LazyPrefixMatch(self.index.match_all, request.block_hashes)
+        self._last = shared
         index_match = self.index.match
         local = self.local
         out = []
@@ -178,13 +180,17 @@ class KVEventViews:
                     queued_prefill_tokens=local.queued_prefill[i],
                     kv_usage=load.kv_usage,
                     block_size=self.index.block_size,
-                    match_blocks=_Matcher(i, hashes, matched[i], index_match),
+                    match_blocks=shared.for_instance(i, functools.partial(index_match, i)),
                 )
             )
         return out
 
     def on_dispatch(self, instance: int, request: RouteRequest, engine_request: object = None):
-        cached = self.index.match(instance, request.block_hashes) * self.index.block_size
+        last = self._last
+        matched = last.known(instance) if last.hashes is request.block_hashes else None
+        if matched is None:  # the policy did not match prefixes (or this is another request)
+            matched = self.index.match(instance, request.block_hashes)
+        cached = matched * self.index.block_size
         self.local.on_dispatch(instance, request, new_tokens=request.prompt_tokens - cached)
 
     def on_first_token(self, request_id: object) -> None:
@@ -192,20 +198,3 @@ class KVEventViews:
 
     def on_finish(self, request_id: object) -> None:
         self.local.on_finish(request_id)
-
-
-class _Matcher:
-    """``match_blocks`` for one view: the precomputed answer for the request being placed."""
-
-    __slots__ = ("_hashes", "_index_match", "_instance", "_matched")
-
-    def __init__(self, instance: int, hashes: Sequence[int], matched: int, index_match) -> None:
-        self._instance = instance
-        self._hashes = hashes
-        self._matched = matched
-        self._index_match = index_match
-
-    def __call__(self, block_hashes: Sequence[int]) -> int:
-        if block_hashes is self._hashes:
-            return self._matched
-        return self._index_match(self._instance, block_hashes)

@@ -9,7 +9,7 @@ its length or with the number of instances holding short prefixes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 
 def match_lengths(
@@ -94,3 +94,38 @@ class ClusterPrefixIndex:
 
     def match_lengths(self, block_hashes: Sequence[int]) -> list[int]:
         return match_lengths(self.holders, block_hashes, self.num_instances)
+
+
+class LazyPrefixMatch:
+    """One decision's prefix match on every instance, computed on first use and then reused.
+
+    Policies that ignore the cache never pay for it; those that ask once per instance pay once.
+    """
+
+    __slots__ = ("_compute", "_lengths", "hashes")
+
+    def __init__(self, compute: Callable[[Sequence[int]], list[int]], hashes: Sequence[int]):
+        self._compute = compute
+        self.hashes = hashes
+        self._lengths: list[int] | None = None
+
+    def lengths(self) -> list[int]:
+        if self._lengths is None:
+            self._lengths = self._compute(self.hashes)
+        return self._lengths
+
+    def known(self, instance: int) -> int | None:
+        """The match on ``instance`` if it was computed already, else None."""
+        return None if self._lengths is None else self._lengths[instance]
+
+    def for_instance(
+        self, instance: int, fallback: Callable[[Sequence[int]], int]
+    ) -> Callable[[Sequence[int]], int]:
+        """A view's ``match_blocks``: this decision's hashes from here, any others from ``fallback``."""
+
+        def match(block_hashes: Sequence[int]) -> int:
+            if block_hashes is not self.hashes:
+                return fallback(block_hashes)
+            return self.lengths()[instance]
+
+        return match

@@ -21,7 +21,7 @@ from typing import Protocol
 from wildserve.engine import Engine, EngineRequest, StepResult
 from wildserve.metrics import RequestMetrics
 from wildserve.routing.policy import RoutingPolicy
-from wildserve.routing.prefix_match import ClusterPrefixIndex
+from wildserve.routing.prefix_match import ClusterPrefixIndex, LazyPrefixMatch
 from wildserve.routing.view import InstanceView, RouteRequest
 from wildserve.sim.events import Event, EventQueue
 from wildserve.workload.request import Request
@@ -68,7 +68,11 @@ class ExactViews:
                 e.pool.event_sink = sink
 
     def views(self, request: RouteRequest) -> list[InstanceView]:
-        shared = _SharedMatch(self.index, request.block_hashes) if self.index is not None else None
+        shared = (
+            LazyPrefixMatch(self.index.match_lengths, request.block_hashes)
+            if self.index is not None
+            else None
+        )
         out = []
         for i, e in enumerate(self.engines):
             if not e.config.enable_prefix_caching:
@@ -98,29 +102,6 @@ class ExactViews:
 
     def on_step(self, instance: int, result: StepResult) -> None:
         """Exact views need no bookkeeping of their own."""
-
-
-class _SharedMatch:
-    """One decision's matches from the shared index, computed once on first use."""
-
-    __slots__ = ("hashes", "index", "lengths")
-
-    def __init__(self, index: ClusterPrefixIndex, hashes: Sequence[int]) -> None:
-        self.index = index
-        self.hashes = hashes
-        self.lengths: list[int] | None = None
-
-    def for_instance(
-        self, i: int, fallback: Callable[[Sequence[int]], int]
-    ) -> Callable[[Sequence[int]], int]:
-        def match(block_hashes: Sequence[int]) -> int:
-            if block_hashes is not self.hashes:
-                return fallback(block_hashes)
-            if self.lengths is None:
-                self.lengths = self.index.match_lengths(block_hashes)
-            return self.lengths[i]
-
-        return match
 
 
 def _zero(block_hashes: Sequence[int]) -> int:
