@@ -255,7 +255,6 @@ class BlockPool:
         new_ids += range(start, start + fresh)
         self.policy.resize(len(self.ref_cnt))
         self._empty[:0] = reversed(new_ids)
-        self.policy.resize(len(self.ref_cnt))
 
     def shrink(self, num_blocks: int, now: float) -> None:
         """Hand ``num_blocks`` free blocks back (e.g. to reloaded weights); never touches blocks in use.

@@ -142,8 +142,7 @@ class Engine:
             req.status = RequestStatus.FINISHED_ABORTED
             req.finish_s = now
             return False
-        hit = self.kv.num_cached_tokens(req.block_hashes[: self.kv.max_hit_blocks(req)])
-        req.pending_prefill = req.num_tokens - hit
+        req.pending_prefill = req.num_tokens - self.kv.prefix_hit_tokens(req)
         req.engine_id = self.instance_id
         self.scheduler.add(req)
         return True

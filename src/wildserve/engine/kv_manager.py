@@ -69,6 +69,10 @@ class KVCacheManager:
             return 0
         return self.pool.num_matched(block_hashes) * self.block_size
 
+    def prefix_hit_tokens(self, req: EngineRequest) -> int:
+        """Prompt tokens ``req`` would find cached if admitted now: what it need not prefill."""
+        return self.num_cached_tokens(req.block_hashes[: self.max_hit_blocks(req)])
+
     def allocate_slots(
         self,
         req: EngineRequest,

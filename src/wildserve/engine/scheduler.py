@@ -174,13 +174,16 @@ class Scheduler:
     def _preempt(self, req: EngineRequest, now: float) -> None:
         """Recompute preemption: drop the KV, keep the outputs, go back to the waiting head."""
         assert req.status == RequestStatus.RUNNING, req
-        self.kv.free(req, now)
+        self.drop_kv(req, now)
         req.status = RequestStatus.PREEMPTED
-        req.num_computed_tokens = 0
         req.num_preemptions += 1
-        hit = self.kv.num_cached_tokens(req.block_hashes[: self.kv.max_hit_blocks(req)])
-        self._set_pending(req, req.num_tokens - hit)
         self.waiting.appendleft(req)
+
+    def drop_kv(self, req: EngineRequest, now: float) -> None:
+        """Free a request's KV; it starts over from its cached prefix (outputs are kept)."""
+        self.kv.free(req, now)
+        req.num_computed_tokens = 0
+        self._set_pending(req, req.num_tokens - self.kv.prefix_hit_tokens(req))
 
     def requeue(self, req: EngineRequest, front: bool = False) -> None:
         """Queue a request that arrives with outputs but no KV (moved here from another engine)."""
@@ -188,8 +191,7 @@ class Scheduler:
         if req.status == RequestStatus.RUNNING or req.num_output_tokens:
             req.status = RequestStatus.PREEMPTED
         req.num_computed_tokens = 0
-        hit = self.kv.num_cached_tokens(req.block_hashes[: self.kv.max_hit_blocks(req)])
-        self._set_pending(req, req.num_tokens - hit)
+        self._set_pending(req, req.num_tokens - self.kv.prefix_hit_tokens(req))
         if front:
             self.waiting.appendleft(req)
         else:

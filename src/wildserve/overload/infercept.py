@@ -137,10 +137,7 @@ class InferCeptPreemption(PreemptionPolicy):
         freed = False
         for req in sched.waiting:
             if req.block_ids and id(req) not in self.swapped:
-                sched.kv.free(req, now)
-                req.num_computed_tokens = 0
-                hit = sched.kv.num_cached_tokens(req.block_hashes[: sched.kv.max_hit_blocks(req)])
-                sched._set_pending(req, req.num_tokens - hit)
+                sched.drop_kv(req, now)
                 self.counts["unstick"] += 1
                 freed = True
         return freed
