@@ -9,6 +9,7 @@ whose KV this GPU stores, so a GPU keeping L/g layers fits g times more tokens p
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from wildserve.errors import ConfigError
@@ -35,20 +36,26 @@ class GpuMemory:
         cls, cap: KVCapacity, block_size: int, num_layers: int = 0, layer_param_bytes: int = 0
     ) -> GpuMemory:
         """From a whole-model split; ``num_layers`` and ``layer_param_bytes`` enable layer dropping."""
-        if num_layers < 0 or (num_layers and cap.kv_bytes_per_token % num_layers):
-            raise ConfigError(f"num_layers={num_layers} does not divide the per-token KV bytes")
-        per_layer_kv = cap.kv_bytes_per_token // num_layers if num_layers else 0
-        return cls(
+        mem = cls(
             cap.usable_bytes,
             cap.param_bytes,
             cap.reserve_bytes,
             cap.kv_bytes_per_token,
             block_size,
-            num_layers,
-            layer_param_bytes,
-            per_layer_kv,
-            (0, num_layers),
-            num_layers,
+        )
+        return mem.with_layers(num_layers, layer_param_bytes) if num_layers else mem
+
+    def with_layers(self, num_layers: int, layer_param_bytes: int) -> GpuMemory:
+        """This accounting, tracked per layer (all ``num_layers`` held), so layers can be dropped."""
+        if num_layers < 1 or self.kv_bytes_per_token % num_layers:
+            raise ConfigError(f"num_layers={num_layers} does not divide the per-token KV bytes")
+        return dataclasses.replace(
+            self,
+            num_layers=num_layers,
+            layer_param_bytes=layer_param_bytes,
+            layer_kv_bytes_per_token=self.kv_bytes_per_token // num_layers,
+            layers=(0, num_layers),
+            kv_layers=num_layers,
         )
 
     @property

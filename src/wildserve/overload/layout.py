@@ -70,14 +70,7 @@ def build_layered_cluster(cfg: ClusterConfig, links: Links | None = None) -> Lay
     for e in engines:
         m = e.memory
         assert m is not None
-        e.memory = dataclasses.replace(
-            m,
-            num_layers=model.num_layers,
-            layer_param_bytes=layer_params,
-            layer_kv_bytes_per_token=m.kv_bytes_per_token // model.num_layers,
-            layers=(0, model.num_layers),
-            kv_layers=model.num_layers,
-        )
+        e.memory = m.with_layers(model.num_layers, layer_params)
     if links is None:
         links = Links(instances_per_node=max(1, 8 // cfg.tp))
     return LayeredCluster(cfg, engines, engines[0].cost_model, model.num_layers, links)
