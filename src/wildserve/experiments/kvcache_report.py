@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import numpy as np
@@ -164,16 +163,3 @@ def write(results, out_dir: Path, command: str) -> Path:
             "",
         ]
     return atomic_write_text(out_dir / "kvcache.md", "\n".join(lines))
-
-
-def rewrite(out_dir: Path) -> Path:
-    """Re-render kvcache.md and the PNGs from an earlier run's kvcache.json."""
-    from wildserve.experiments.kvcache import KVCacheExperiment, Results
-
-    doc = json.loads((Path(out_dir) / "kvcache.json").read_text())
-    cfg = KVCacheExperiment(**{k: tuple(v) if isinstance(v, list) else v
-                               for k, v in doc["config"].items()})  # fmt: skip
-    res = Results(
-        cfg, doc["sweeps"], doc["streams"], doc["cluster"], doc["engine_blocks_working_set"]
-    )
-    return write(res, Path(out_dir), doc["command"])

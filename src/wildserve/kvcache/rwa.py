@@ -75,7 +75,3 @@ class RWAPolicy(WAPolicy):
     name = "rwa"
     kernels = (_rwa_ops, _rwa_replay)
     classes_per_category = LEVELS
-
-    def class_names(self, categories: list[str]) -> list[str]:
-        return [f"{c}/r{lvl}" + ("+" if lvl == LEVELS - 1 else "") for c in categories
-                for lvl in range(LEVELS)]  # fmt: skip

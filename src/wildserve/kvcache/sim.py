@@ -8,7 +8,7 @@ policy X reach with C blocks" for capacity sweeps, millions of block accesses pe
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,13 +44,6 @@ class ReplayResult:
     @property
     def accesses_per_s(self) -> float:
         return self.num_accesses / self.wall_s if self.wall_s > 0 else float("inf")
-
-    def hit_ratio_by_category(self, stream: BlockStream) -> np.ndarray:
-        ncat = len(stream.categories.names)
-        hits = np.bincount(stream.cats, self.hits, minlength=ncat)
-        total = np.bincount(stream.cats, stream.lengths, minlength=ncat)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(total > 0, hits / np.maximum(total, 1), 0.0)
 
 
 def ideal_hits(stream: BlockStream) -> int:
@@ -108,25 +101,6 @@ def replay(
 def capacity_grid(stream: BlockStream, fractions: Sequence[float]) -> list[int]:
     """Capacities in blocks for fractions of the ideal working set (every distinct block)."""
     return sorted({max(1, round(f * stream.num_blocks)) for f in fractions})
-
-
-def sweep(
-    stream: BlockStream,
-    policies: Sequence[str],
-    capacities: Sequence[int],
-    progress: Callable[[str, int], None] | None = None,
-    policy_kwargs: dict[str, dict] | None = None,
-) -> dict[str, list[ReplayResult]]:
-    """Every policy at every capacity (fresh policy each time); results per policy spec."""
-    out: dict[str, list[ReplayResult]] = {}
-    for spec in policies:
-        kw = (policy_kwargs or {}).get(spec.partition(":")[0], {})
-        out[spec] = []
-        for c in capacities:
-            out[spec].append(replay(stream, spec, c, **kw))
-            if progress is not None:
-                progress(spec, c)
-    return out
 
 
 def capacity_for(

@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from wildserve.engine import Engine, EngineRequest, StepResult
 from wildserve.engine.costing import ModelCosting
 from wildserve.engine.kv_manager import cdiv
-from wildserve.engine.memory import GpuMemory
 from wildserve.engine.request import RequestStatus
 from wildserve.errors import ConfigError
 from wildserve.overload.invariants import check_cluster
@@ -461,6 +460,3 @@ class KunServeController(SampledController):
             if serves or (g.leader == i and g.state is GroupState.DROPPED):
                 out.append(i)
         self._targets = None if len(out) == len(self.engines) else out
-
-    def memory_of(self, instance: int) -> GpuMemory:
-        return self.engines[instance].memory
