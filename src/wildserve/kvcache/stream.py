@@ -32,7 +32,10 @@ class BlockStream:
     num_blocks: int  # distinct block ids
     name: str = ""
     prompt_tokens: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    # derived arrays, one of each kept (they are large): keyed by the replayed set (and max age)
+    _order: tuple[int | None, np.ndarray] = field(default=(None, np.zeros(0, np.int64)), repr=False)
     _next_use: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
+    _history: dict[tuple[float, int], np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
     def num_requests(self) -> int:
@@ -62,44 +65,51 @@ class BlockStream:
             return None
         return self.depths() < capacity
 
+    def _replay_order(self, capacity: int | None) -> tuple[int, np.ndarray]:
+        """The replayed accesses sorted by block, then time; and a cache key for that set."""
+        mask = self.processed_mask(capacity)
+        key = -1 if mask is None else int(capacity)
+        if self._order[0] != key:
+            idx = np.arange(self.num_accesses) if mask is None else np.flatnonzero(mask)
+            self._order = (key, idx[np.argsort(self.blocks[idx], kind="stable")])
+        return self._order
+
     def next_use(self, capacity: int | None = None) -> np.ndarray:
         """Request index of each access's block's next replayed access (``NEVER`` if none)."""
-        mask = self.processed_mask(capacity)
-        key = -1 if mask is None else capacity
+        key, order = self._replay_order(capacity)
         if key in self._next_use:
             return self._next_use[key]
         req = self.request_of_access().astype(np.float64)
-        idx = np.arange(self.num_accesses) if mask is None else np.flatnonzero(mask)
-        order = idx[np.argsort(self.blocks[idx], kind="stable")]  # by block, then time
         out = np.full(self.num_accesses, NEVER)
         same = self.blocks[order[1:]] == self.blocks[order[:-1]]
         out[order[:-1][same]] = req[order[1:][same]]
-        self._next_use = {key: out}  # keep one: they are large
+        self._next_use = {key: out}
         return out
 
     def history(self, max_age_s: float, capacity: int | None = None) -> np.ndarray:
         """Access-history hints, shape (3, N): seconds since the block's previous replayed access,
         that access's category, and how many accesses of the block came before this one; an access
-        more than ``max_age_s`` after the previous one starts afresh: (inf, -1, 0)."""
-        mask = self.processed_mask(capacity)
-        idx = np.arange(self.num_accesses) if mask is None else np.flatnonzero(mask)
-        order = idx[np.argsort(self.blocks[idx], kind="stable")]
-        t = self.times[self.request_of_access()]
+        more than ``max_age_s`` after the previous one starts afresh: (inf, -1, 0). Read-only."""
+        key, order = self._replay_order(capacity)
+        if (max_age_s, key) in self._history:
+            return self._history[(max_age_s, key)]
+        req = self.request_of_access()
+        t = self.times[req]
         out = np.empty((3, self.num_accesses))
         out[0], out[1], out[2] = np.inf, -1.0, 0.0
-        if len(order) == 0:
-            return out
-        age = np.full(len(order), np.inf)
-        same = self.blocks[order[1:]] == self.blocks[order[:-1]]
-        age[1:][same] = t[order[1:][same]] - t[order[:-1][same]]
-        linked = age <= max_age_s  # continues the previous access's history
-        starts = np.flatnonzero(~linked)
-        run_start = starts[np.cumsum(~linked) - 1]
-        cur, prev = order[linked], order[np.flatnonzero(linked) - 1]
-        out[0, cur] = age[linked]
-        out[1, cur] = self.cats[self.request_of_access()[prev]]
-        out[2] = 0.0
-        out[2, order] = np.arange(len(order)) - run_start
+        if len(order):
+            age = np.full(len(order), np.inf)
+            same = self.blocks[order[1:]] == self.blocks[order[:-1]]
+            age[1:][same] = t[order[1:][same]] - t[order[:-1][same]]
+            linked = age <= max_age_s  # continues the previous access's history
+            starts = np.flatnonzero(~linked)
+            run_start = starts[np.cumsum(~linked) - 1]
+            cur, prev = order[linked], order[np.flatnonzero(linked) - 1]
+            out[0, cur] = age[linked]
+            out[1, cur] = self.cats[req[prev]]
+            out[2, order] = np.arange(len(order)) - run_start
+        out.flags.writeable = False  # shared by every replay of this stream
+        self._history = {(max_age_s, key): out}
         return out
 
 
