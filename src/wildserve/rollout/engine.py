@@ -18,7 +18,7 @@ from wildserve.rollout.cache import RaggedLM
 from wildserve.rollout.config import SamplingConfig
 from wildserve.rollout.drafters.base import Draft
 from wildserve.rollout.planner import NO_DRAFTER, DraftPlanner, StepPlan
-from wildserve.rollout.sampling import sampling_probs
+from wildserve.rollout.sampling import record_logprobs, sampling_probs
 from wildserve.rollout.state import SeqState
 from wildserve.rollout.verify import NO_TOKEN, verify
 
@@ -147,8 +147,6 @@ def generate(
             [len(c) for c in chunks],
             [d.parents for d in plan.drafts],
         )
-        temperature = 1.0 if sampling.is_greedy else sampling.temperature
-        logp = torch.log_softmax(logits.float() / temperature, dim=-1)
         new_tokens = 0
         keep = torch.ones(len(active), logits.shape[1], dtype=torch.bool)
         for b, s in enumerate(active):
@@ -157,7 +155,7 @@ def generate(
             emitted = [plan.drafts[b].tokens[i] for i in path] + ([nxt] if nxt != NO_TOKEN else [])
             # emitted token j was predicted at the chunk slot of the path node before it
             slots = [0, *(i + 1 for i in path)][: len(emitted)]
-            lps = logp[b, torch.tensor(slots), torch.tensor(emitted)].tolist()
+            lps = record_logprobs(logits[b, slots], torch.tensor(emitted), sampling).tolist()
             if plan.drafts[b].parents is not None:
                 keep[b, 1:] = False
                 keep[b, torch.tensor(path, dtype=torch.long) + 1] = True
