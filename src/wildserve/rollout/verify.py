@@ -139,16 +139,13 @@ def _walk_tree(
         if chosen == -2:
             if not rejected:
                 return path, target  # a leaf: the bonus token
-            r = target.clone()
-            r[rejected] = 0.0
-            total = r.sum()
-            return path, r / total if total > 0 else target
+            return path, _residual(target, rejected, None)
         path.append(chosen)
         node = chosen
 
 
-def _residual(p: torch.Tensor, rejected: int, q: torch.Tensor | None) -> torch.Tensor:
-    """normalize(max(0, p - q)); a deterministic draft is q = one-hot(rejected)."""
+def _residual(p: torch.Tensor, rejected: int | list[int], q: torch.Tensor | None) -> torch.Tensor:
+    """normalize(max(0, p - q)); deterministic drafts are q = one-hot(rejected), so p without them."""
     if q is None:
         r = p.clone()
         r[rejected] = 0.0
