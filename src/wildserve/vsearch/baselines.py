@@ -29,6 +29,7 @@ from wildserve.vsearch.methods import (
     bisect_log_multiplier,
     lower_bound,
     recall_at_budget,
+    tuning_key,
 )
 from wildserve.vsearch.search import StopRule, recall_at_k
 from wildserve.vsearch.trajectory import TrajectoryLog
@@ -110,11 +111,11 @@ class Laet(Method):
                     budget = np.maximum(self.warmup, m * pred)
                     return lower_bound(recall_at_budget(ctx.val.found_at, budget, k), z) >= target
 
-                self._mult[(k, round(target, 6))] = bisect_log_multiplier(ok)
+                self._mult[tuning_key(k, target)] = bisect_log_multiplier(ok)
 
     def multiplier(self, k: int, target: float) -> float:
         try:
-            return self._mult[(int(k), round(float(target), 6))]
+            return self._mult[tuning_key(k, target)]
         except KeyError:
             raise ConfigError(f"laet was not tuned for K={k}, target={target}") from None
 
@@ -175,7 +176,7 @@ class Darth(Method):
         self._thresholds: dict[tuple[int, float], float] = {}
         for k in ctx.ks:
             for target in ctx.targets:
-                self._thresholds[(k, round(target, 6))] = self._tune_threshold(ctx, k, target)
+                self._thresholds[tuning_key(k, target)] = self._tune_threshold(ctx, k, target)
 
     def _tune_threshold(self, ctx: FitContext, k: int, target: float) -> float:
         """The predicted-recall level to stop at: the target itself unless validation queries miss it,
@@ -213,11 +214,11 @@ class Darth(Method):
                 mean = mean_ndis_to_target(ctx.train.found_at, k, target)
                 ipi = max(mean * ctx.baseline.darth_ipi_fraction, 16.0)
                 mpi = max(mean * ctx.baseline.darth_mpi_fraction, 8.0)
-                self._intervals[(k, round(target, 6))] = (ipi, mpi)
+                self._intervals[tuning_key(k, target)] = (ipi, mpi)
 
     def rule(self, k: int, target: float) -> StopRule:
         try:
-            threshold = self._thresholds[(int(k), round(float(target), 6))]
+            threshold = self._thresholds[tuning_key(k, target)]
         except KeyError:
             raise ConfigError(f"darth was not tuned for K={k}, target={target}") from None
         return self._rule(k, target, threshold)
@@ -226,7 +227,7 @@ class Darth(Method):
         if k not in self.forests:
             raise ConfigError(f"darth has no model for K={k}; trained for {sorted(self.forests)}")
         try:
-            ipi, mpi = self._intervals[(k, round(target, 6))]
+            ipi, mpi = self._intervals[tuning_key(k, target)]
         except KeyError:
             raise ConfigError(f"darth was not fitted for target {target}") from None
         params = np.array([threshold, ipi, mpi], np.float64)

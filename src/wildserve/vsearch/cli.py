@@ -135,7 +135,7 @@ def search(
 
 def experiment(
     dataset: str = typer.Option(_EXP.dataset, help="glove, synthetic, or a .npy/.fvecs path"),
-    metric: str = typer.Option(_EXP.metric, help="l2, ip or angular"),
+    metric: str = typer.Option(_IDX.metric, help="l2, ip or angular"),
     n_base: int = typer.Option(_EXP.n_base, help="base vectors kept (0 = all)"),
     n_train: int = typer.Option(_EXP.n_train, help="training queries"),
     n_val: int = typer.Option(_EXP.n_val, help="validation queries (baseline tuning)"),
@@ -158,7 +158,7 @@ def experiment(
 
     console = Console()
     cfg = dataclasses.replace(
-        _EXP, dataset=dataset, metric=metric, n_base=n_base, n_train=n_train, n_val=n_val,
+        _EXP, dataset=dataset, n_base=n_base, n_train=n_train, n_val=n_val,
         n_test=n_test, seed=seed,
     )  # fmt: skip
     with console.status("running") as status:

@@ -112,7 +112,6 @@ class ExperimentConfig:
     dataset: str = field(
         default="glove", metadata={"help": "glove, synthetic, or a .npy/.fvecs path"}
     )
-    metric: str = field(default="angular", metadata={"help": "l2, ip or angular"})
     n_base: int = field(default=100_000, metadata={"help": "base vectors kept (0 = all)"})
     n_train: int = field(default=1000, metadata={"help": "training queries"})
     n_val: int = field(default=300, metadata={"help": "queries the baselines are tuned on"})

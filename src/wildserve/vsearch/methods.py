@@ -103,7 +103,8 @@ def bisect_log_multiplier(ok, lo: float = -6.0, hi: float = 10.0, steps: int = 3
     return 2.0**hi
 
 
-def _key(k: int, target: float) -> tuple[int, float]:
+def tuning_key(k: int, target: float) -> tuple[int, float]:
+    """How every method files what it tuned for (K, recall target)."""
     return (int(k), round(float(target), 6))
 
 
@@ -133,7 +134,7 @@ class FixedEf(Method):
                 lo, hi = k, ef_cap
                 if lower_bound(recalls(hi, k), z) < target:
                     log.warning("fixed-ef: K=%d target %.2f not met even at ef=%d", k, target, hi)
-                    self._efs[_key(k, target)] = hi
+                    self._efs[tuning_key(k, target)] = hi
                     continue
                 while lo < hi:
                     mid = (lo + hi) // 2
@@ -141,11 +142,11 @@ class FixedEf(Method):
                         hi = mid
                     else:
                         lo = mid + 1
-                self._efs[_key(k, target)] = hi
+                self._efs[tuning_key(k, target)] = hi
 
     def ef_for(self, k: int, target: float) -> int:
         try:
-            return self._efs[_key(k, target)]
+            return self._efs[tuning_key(k, target)]
         except KeyError:
             raise ConfigError(f"fixed-ef was not tuned for K={k}, target={target}") from None
 
