@@ -84,11 +84,13 @@ class CostModel:
     _tokens: list[int] = field(default_factory=list)
     _seconds: list[float] = field(default_factory=list)
     draft_step_s: dict[str, float] = field(default_factory=dict)
+    _fit: tuple[float, float] | None = None  # (slope, intercept) of the current window
 
     def observe_verify(self, num_tokens: int, seconds: float) -> None:
         self._tokens.append(num_tokens)
         self._seconds.append(seconds)
         del self._tokens[: -self.window], self._seconds[: -self.window]
+        self._fit = None
 
     def observe_draft(self, drafter: str, num_steps: int, seconds: float) -> None:
         if num_steps <= 0:
@@ -103,12 +105,15 @@ class CostModel:
 
     def verify_time(self, num_tokens: int) -> float:
         """V for a forward of ``num_tokens`` padded tokens (needs ``is_ready``)."""
-        x = np.asarray(self._tokens, dtype=float)
-        y = np.asarray(self._seconds, dtype=float)
-        slope, intercept = np.polyfit(x, y, 1)
-        if slope < 0:  # noise on a flat curve: fall back to the mean
-            slope, intercept = 0.0, float(y.mean())
-        return max(float(intercept + slope * num_tokens), 1e-6)
+        if self._fit is None:  # refitted once per new observation, not per candidate plan
+            x = np.asarray(self._tokens, dtype=float)
+            y = np.asarray(self._seconds, dtype=float)
+            slope, intercept = np.polyfit(x, y, 1)
+            if slope < 0:  # noise on a flat curve: fall back to the mean
+                slope, intercept = 0.0, float(y.mean())
+            self._fit = (float(slope), float(intercept))
+        slope, intercept = self._fit
+        return max(intercept + slope * num_tokens, 1e-6)
 
     def draft_time(self, drafter: str, k: int) -> float:
         return k * self.draft_step_s.get(drafter, 0.0)  # unmeasured: optimistic, so it gets tried
@@ -149,7 +154,6 @@ class StepPlan:
     drafts: list[Draft]
     drafter: list[str]  # who drafted the row's tokens ('none' when it got none)
     chosen: list[str]  # who the row was assigned to, even if that drafter had nothing ready
-    k: int
     draft_time_s: dict[str, float]
 
 
@@ -196,7 +200,7 @@ class DraftPlanner:
             drafts.append(d.head(k) if d.tokens and k > 0 else Draft([]))
         self._num_steps += 1
         drafter = [c if drafts[i].tokens else NO_DRAFTER for i, c in enumerate(choice)]
-        return StepPlan(drafts, drafter, choice, k, times)
+        return StepPlan(drafts, drafter, choice, times)
 
     def observe(
         self,
@@ -229,15 +233,19 @@ class DraftPlanner:
         subsets = [c for r in range(len(self.models) + 1) for c in combinations(self.models, r)]
         best: tuple[float, int, tuple[str, ...], list[str]] | None = None
         for k in ks:
+            by_lookup = []  # per row, the best lookup draft at this k: the same for every subset
+            for i, s in enumerate(seqs):
+                name, e, n = NO_DRAFTER, 1.0, 0
+                for cand in self.lookup:
+                    d_c = proposals[cand][i].head(k)
+                    e_c = expected_tokens(self.acceptance.rate(s.seq_id, cand), d_c.depth)
+                    if e_c > e:
+                        name, e, n = cand, e_c, len(d_c.tokens)
+                by_lookup.append((name, e, n))
             for used in subsets:
                 choice, total_e, width = [], 0.0, 1
                 for i, s in enumerate(seqs):
-                    name, e, n = NO_DRAFTER, 1.0, 0
-                    for cand in self.lookup:
-                        d_c = proposals[cand][i].head(k)
-                        e_c = expected_tokens(self.acceptance.rate(s.seq_id, cand), d_c.depth)
-                        if e_c > e:
-                            name, e, n = cand, e_c, len(d_c.tokens)
+                    name, e, n = by_lookup[i]
                     for cand in used:
                         e_c = expected_tokens(self.acceptance.rate(s.seq_id, cand), k)
                         if e_c > e:
