@@ -190,16 +190,14 @@ def kvcache(
 ) -> None:
     """Hit ratio vs capacity for every eviction policy on the Mooncake and WEKA traces, and queued
     TTFT in the cluster simulator at two KV capacities (with and without a host-memory tier)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from wildserve.console import make_console
+    from wildserve.console import make_console, make_progress
     from wildserve.experiments.kvcache_report import write
     from wildserve.sim.parallel import default_jobs
 
     cfg = KVCacheExperiment(max_requests=max_requests, instances=instances)
     console = make_console()
-    with Progress(TextColumn("{task.description:>58}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console) as bar:  # fmt: skip
+    with make_progress(console, 58) as bar:
         ids: dict[str, Any] = {}
 
         def on_progress(key: str, done: int, total: int) -> None:

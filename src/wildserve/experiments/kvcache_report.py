@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from wildserve.experiments.kvcache import NO_HISTORY
 from wildserve.io import atomic_write_json, atomic_write_text, save_figure
 
 MIN_GAP = 0.005  # OPT within half a point of LRU: no gap worth a share (shown as "-")
@@ -30,11 +31,11 @@ def sweep_table(rows: dict[str, list[dict]], variant: str) -> list[str]:
     """Markdown rows: one per capacity, hit ratios per policy and the gap WA / RWA close."""
     suffix = ":leaf" if variant == "leaf" else ""
     names = [s for s in rows if s.endswith(suffix) and (suffix or ":" not in s)]
-    names = [s for s in names if s != "wa/no-history"] + (
-        ["wa/no-history"] if not suffix and "wa/no-history" in rows else []
+    names = [s for s in names if s != NO_HISTORY] + (
+        [NO_HISTORY] if not suffix and NO_HISTORY in rows else []
     )
     lru, opt = rows["lru" + suffix], rows["opt" + suffix]
-    closers = [s for s in ("wa" + suffix, "rwa" + suffix, "wa/no-history") if s in names]
+    closers = [s for s in ("wa" + suffix, "rwa" + suffix, NO_HISTORY) if s in names]
     head = ["capacity (share of working set)", *names, *(f"{s} gap closed" for s in closers)]
     out = ["| " + " | ".join(head) + " |", "|" + " ---: |" * len(head)]
     for i, base in enumerate(lru):
@@ -75,7 +76,7 @@ def plot_sweep(trace: str, rows: dict[str, list[dict]], path: Path) -> Path:
         base = spec.split(":")[0]
         x = [d["fraction"] for d in data]
         y = [d["hit_ratio"] for d in data]
-        style = "--" if spec.endswith(":leaf") else (":" if spec == "wa/no-history" else "-")
+        style = "--" if spec.endswith(":leaf") else (":" if spec == NO_HISTORY else "-")
         (line,) = ax.plot(x, y, style, marker="o", ms=3, label=spec, color=colors.get(base))
         colors.setdefault(base, line.get_color())
     ax.set(xscale="log", xlabel="capacity / ideal working set", ylabel="block hit ratio",

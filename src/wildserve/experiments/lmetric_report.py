@@ -46,11 +46,7 @@ def acceptance(runs: list[dict], workload: str, model: str, scale: float) -> dic
     """The issue's acceptance checks at one load, from the measured summaries."""
     lm = _select(runs, workload, model, "lmetric", scale)
     vl = _select(runs, workload, model, "vllm-v1", scale)
-    base = [
-        r
-        for p in UNTUNED_BASELINES
-        if (r := _select(runs, workload, model, p, scale)) and p != "lmetric"
-    ]
+    base = [r for p in UNTUNED_BASELINES if (r := _select(runs, workload, model, p, scale))]
     lin = best_linear(runs, workload, model, scale)
     if lm is None:
         return {}

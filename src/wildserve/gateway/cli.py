@@ -192,9 +192,7 @@ def replay(
     """Replay a trace against a gateway or server and report client-side TTFT/TPOT/E2E."""
     import asyncio
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from wildserve.console import make_console
+    from wildserve.console import make_console, make_progress
     from wildserve.errors import ConfigError
     from wildserve.gateway.replay import PromptBuilder, summarize_records
     from wildserve.gateway.replay import replay as run_replay
@@ -220,10 +218,7 @@ def replay(
     name = label or url
     console.print(f"[bold]{len(requests)}[/] requests from {trace} (rate x{rate_scale}) -> {url}")
     t0 = time.perf_counter()
-    with Progress(
-        TextColumn("{task.description:>20}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=console,
-    ) as bar:  # fmt: skip
+    with make_progress(console) as bar:
         task = bar.add_task(name, total=len(requests))
 
         def on_progress(done: int, sent: int) -> None:

@@ -210,10 +210,11 @@ class EmulatedEngine:
         """Queue one request; raises PromptError if it can never fit this instance."""
         rid = f"cmpl-{next(self._ids)}"
         hashes = token_block_hashes(token_ids, self.block_size)
-        req = EngineRequest(rid, self.now(), len(token_ids), max_tokens, hashes)
+        now = self.now()
+        req = EngineRequest(rid, now, len(token_ids), max_tokens, hashes)
         if self.collector is not None:
             self.collector.admit(hashes, token_ids)
-        if not self.engine.add_request(req, self.now()):
+        if not self.engine.add_request(req, now):
             self._release(req)
             raise PromptError(
                 f"prompt of {len(token_ids)} tokens plus {max_tokens} output tokens does not fit "

@@ -158,9 +158,7 @@ async def _send(session, url: str, body: dict, rec: ClientRecord, t0: float) -> 
             rec.num_output_tokens = usage.get("completion_tokens") or chunks
             details = usage.get("prompt_tokens_details") or {}
             rec.num_hit_tokens = details.get("cached_tokens") or 0
-    except (TimeoutError, OSError, ValueError) as exc:
-        rec.error = f"{type(exc).__name__}: {exc}"[:200]
-    except Exception as exc:  # aiohttp.ClientError and friends: recorded, never raised
+    except Exception as exc:  # timeouts, OS and aiohttp errors, bad JSON: recorded, never raised
         rec.error = f"{type(exc).__name__}: {exc}"[:200]
     finally:
         if rec.error is not None:
