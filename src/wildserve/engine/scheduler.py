@@ -127,11 +127,7 @@ class Scheduler:
                 resumed = self.preemption.resume(self, req, num_new, reserve, now)
                 if resumed is None:  # not this step (e.g. a transfer budget), maybe the next
                     return
-                if not resumed:
-                    if self.running or out.scheduled or not self.preemption.unstick(self, now):
-                        out.waiting_stuck = True
-                        return
-                    continue
+                admitted = resumed
                 num_hit = req.num_computed_tokens
             else:
                 computed = kv.get_computed_blocks(req)
@@ -142,11 +138,12 @@ class Scheduler:
                 if not cfg.enable_chunked_prefill and num_new > budget:
                     return
                 num_new = min(num_new, budget)
-                if not kv.allocate_slots(req, num_new, now, computed, reserve):
-                    if self.running or out.scheduled or not self.preemption.unstick(self, now):
-                        out.waiting_stuck = True
-                        return
-                    continue
+                admitted = kv.allocate_slots(req, num_new, now, computed, reserve)
+            if not admitted:  # out of blocks: only an idle engine may free kept KV and retry
+                if self.running or out.scheduled or not self.preemption.unstick(self, now):
+                    out.waiting_stuck = True
+                    return
+                continue
             waiting.popleft()
             assert req.status in (RequestStatus.WAITING, RequestStatus.PREEMPTED), req
             req.status = RequestStatus.RUNNING
