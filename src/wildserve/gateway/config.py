@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
-from wildserve.engine.config import EngineConfig
+from wildserve.engine.config import EngineConfig, check_bounds, option
 from wildserve.errors import ConfigError
-
-
-def _opt(default: object, help: str, **bounds: float) -> object:
-    return field(default=default, metadata={"help": help, **bounds})
 
 
 @dataclass
@@ -21,21 +17,23 @@ class GatewayConfig:
         default_factory=list,
         metadata={"help": "ZMQ KV-event endpoints, one per backend in order (exact view source)"},
     )
-    policy: str = _opt("lmetric", "routing policy (any registered one)")
-    host: str = _opt("127.0.0.1", "address to listen on")
-    port: int = _opt(8000, "port to listen on", ge=0)
-    tokenizer: str | None = _opt(None, "tokenizer.json of the served model; default: byte tokens")
-    block_size: int = _opt(16, "tokens per prefix block (the engines' KV block size)", ge=1)
-    prefix_index_blocks: int = _opt(1 << 20, "router-local prefix index size per backend", ge=1)
-    max_body_bytes: int = _opt(16 << 20, "largest request body accepted (413 above)", ge=1)
-    connect_timeout_s: float = _opt(2.0, "connecting to a backend", gt=0)
-    read_timeout_s: float = _opt(600.0, "longest wait for a backend's next bytes", gt=0)
-    upstream_keepalive_s: float = _opt(15.0, "idle backend connections close after this", gt=0)
-    health_interval_s: float = _opt(1.0, "seconds between health checks of each backend", gt=0)
-    health_timeout_s: float = _opt(1.0, "a health check slower than this fails", gt=0)
-    unhealthy_after: int = _opt(2, "consecutive failed health checks that eject a backend", ge=1)
-    metrics_poll_s: float = _opt(0.1, "seconds between /metrics polls (KV-event view source)", gt=0)
-    kv_events_topic: str = _opt("", "ZMQ topic prefix to subscribe to")
+    policy: str = option("lmetric", "routing policy (any registered one)")
+    host: str = option("127.0.0.1", "address to listen on")
+    port: int = option(8000, "port to listen on", ge=0)
+    tokenizer: str | None = option(None, "tokenizer.json of the served model; default: byte tokens")
+    block_size: int = option(16, "tokens per prefix block (the engines' KV block size)", ge=1)
+    prefix_index_blocks: int = option(1 << 20, "router-local prefix index size per backend", ge=1)
+    max_body_bytes: int = option(16 << 20, "largest request body accepted (413 above)", ge=1)
+    connect_timeout_s: float = option(2.0, "connecting to a backend", gt=0)
+    read_timeout_s: float = option(600.0, "longest wait for a backend's next bytes", gt=0)
+    upstream_keepalive_s: float = option(15.0, "idle backend connections close after this", gt=0)
+    health_interval_s: float = option(1.0, "seconds between health checks of each backend", gt=0)
+    health_timeout_s: float = option(1.0, "a health check slower than this fails", gt=0)
+    unhealthy_after: int = option(2, "consecutive failed health checks that eject a backend", ge=1)
+    metrics_poll_s: float = option(
+        0.1, "seconds between /metrics polls (KV-event view source)", gt=0
+    )
+    kv_events_topic: str = option("", "ZMQ topic prefix to subscribe to")
 
     def __post_init__(self) -> None:
         if not self.backends:
@@ -48,13 +46,7 @@ class GatewayConfig:
                 f"gateway: {len(self.kv_events)} --kv-events endpoints for {len(self.backends)} "
                 "backends; give one per backend, in the same order"
             )
-        for f in fields(self):
-            value = getattr(self, f.name)
-            m = f.metadata
-            if not isinstance(value, (int, float)) or isinstance(value, bool):
-                continue
-            if ("ge" in m and value < m["ge"]) or ("gt" in m and value <= m["gt"]):
-                raise ConfigError(f"gateway: {f.name}={value} is too small ({m['help']})")
+        check_bounds(self, "gateway")
         self.backends = [u.rstrip("/") for u in self.backends]
 
     @property
@@ -66,22 +58,21 @@ class GatewayConfig:
 class EngineServerConfig:
     """One emulated instance: which model and GPU it models, how fast its clock runs, what it serves."""
 
-    model: str = _opt("qwen2.5-7b", "model name (see `wildserve perf models`)")
-    gpu: str = _opt("h20", "GPU name: h100, h200, h20, a100, a800")
-    tp: int = _opt(1, "tensor-parallel GPUs per instance")
-    cost_model: str = _opt("analytic", "step-time model: analytic, or table")
-    speed: float = _opt(1.0, "wall-clock speed-up of modeled time (inf: no waiting at all)")
-    served_model_name: str | None = _opt(None, "model name in the API (default: --model)")
-    tokenizer: str | None = _opt(
+    model: str = option("qwen2.5-7b", "model name (see `wildserve perf models`)")
+    gpu: str = option("h20", "GPU name: h100, h200, h20, a100, a800")
+    tp: int = option(1, "tensor-parallel GPUs per instance")
+    cost_model: str = option("analytic", "step-time model: analytic, or table")
+    speed: float = option(1.0, "wall-clock speed-up of modeled time (inf: no waiting at all)")
+    served_model_name: str | None = option(None, "model name in the API (default: --model)")
+    tokenizer: str | None = option(
         None, "tokenizer.json (or its folder); default: one token per byte"
     )
-    kv_events_endpoint: str | None = _opt(None, "publish KV events on this ZMQ PUB endpoint")
-    kv_events_topic: str = _opt("", "ZMQ topic of the KV events (vLLM's default is empty)")
-    default_max_tokens: int = _opt(16, "output tokens when a request gives no max_tokens")
+    kv_events_endpoint: str | None = option(None, "publish KV events on this ZMQ PUB endpoint")
+    kv_events_topic: str = option("", "ZMQ topic of the KV events (vLLM's default is empty)")
+    default_max_tokens: int = option(16, "output tokens when a request gives no max_tokens")
     engine: EngineConfig = field(default_factory=EngineConfig)
 
     def __post_init__(self) -> None:
-        from wildserve.errors import ConfigError
 
         if not self.speed > 0:
             raise ConfigError(f"speed must be > 0 (inf for no waiting), got {self.speed}")
@@ -95,10 +86,10 @@ class EngineServerConfig:
 class ReplayConfig:
     """Where to send, how much of the trace, and how long to wait."""
 
-    url: str = _opt("http://127.0.0.1:8000", "base URL of the gateway or server")
-    endpoint: str = _opt("completions", "completions or chat")
-    model: str | None = _opt(None, "model name to send (default: the first of /v1/models)")
-    tokenizer: str | None = _opt(None, "tokenizer.json of the served model; default: byte tokens")
-    timeout_s: float = _opt(600.0, "longest a request may take")
-    max_seconds: float = _opt(0.0, "stop sending after this many seconds (0: no limit)")
-    seed: int = _opt(0, "seed of the synthetic prompt text")
+    url: str = option("http://127.0.0.1:8000", "base URL of the gateway or server")
+    endpoint: str = option("completions", "completions or chat")
+    model: str | None = option(None, "model name to send (default: the first of /v1/models)")
+    tokenizer: str | None = option(None, "tokenizer.json of the served model; default: byte tokens")
+    timeout_s: float = option(600.0, "longest a request may take")
+    max_seconds: float = option(0.0, "stop sending after this many seconds (0: no limit)")
+    seed: int = option(0, "seed of the synthetic prompt text")
