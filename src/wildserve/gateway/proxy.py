@@ -116,13 +116,10 @@ class Gateway:
 
     def choose(self, route: RouteRequest, exclude: Sequence[int] = ()) -> int | None:
         """Index of the backend the policy picks among the healthy ones; None if there is none."""
-        views = self.views.views(route)
         candidates = [b.index for b in self.backends if b.healthy and b.index not in exclude]
         if not candidates:
             return None
-        if len(candidates) == len(views):
-            return self.policy.choose(route, views)
-        return candidates[self.policy.choose(route, [views[i] for i in candidates])]
+        return self.policy.choose_among(route, self.views.views(route), candidates)
 
     # ---- proxying ----------------------------------------------------------------------------
     async def proxy(self, request: web.Request, path: str, chat: bool) -> web.StreamResponse:

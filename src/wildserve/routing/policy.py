@@ -23,6 +23,17 @@ class RoutingPolicy(ABC):
     def choose(self, request: RouteRequest, views: Sequence[InstanceView]) -> int:
         """Index into ``views`` of the chosen instance."""
 
+    def choose_among(
+        self,
+        request: RouteRequest,
+        views: Sequence[InstanceView],
+        candidates: Sequence[int] | None,
+    ) -> int:
+        """Instance id chosen among ``candidates`` (None: all); the policy sees only their views."""
+        if candidates is None or len(candidates) == len(views):
+            return self.choose(request, views)
+        return candidates[self.choose(request, [views[i] for i in candidates])]
+
 
 ROUTING_POLICIES: Registry[type[RoutingPolicy]] = Registry("routing policy")
 

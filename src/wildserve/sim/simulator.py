@@ -291,10 +291,7 @@ class Simulator:
         )
         views = self.view_source.views(route)
         targets = self.controller.targets() if self.controller is not None else None
-        if targets is None:
-            instance = self.policy.choose(route, views)
-        else:
-            instance = targets[self.policy.choose(route, [views[i] for i in targets])]
+        instance = self.policy.choose_among(route, views, targets)
         cat = self._categories.setdefault(req.category, len(self._categories))
         ereq = EngineRequest(
             req.request_id, req.arrival_s, req.prompt_tokens, req.output_tokens, hashes, cat, req
