@@ -20,7 +20,7 @@ from wildserve.engine import Engine, EngineRequest, RequestStatus
 from wildserve.overload.layout import Links
 from wildserve.overload.timeline import SampledController
 from wildserve.perf.analytic import StepCostBase
-from wildserve.routing.llumnix import freeness
+from wildserve.routing.llumnix import freeness, unpromised_blocks
 from wildserve.routing.view import RouteRequest
 from wildserve.sim.events import Call, Event
 from wildserve.sim.simulator import ExactViews, Simulator, Wake
@@ -116,8 +116,7 @@ class LlumnixController(SampledController):
     def _maybe_migrate(self, sim: Simulator, src: int, now: float) -> list[tuple[float, Event]]:
         if self._out[src]:
             return []
-        views = self._views.views(_NO_REQUEST)
-        if freeness(views[src]) >= self.cfg.src_freeness:
+        if freeness(self._views.view(src)) >= self.cfg.src_freeness:  # the common case: cheap
             return []
         source = self.engines[src]
         candidates = [r for r in source.scheduler.running if not r.in_prefill and r.block_ids]
@@ -126,12 +125,11 @@ class LlumnixController(SampledController):
         req = min(candidates, key=lambda r: (len(r.block_ids), r.arrival_s))
         need = len(req.block_ids) + self.cfg.stop_blocks + 1
         best, best_f = -1, self.cfg.dst_freeness
-        for i, v in enumerate(views):
+        for i, v in enumerate(self._views.views(_NO_REQUEST)):
             if i == src or self._in[i]:
                 continue
-            room = (1.0 - v.kv_usage) * v.num_kv_blocks - v.queued_prefill_tokens / v.block_size
             f = freeness(v)
-            if room >= need and f > best_f:
+            if unpromised_blocks(v) >= need and f > best_f:
                 best, best_f = i, f
         if best < 0:
             return []

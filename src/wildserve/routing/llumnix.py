@@ -15,11 +15,14 @@ from wildserve.routing.policy import ROUTING_POLICIES, RoutingPolicy, argmin
 from wildserve.routing.view import InstanceView, RouteRequest
 
 
+def unpromised_blocks(view: InstanceView) -> float:
+    """Free KV blocks not already owed to queued prefill (may be negative)."""
+    return (1.0 - view.kv_usage) * view.num_kv_blocks - view.queued_prefill_tokens / view.block_size
+
+
 def freeness(view: InstanceView) -> float:
     """Llumnix's freeness of one instance, in blocks per running request (may be negative)."""
-    free = (1.0 - view.kv_usage) * view.num_kv_blocks
-    demand = view.queued_prefill_tokens / view.block_size
-    return (free - demand) / max(1, view.num_running)
+    return unpromised_blocks(view) / max(1, view.num_running)
 
 
 @ROUTING_POLICIES.register("llumnix")

@@ -68,32 +68,33 @@ class ExactViews:
                 e.pool.event_sink = sink
 
     def views(self, request: RouteRequest) -> list[InstanceView]:
-        shared = (
-            LazyPrefixMatch(self.index.match_lengths, request.block_hashes)
-            if self.index is not None
-            else None
+        if self.index is None:
+            return [self.view(i) for i in range(len(self.engines))]
+        shared = LazyPrefixMatch(self.index.match_lengths, request.block_hashes)
+        return [
+            self.view(i, shared.for_instance(i, e.pool.num_matched))
+            for i, e in enumerate(self.engines)
+        ]
+
+    def view(
+        self, instance: int, match: Callable[[Sequence[int]], int] | None = None
+    ) -> InstanceView:
+        """One instance's view; ``match`` answers its prefix lookups (default: its own pool)."""
+        e = self.engines[instance]
+        if not e.config.enable_prefix_caching:
+            match = _zero
+        elif match is None:
+            match = e.pool.num_matched
+        return InstanceView(
+            instance_id=instance,
+            num_running=len(e.scheduler.running),
+            num_waiting=len(e.scheduler.waiting),
+            queued_prefill_tokens=e.scheduler.queued_prefill_tokens,
+            kv_usage=e.pool.usage(),
+            num_kv_blocks=e.pool.num_blocks,
+            block_size=e.config.block_size,
+            match_blocks=match,
         )
-        out = []
-        for i, e in enumerate(self.engines):
-            if not e.config.enable_prefix_caching:
-                match = _zero
-            elif shared is not None:
-                match = shared.for_instance(i, e.pool.num_matched)
-            else:
-                match = e.pool.num_matched
-            out.append(
-                InstanceView(
-                    instance_id=i,
-                    num_running=len(e.scheduler.running),
-                    num_waiting=len(e.scheduler.waiting),
-                    queued_prefill_tokens=e.scheduler.queued_prefill_tokens,
-                    kv_usage=e.pool.usage(),
-                    num_kv_blocks=e.pool.num_blocks,
-                    block_size=e.config.block_size,
-                    match_blocks=match,
-                )
-            )
-        return out
 
     def on_dispatch(
         self, instance: int, request: RouteRequest, engine_request: EngineRequest
