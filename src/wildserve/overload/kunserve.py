@@ -30,7 +30,13 @@ from wildserve.engine.kv_manager import cdiv
 from wildserve.engine.request import RequestStatus
 from wildserve.errors import ConfigError
 from wildserve.overload.invariants import check_cluster
-from wildserve.overload.layout import LayeredCluster, group_blocks, stage_bounds, staged_memory
+from wildserve.overload.layout import (
+    LayeredCluster,
+    group_blocks,
+    pipeline_blocks,
+    stage_bounds,
+    staged_memory,
+)
 from wildserve.overload.pipeline import PipelineCosting, PipelineStats
 from wildserve.overload.plan import DROP_PLANNERS, InstanceLoad
 from wildserve.overload.timeline import SampledController
@@ -261,13 +267,7 @@ class KunServeController(SampledController):
 
     def group_capacity(self, members: Sequence[int]) -> int:
         """Group blocks ``members`` would have as a pipeline (in this order of stages)."""
-        bounds = stage_bounds(self.num_layers, len(members))
-        return group_blocks(
-            [
-                staged_memory(self.engines[m].memory, lo, hi)
-                for m, (lo, hi) in zip(members, bounds, strict=True)
-            ]
-        )
+        return pipeline_blocks([self.engines[m].memory for m in members], self.num_layers)
 
     def _maybe_drop(self, sim: Simulator, instance: int, now: float) -> list[tuple[float, Event]]:
         if self.group_of[instance] is not None:

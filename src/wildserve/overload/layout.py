@@ -38,6 +38,14 @@ def group_blocks(memories: Sequence[GpuMemory]) -> int:
     return min(m.num_blocks() for m in memories)
 
 
+def pipeline_blocks(memories: Sequence[GpuMemory], num_layers: int) -> int:
+    """KV blocks these GPUs would have as a pipeline, stage r on memories[r]."""
+    bounds = stage_bounds(num_layers, len(memories))
+    return group_blocks(
+        [staged_memory(m, lo, hi) for m, (lo, hi) in zip(memories, bounds, strict=True)]
+    )
+
+
 @dataclass(frozen=True)
 class Links:
     """Per-GPU bandwidth between instances: NVLink inside a node, a NIC between nodes."""
