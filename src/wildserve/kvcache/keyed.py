@@ -13,7 +13,7 @@ import numba as nb
 
 from wildserve.kvcache import _core
 from wildserve.kvcache._core import at, getf, putf
-from wildserve.kvcache.policy import EVICTION_POLICIES, ArrayPolicy
+from wildserve.kvcache.policy import EVICTION_POLICIES, ArrayPolicy, _nop_evict, _nop_push
 
 # per-block fields after the generic ones: heap slot, heap position, key1, key2 (floats), count
 _HEAP, _HPOS, _K1, _K2, _COUNT = range(_core.NUM_GENERIC, _core.NUM_GENERIC + 5)
@@ -33,16 +33,6 @@ def _delete(a, s):
 @nb.njit(cache=True)
 def _peek(a, now):
     return _core.heap_top(a, _HEAP)
-
-
-@nb.njit(cache=True)
-def _nop_push(a, s, now):
-    pass
-
-
-@nb.njit(cache=True)
-def _nop_evict(a, s):
-    pass
 
 
 @nb.njit(cache=True)

@@ -22,14 +22,13 @@ import math
 import numba as nb
 
 from wildserve.kvcache import _core
-from wildserve.kvcache.policy import EVICTION_POLICIES
+from wildserve.kvcache.policy import EVICTION_POLICIES, _nop_evict
 from wildserve.kvcache.wa import (
     _CAT,
     _LAST,
     WAPolicy,
     _delete,
     _insert,
-    _nop_evict,
     _on_push,
     _peek,
     _record,

@@ -14,10 +14,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from wildserve.errors import ConfigError
-from wildserve.kvcache.policy import ArrayPolicy, EvictionPolicy, make_eviction_policy
+from wildserve.kvcache.policy import (
+    _EMPTY_HINTS,
+    ArrayPolicy,
+    EvictionPolicy,
+    make_eviction_policy,
+)
 from wildserve.kvcache.stream import BlockStream
-
-_NO_HINTS = np.zeros((3, 0), np.float64)
 
 
 @dataclass
@@ -79,7 +82,7 @@ def replay(
     elif pol.hint_kind == "history" and history:
         hints = stream.history(pol.history_s, capacity)
     else:
-        hints = _NO_HINTS
+        hints = _EMPTY_HINTS
     t0 = time.perf_counter()
     hits, victims, max_cached, violations = pol.replay_kernel()(
         pol.arena, stream.req_start, stream.blocks, stream.times, stream.cats, hints,

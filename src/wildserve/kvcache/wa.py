@@ -36,7 +36,7 @@ import numpy as np
 from wildserve.errors import ConfigError
 from wildserve.kvcache import _core
 from wildserve.kvcache._core import at, getf, putf
-from wildserve.kvcache.policy import EVICTION_POLICIES, ArrayPolicy
+from wildserve.kvcache.policy import EVICTION_POLICIES, ArrayPolicy, _nop_evict
 
 # per-block fields after the generic ones: list links, category, last use (float)
 _NXT, _PRV, _CAT, _LAST = range(_core.NUM_GENERIC, _core.NUM_GENERIC + 4)
@@ -224,11 +224,6 @@ def _peek(a, now):
         ):
             best, best_pr, best_depth, best_seq = h, pr, depth, seq
     return best
-
-
-@nb.njit(cache=True)
-def _nop_evict(a, s):
-    pass
 
 
 @nb.njit(cache=True)
