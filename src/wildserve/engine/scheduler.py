@@ -172,6 +172,10 @@ class Scheduler:
         """Recompute preemption: drop the KV, keep the outputs, go back to the waiting head."""
         assert req.status == RequestStatus.RUNNING, req
         self.drop_kv(req, now)
+        self.park(req)
+
+    def park(self, req: EngineRequest) -> None:
+        """A preempted request goes back to the head of the queue (its KV already dealt with)."""
         req.status = RequestStatus.PREEMPTED
         req.num_preemptions += 1
         self.waiting.appendleft(req)

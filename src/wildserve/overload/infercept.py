@@ -109,11 +109,9 @@ class InferCeptPreemption(PreemptionPolicy):
             self.swapped[id(req)] = m
             self.budget_s -= self.host.transfer_time(m)
             sched.kv.free(req, now)
-        req.status = RequestStatus.PREEMPTED
-        req.num_preemptions += 1
         pending = req.num_tokens - req.num_computed_tokens if req.in_prefill else 0
         sched._set_pending(req, pending)
-        sched.waiting.appendleft(req)
+        sched.park(req)
 
     def resume(
         self, sched: Scheduler, req: EngineRequest, num_new: int, reserve: int, now: float
