@@ -1,9 +1,10 @@
 """The learned baselines OMEGA is compared with, on the same kernel and the same training searches.
 
-LAET (Li et al., SIGMOD 2020): after a fixed warm-up, one regressor predicts log2 of the distance
-computations needed to find the nearest neighbour; the search then runs to multiplier * 2**prediction,
-with the multiplier tuned per (K, target) on validation queries. Features: the trajectory features at
-the warm-up plus the query vector itself (as LAET uses the query).
+LAET (Li et al., SIGMOD 2020): after a fixed warm-up, a regressor predicts log2 of the distance
+computations the query needs; the search then runs to multiplier * 2**prediction, with the multiplier
+tuned per (K, target) on validation queries. As in OMEGA's paper's comparison, one model per K: it
+predicts when all true top-K neighbours are found. Features: the trajectory features at the warm-up,
+the K-th best distance then, and the query vector itself (as LAET uses the query).
 
 DARTH (Chatzakis et al., 2025): one regressor per K predicts the current recall@K from the search state
 (the trajectory features plus the K-th best distance); it is consulted with an adaptive interval that
@@ -53,25 +54,28 @@ def subsample_rows(n: int, cap: int, seed: int) -> np.ndarray:
 @njit(cache=True)
 def laet_check(tr, top_d, ring, q, cargs, pst):
     forest, params, feats = cargs
-    warmup, multiplier, k = params[0], params[1], tr[kernel.T_K]
+    warmup, multiplier = params[0], params[1]
+    k = int(tr[kernel.T_K])
     ndis = tr[kernel.T_NDIS]
     if pst[0] == 0.0:
-        if ndis < warmup:
+        if ndis < warmup or tr[kernel.T_TOPN] < k:
             return False
         kernel.base_features(tr, top_d, ring, 1, feats)
+        feats[NB] = top_d[k - 1]
         for j in range(q.shape[0]):
-            feats[NB + j] = q[j]
+            feats[NB + 1 + j] = q[j]
         pred = 2.0 ** forest_raw(forest, feats)
         pst[0] = max(warmup, multiplier * pred)
         pst[1] += 1.0
-    return ndis >= pst[0] and tr[kernel.T_TOPN] >= k
+    return ndis >= pst[0]
 
 
-def _laet_rows(train: TrajectoryLog, warmup: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per query: the first logged row at or after the warm-up, with the query vector appended."""
+def _laet_rows(train: TrajectoryLog, warmup: float, k: int) -> np.ndarray:
+    """Per query: the first logged row at or after the warm-up (with K points seen), with the K-th
+    best distance and the query vector appended."""
     nq = train.found_at.shape[0]
     first = np.full(nq, -1, np.int64)
-    ok = np.flatnonzero(train.row_ndis >= warmup)
+    ok = np.flatnonzero((train.row_ndis >= warmup) & np.isfinite(train.tops[:, k - 1]))
     # rows are grouped by query in ascending ndis, so the first qualifying row per query is wanted
     qs = train.row_query[ok]
     uniq, idx = np.unique(qs, return_index=True)
@@ -81,33 +85,43 @@ def _laet_rows(train: TrajectoryLog, warmup: float) -> tuple[np.ndarray, np.ndar
         last = np.zeros(nq, np.int64)
         last[train.row_query] = np.arange(train.row_query.size)
         first[missing] = last[missing]
-    x = np.hstack([train.feats[first], train.queries.astype(np.float64)])
-    return x, first
+    kth = train.tops[first, k - 1 : k].astype(np.float64)
+    kth[~np.isfinite(kth)] = 0.0
+    return np.hstack([train.feats[first], kth, train.queries.astype(np.float64)])
+
+
+def time_to_all(log_: TrajectoryLog, k: int) -> np.ndarray:
+    """Per query: the computations after which all true top-k were found (the full search's length
+    for queries that never find them all)."""
+    t = log_.found_at[:, :k].max(axis=1)
+    return np.where(np.isfinite(t), t, log_.final_ndis)
 
 
 @METHODS.register("laet")
 class Laet(Method):
-    """Learned adaptive early termination: one predicted budget per query, multiplier per (K, T)."""
+    """Learned adaptive early termination: one predicted budget per query, a model per K and a
+    multiplier per (K, target)."""
 
     calls_slot = 1
 
     def _fit(self, ctx: FitContext) -> None:
         top1 = ctx.train.found_at[:, 0]
         self.warmup = float(np.quantile(top1[np.isfinite(top1)], ctx.baseline.laet_warmup_quantile))
-        x, _ = _laet_rows(ctx.train, self.warmup)
-        self.query_dim = x.shape[1] - NB
-        y = np.log2(np.where(np.isfinite(top1), top1, ctx.train.final_ndis))
-        self.forest = from_booster(
-            train_lightgbm(x, y, objective="regression", config=ctx.train_config)
-        )
-        vx, _ = _laet_rows(ctx.val, self.warmup)
-        pred = 2.0 ** self.forest.predict(vx)
         z = ctx.baseline.tune_z
+        self.query_dim = ctx.train.queries.shape[1]
+        self.forests: dict[int, FlatForest] = {}
         self._mult: dict[tuple[int, float], float] = {}
         for k in ctx.ks:
+            x = _laet_rows(ctx.train, self.warmup, k)
+            y = np.log2(np.maximum(time_to_all(ctx.train, k), 1.0))
+            forest = from_booster(
+                train_lightgbm(x, y, objective="regression", config=ctx.train_config)
+            )
+            self.forests[k] = forest
+            pred = 2.0 ** forest.predict(_laet_rows(ctx.val, self.warmup, k))
             for target in ctx.targets:
 
-                def ok(m: float, k: int = k, target: float = target) -> bool:
+                def ok(m: float, k: int = k, target: float = target, pred=pred) -> bool:
                     budget = np.maximum(self.warmup, m * pred)
                     return lower_bound(recall_at_budget(ctx.val.found_at, budget, k), z) >= target
 
@@ -120,12 +134,12 @@ class Laet(Method):
             raise ConfigError(f"laet was not tuned for K={k}, target={target}") from None
 
     def rule(self, k: int, target: float) -> StopRule:
-        d = self.query_dim
         params = np.array([self.warmup, self.multiplier(k, target)], np.float64)
-        return StopRule(laet_check, (self.forest.arrays(), params, np.zeros(NB + d)), 2, k)
+        feats = np.zeros(NB + 1 + self.query_dim)
+        return StopRule(laet_check, (self.forests[k].arrays(), params, feats), 2, k)
 
     def model_count(self) -> int:
-        return 1
+        return len(self.forests)
 
 
 # -------------------------------------------------------------------------------------------- DARTH

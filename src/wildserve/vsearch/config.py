@@ -68,49 +68,82 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class OmegaConfig:
-    """OMEGA's check schedule; the same values serve every K and target (nothing is tuned per K)."""
+    """OMEGA's check schedule and offline calibration; nothing here is tuned per K."""
 
     first_check_quantile: float = field(
-        default=0.05, metadata={"help": "first check at this quantile of the top-1 discovery time"}
+        default=0.05,
+        metadata={"help": "first check at this quantile of the training queries' time to target"},
     )
-    check_growth: float = field(
-        default=0.1, metadata={"help": "next check after this fraction more computations"}
+    gap_min: float = field(
+        default=0.05,
+        metadata={"help": "check gap (fraction of ndis) when the estimate is at the level"},
+    )
+    gap_max: float = field(
+        default=0.5,
+        metadata={"help": "check gap (fraction of ndis) when the estimate is far below"},
+    )
+    gap_span: float = field(
+        default=0.3,
+        metadata={"help": "estimate distance below the level at which the gap is widest"},
     )
     min_check_gap: int = field(
-        default=32, metadata={"help": "at least this many computations apart"}
+        default=16, metadata={"help": "at least this many computations between checks"}
     )
     jump_to_statistics: bool = field(
         default=True,
-        metadata={"help": "skip checks halfway to when the statistics reach the target"},
+        metadata={"help": "no check before halfway to when the statistics reach the level"},
     )
     num_time_bins: int = field(
-        default=40, metadata={"help": "log-spaced bins of the offline tables"}
+        default=40, metadata={"help": "log-spaced bins of the offline statistics"}
     )
     prior_strength: float = field(
         default=20.0,
         metadata={"help": "pseudo-count pulling sparse conditional cells to the marginal"},
     )
-    precision_fraction: float = field(
-        default=0.3, metadata={"help": "training queries held out for the precision table"}
+    holdout_fraction: float = field(
+        default=0.5,
+        metadata={"help": "training queries held out of the forest (calibration and replay)"},
     )
-    confidence_z: float = field(
-        default=1.645, metadata={"help": "confirmations need precision - z*stderr >= target"}
+    calibration_z: float = field(
+        default=1.645,
+        metadata={"help": "replayed recall must meet the target with mean - z*stderr"},
     )
+    call_cost: float = field(
+        default=4.0,
+        metadata={"help": "a model call's cost in distance computations (choosing tau)"},
+    )
+    confirm_thresholds: tuple[float, ...] = (0.5, 0.8, 0.9, 0.95, 0.99)
+    calibration_targets: tuple[float, ...] = (0.8, 0.9, 0.95, 0.99)  # and the experiment's
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.first_check_quantile < 1.0:
             raise ConfigError(
                 f"first_check_quantile must be in [0, 1), got {self.first_check_quantile}"
             )
-        _check_positive("check_growth", self.check_growth)
+        if not 0.0 < self.gap_min <= self.gap_max:
+            raise ConfigError(f"need 0 < gap_min <= gap_max, got {self.gap_min}, {self.gap_max}")
+        _check_positive("gap_span", self.gap_span)
+        if not 0.0 < self.holdout_fraction < 1.0:
+            raise ConfigError(f"holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
 
 
 @dataclass(frozen=True)
 class ExperimentConfig:
     """The end-to-end comparison: data split, Ks, targets and the mixed stream."""
 
-    dataset: str = field(
-        default="glove", metadata={"help": "glove, synthetic, or a .npy/.fvecs path"}
+    base: str = field(
+        default="glove", metadata={"help": "base vectors: glove, synthetic, or a .npy/.fvecs file"}
+    )
+    queries: str | None = field(
+        default=None, metadata={"help": "test queries (.npy/.fvecs); default: held out of the base"}
+    )
+    ground_truth: str | None = field(
+        default=None,
+        metadata={"help": "test queries' true neighbour ids (.ivecs/.npy); default: exact (faiss)"},
+    )
+    train: str | None = field(
+        default=None,
+        metadata={"help": "training queries (validation split off); default: held out of the base"},
     )
     n_base: int = field(default=100_000, metadata={"help": "base vectors kept (0 = all)"})
     n_train: int = field(default=1000, metadata={"help": "training queries"})
@@ -122,6 +155,11 @@ class ExperimentConfig:
     k_weights: tuple[float, ...] = DEFAULT_K_WEIGHTS
     targets: tuple[float, ...] = DEFAULT_TARGETS
     n_stream: int = field(default=1000, metadata={"help": "queries in the mixed-K stream"})
+    ef_caps: tuple[int, ...] = ()  # further beam caps at which the learned methods are re-run
+    equal_budget: bool = field(
+        default=True,
+        metadata={"help": "also fit LAET and DARTH at OMEGA's preprocessing budget"},
+    )
     seed: int = field(default=0, metadata={"help": "seed of the split, the stream and the models"})
 
     def __post_init__(self) -> None:
@@ -129,6 +167,8 @@ class ExperimentConfig:
             raise ConfigError(
                 f"ks has {len(self.ks)} values but k_weights has {len(self.k_weights)}"
             )
+        if not self.ks or min(self.ks) < 1:
+            raise ConfigError(f"ks must be positive integers, got {self.ks}")
         for t in self.targets:
             if not 0.0 < t < 1.0:
                 raise ConfigError(f"recall target must be in (0, 1), got {t}")

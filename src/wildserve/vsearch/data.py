@@ -62,14 +62,38 @@ def read_fvecs(path: Path) -> np.ndarray:
     return rows[:, 1:].copy().view(np.float32)
 
 
-def read_npy(path: Path) -> np.ndarray:
+def read_ivecs(path: Path) -> np.ndarray:
+    """The TEXMEX .ivecs format (ground-truth ids): an int32 count followed by that many int32."""
+    return read_fvecs(path).view(np.int32).astype(np.int64)
+
+
+def _load_npy(path: Path) -> np.ndarray:
     try:
         x = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise VectorFileError(f"{path}: not a .npy array ({exc})") from None
+    except (ValueError, OSError, EOFError) as exc:
+        raise VectorFileError(f"{path}: not a .npy array ({str(exc).splitlines()[0]})") from None
     if x.ndim != 2 or not np.issubdtype(x.dtype, np.number):
         raise VectorFileError(f"{path}: expected a 2-d numeric array, got {x.ndim}-d {x.dtype}")
-    return np.ascontiguousarray(x, dtype=np.float32)
+    return x
+
+
+def read_npy(path: Path) -> np.ndarray:
+    return np.ascontiguousarray(_load_npy(path), dtype=np.float32)
+
+
+def read_ids(path: str | Path) -> np.ndarray:
+    """Ground truth: (queries, k) neighbour ids, closest first, from .ivecs or an integer .npy."""
+    path = Path(path)
+    if not path.exists():
+        raise VectorFileError(f"{path}: no such file")
+    if path.suffix == ".ivecs":
+        return read_ivecs(path)
+    if path.suffix != ".npy":
+        raise VectorFileError(f"{path}: ground truth must be .ivecs or .npy")
+    x = _load_npy(path)
+    if not np.issubdtype(x.dtype, np.integer):
+        raise VectorFileError(f"{path}: ground-truth ids must be integers, got {x.dtype}")
+    return x.astype(np.int64)
 
 
 FILE_READERS: Registry[Callable[[Path], np.ndarray]] = Registry("vector file suffix")
@@ -100,6 +124,8 @@ def load_vectors(name: str, rng: np.random.Generator) -> np.ndarray:
             f"{path}: no such file (datasets: glove, synthetic, or a .npy/.fvecs path)"
         )
     x = FILE_READERS.get(path.suffix)(path)
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        raise VectorFileError(f"{path}: no vectors ({x.shape[0]} x {x.shape[1]})")
     if not np.all(np.isfinite(x)):
         row = int(np.flatnonzero(~np.isfinite(x).all(axis=1))[0])
         raise VectorFileError(f"{path}: vector {row} has a non-finite value")

@@ -138,6 +138,16 @@ def _atomic_savez(path: Path, **arrays: np.ndarray) -> None:
     atomic_write(path, write)
 
 
+def save_npy(path: str | Path, array: np.ndarray) -> None:
+    """Write one array as .npy atomically."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.save(f, array)
+
+    atomic_write(Path(path), write)
+
+
 def build_faiss_hnsw(vectors: np.ndarray, config: IndexConfig):
     """Build a faiss IndexHNSWFlat over already-prepared vectors."""
     import faiss

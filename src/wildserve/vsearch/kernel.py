@@ -145,33 +145,123 @@ def _quantile_sorted(s, n, q):
 
 
 @njit(cache=True)
-def base_features(tr, top_d, ring, rank, out):
-    """Fill out[:11] with the trajectory features, the 'best' being the rank-th best distance (1-based).
+def window_sorted(ring, nring, srt, pre1, pre2):
+    """Sort the last min(nring, RING) distances into srt and fill the prefix sums pre1 (x) and pre2
+    (x^2) that let `window_features` summarise any suffix of the sorted window in O(1); returns n."""
+    n = min(int(nring), RING)
+    srt[:n] = np.sort(ring[:n])
+    prefix_sums(srt, n, pre1, pre2)
+    return n
 
-    rank > 1 is OMEGA's masked question: with ranks < rank confirmed and masked out, the rank-th best
-    plays the role of the current best.
+
+@njit(cache=True)
+def prefix_sums(srt, n, pre1, pre2):
+    pre1[0] = 0.0
+    pre2[0] = 0.0
+    for j in range(n):
+        pre1[j + 1] = pre1[j] + srt[j]
+        pre2[j + 1] = pre2[j] + srt[j] * srt[j]
+
+
+@njit(cache=True)
+def window_features(tr, top_d, srt, pre1, pre2, n, rank, out):
+    """Fill out[:11] with the trajectory features for the masked question at `rank` (1-based).
+
+    rank > 1 is OMEGA's masked top-1 question with ranks < rank confirmed and removed, as in the
+    paper: the rank-th best distance is the 'best', the confirmed points are taken off the
+    computation count, and their distances are dropped from the window (they are exactly the window
+    entries not farther than the (rank-1)-th best). rank == 1 is the plain feature vector.
     """
     out[0] = tr[T_HOPS]
-    out[1] = tr[T_NDIS]
+    out[1] = tr[T_NDIS] - (rank - 1)
     out[2] = tr[T_EP]
     topn = int(tr[T_TOPN])
     out[3] = top_d[min(rank, topn) - 1]
-    n = min(int(tr[T_RING]), RING)
-    s = np.sort(ring[:n])
-    total = 0.0
-    for j in range(n):
-        total += s[j]
-    mean = total / n
-    var = 0.0
-    for j in range(n):
-        var += (s[j] - mean) ** 2
+    m = 0
+    if rank > 1:
+        m = np.searchsorted(srt[:n], top_d[min(rank - 1, topn) - 1], side="right")
+        m = min(m, n - 1)  # keep at least one entry
+    cnt = n - m
+    mean = (pre1[n] - pre1[m]) / cnt
+    var = max((pre2[n] - pre2[m]) / cnt - mean * mean, 0.0)
+    s = srt[m:n]
     out[4] = mean
-    out[5] = var / n
+    out[5] = var
     out[6] = s[0]
-    out[7] = s[n - 1]
-    out[8] = _quantile_sorted(s, n, 0.5)
-    out[9] = _quantile_sorted(s, n, 0.25)
-    out[10] = _quantile_sorted(s, n, 0.75)
+    out[7] = s[cnt - 1]
+    out[8] = _quantile_sorted(s, cnt, 0.5)
+    out[9] = _quantile_sorted(s, cnt, 0.25)
+    out[10] = _quantile_sorted(s, cnt, 0.75)
+
+
+@njit(cache=True)
+def base_features(tr, top_d, ring, rank, out):
+    """Fill out[:11] with the trajectory features (see `window_features`); sorts the window."""
+    srt = np.empty(RING, np.float64)
+    pre1 = np.empty(RING + 1, np.float64)
+    pre2 = np.empty(RING + 1, np.float64)
+    n = window_sorted(ring, tr[T_RING], srt, pre1, pre2)
+    window_features(tr, top_d, srt, pre1, pre2, n, rank, out)
+
+
+@njit(cache=True)
+def window_update(ring, nring, srt, sid, prev, tmp, tmpi):
+    """Bring the sorted window srt[:n] (sid: each entry's push index) from push count `prev` to
+    `nring` without re-sorting it: drop the entries pushed out of the ring, sort only the new ones and
+    merge (O(RING + new log new) instead of O(RING log RING)); a full sort when most entries are new.
+    Returns n."""
+    n = min(int(nring), RING)
+    new = int(nring) - int(prev)
+    lo = int(nring) - n  # oldest push index still in the ring
+    if prev <= 0 or new * 2 >= RING:
+        order = np.argsort(ring[:n])
+        for j in range(n):
+            slot = order[j]
+            srt[j] = ring[slot]
+            # the push index of ring slot `slot` among the last n pushes
+            sid[j] = lo + ((slot - lo) % RING) if n == RING else slot
+        return n
+    old_n = min(int(prev), RING)
+    kept = 0
+    for j in range(old_n):  # keep order; drop what was overwritten
+        if sid[j] >= lo:
+            tmp[kept] = srt[j]
+            tmpi[kept] = sid[j]
+            kept += 1
+    # the new entries, insertion-sorted into the tail of tmp
+    base = kept
+    for p in range(int(prev), int(nring)):
+        d = ring[p % RING]
+        pos = base + (p - int(prev))
+        while pos > base and tmp[pos - 1] > d:
+            tmp[pos] = tmp[pos - 1]
+            tmpi[pos] = tmpi[pos - 1]
+            pos -= 1
+        tmp[pos] = d
+        tmpi[pos] = p
+    # merge tmp[:base] and tmp[base:n]
+    a, b, out = 0, base, 0
+    while a < base and b < n:
+        if tmp[a] <= tmp[b]:
+            srt[out] = tmp[a]
+            sid[out] = tmpi[a]
+            a += 1
+        else:
+            srt[out] = tmp[b]
+            sid[out] = tmpi[b]
+            b += 1
+        out += 1
+    while a < base:
+        srt[out] = tmp[a]
+        sid[out] = tmpi[a]
+        a += 1
+        out += 1
+    while b < n:
+        srt[out] = tmp[b]
+        sid[out] = tmpi[b]
+        b += 1
+        out += 1
+    return n
 
 
 @njit(cache=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
 import numpy as np
@@ -37,6 +37,17 @@ class FitContext:
     omega: OmegaConfig = field(default_factory=OmegaConfig)
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
 
+    def head(self, fraction: float, min_train: int = 20, min_val: int = 10) -> FitContext:
+        """The same context with only the first `fraction` of the training and validation queries:
+        a baseline fitted at a smaller preprocessing budget."""
+        if fraction >= 1.0:
+            return self
+        n_t = max(min_train, round(self.train.found_at.shape[0] * fraction))
+        n_v = max(min_val, round(self.val.found_at.shape[0] * fraction))
+        return replace(
+            self, train=self.train.head(n_t), val=self.val.head(n_v), val_truth=self.val_truth[:n_v]
+        )
+
 
 class Method:
     """Base class: a method searches with the training beam width unless it overrides `ef_for`."""
@@ -49,15 +60,22 @@ class Method:
     #: Scratch slot where its stopping rule counts model calls (-1: it makes none).
     calls_slot: ClassVar[int] = -1
 
-    def __init__(self) -> None:
+    def __init__(self, fraction: float = 1.0) -> None:
         self.fit_seconds = 0.0
         self._ef = 0
+        #: share of the training/validation queries it learns from (< 1: a smaller budget)
+        self.fraction = fraction
+        self.used_train = 0
+        self.used_val = 0
 
     def fit(self, ctx: FitContext) -> None:
-        start = time.perf_counter()
+        ctx = ctx.head(self.fraction)
+        self.used_train = ctx.train.found_at.shape[0]
+        self.used_val = ctx.val.found_at.shape[0]
+        start = time.process_time()
         self._ef = ctx.train_config.ef
         self._fit(ctx)
-        self.fit_seconds = time.perf_counter() - start
+        self.fit_seconds = time.process_time() - start
 
     def _fit(self, ctx: FitContext) -> None:
         raise NotImplementedError

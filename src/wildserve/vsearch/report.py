@@ -1,31 +1,110 @@
-"""Turn an experiment's JSON into the markdown tables and plots of docs/results/omega.md."""
+"""Turn an experiment's JSON into the markdown report and plots of docs/results/omega.md."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from wildserve.io import save_figure
 
-METHOD_ORDER = ("fixed-ef", "laet", "darth", "omega")
+METHOD_ORDER = ("fixed-ef", "laet", "darth", "laet-eq", "darth-eq", "omega")
+BASELINES = ("laet", "darth")
 
 
 def _cells(result: dict) -> list[dict]:
     return result["cells"]
 
 
-def markdown_tables(result: dict) -> str:
-    """Per-cell table (recall, latency, computations), stream table, preprocessing table."""
-    lines = ["| method | K | target | ef | recall | meets | mean latency (µs) | QPS | mean ndis | model calls |",
-             "| --- | ---: | ---: | ---: | ---: | :---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
-    for c in sorted(
-        _cells(result), key=lambda c: (c["target"], c["k"], METHOD_ORDER.index(c["method"]))
-    ):
+def _order(name: str) -> int:
+    return METHOD_ORDER.index(name) if name in METHOD_ORDER else len(METHOD_ORDER)
+
+
+def cell_table(cells: list[dict], with_cap: bool = False) -> list[str]:
+    cap = "ef cap | " if with_cap else ""
+    lines = [f"| {cap}method | K | target | ef | recall | overshoot | meets | mean ndis | model calls | "
+             "latency best (µs) | latency median (µs) | CPU (µs) | QPS |",
+             "| " + "--- | " * (1 + with_cap) + "---: | " * 5 + ":---: | " + "---: | " * 6]  # fmt: skip
+
+    def key(c: dict) -> tuple:
+        return (c["target"], c["k"], c.get("ef_cap", 0), _order(c["method"]))
+
+    for c in sorted(cells, key=key):
+        capcol = f"{c['ef_cap']} | " if with_cap else ""
         lines.append(
-            f"| {c['method']} | {c['k']} | {c['target']:.2f} | {c['ef']} | {c['recall']:.4f} | "
-            f"{'yes' if c['meets'] else '**no**'} | {c['latency_us']:.0f} | {c['qps']:.0f} | "
-            f"{c['mean_ndis']:.0f} | {c['model_calls']:.1f} |"
+            f"| {capcol}{c['method']} | {c['k']} | {c['target']:.2f} | {c['ef']} | {c['recall']:.4f} | "
+            f"{c['recall'] - c['target']:+.4f} | {'yes' if c['recall'] >= c['target'] else '**no**'} | "
+            f"{c['mean_ndis']:.0f} | {c['model_calls']:.1f} | {c['latency_us']:.0f} | "
+            f"{c.get('latency_us_median', c['latency_us']):.0f} | {c.get('cpu_us', 0):.0f} | "
+            f"{c['qps']:.0f} |"
         )
-    lines += ["", "| method | target | stream recall | mean latency (µs) | QPS | K groups meeting target |",
+    return lines
+
+
+def claims(result: dict) -> list[str]:
+    """The issue's acceptance counts, measured: OMEGA against the equal-budget baselines, and its
+    latency against the best full-budget learned baseline."""
+    by = {(c["method"], c["k"], c["target"]): c for c in _cells(result)}
+    keys = sorted({(c["k"], c["target"]) for c in _cells(result)})
+    om = [by[("omega", *kt)] for kt in keys if ("omega", *kt) in by]
+    lines = [f"- OMEGA meets {sum(c['recall'] >= c['target'] for c in om)}/{len(om)} cells; "
+             f"overshoot mean {np.mean([c['recall'] - c['target'] for c in om]):+.4f}, "
+             f"max {max(c['recall'] - c['target'] for c in om):+.4f}."]  # fmt: skip
+    for base in ("laet-eq", "darth-eq"):
+        pairs = [(by[("omega", *kt)], by[(base, *kt)]) for kt in keys if (base, *kt) in by]
+        if not pairs:
+            continue
+        nd = sum(o["mean_ndis"] <= b["mean_ndis"] for o, b in pairs)
+        lat = sum(o["latency_us"] <= b["latency_us"] for o, b in pairs)
+        lat_med = sum(o["latency_us_median"] <= b["latency_us_median"] for o, b in pairs)
+        lat_cpu = sum(o["cpu_us"] <= b["cpu_us"] for o, b in pairs)
+        met = sum(b["recall"] >= b["target"] for _, b in pairs)
+        lines.append(
+            f"- vs {base} (OMEGA's preprocessing budget; it meets {met}/{len(pairs)}): OMEGA's distance "
+            f"computations <= in {nd}/{len(pairs)} cells, best-of-repeats latency <= in {lat}/"
+            f"{len(pairs)}, median latency <= in {lat_med}/{len(pairs)}, CPU time <= in "
+            f"{lat_cpu}/{len(pairs)}."
+        )
+    ratios = []
+    for kt in keys:
+        full = [by[(b, *kt)] for b in BASELINES if (b, *kt) in by]
+        full = [c for c in full if c["recall"] >= c["target"]]
+        if ("omega", *kt) in by and full:
+            best = min(full, key=lambda c: c["latency_us"])
+            ratios.append(by[("omega", *kt)]["latency_us"] / best["latency_us"])
+    if ratios:
+        lines.append(
+            f"- OMEGA's latency / the best full-budget learned baseline's (that meets the cell): "
+            f"mean {np.mean(ratios):.2f}x, range {min(ratios):.2f}-{max(ratios):.2f}x over "
+            f"{len(ratios)} cells."
+        )
+    pre = result["preprocessing_seconds"]
+    if "omega" in pre:
+        parts = [
+            f"{pre['omega'] / pre[b]:.0%} of {b}'s {pre[b]:.1f} s" for b in BASELINES if b in pre
+        ]
+        lines.append(f"- OMEGA's preprocessing {pre['omega']:.1f} s = " + ", ".join(parts) + ".")
+    return lines
+
+
+def markdown_report(result: dict) -> str:
+    """Claims, per-cell table, preprocessing, equal-budget fits, stream and ef-cap study."""
+    ds = result["dataset"]
+    lines = [f"Base {ds['n_base']} x {ds['dim']} ({ds['metric']}); {ds.get('n_train')} training, "
+             f"{ds.get('n_val')} validation, {ds.get('n_test')} test queries "
+             f"(queries: {ds.get('queries')}; ground truth: {ds.get('ground_truth')}).", ""]  # fmt: skip
+    lines += claims(result) + [""]
+    lines += cell_table(_cells(result)) + [""]
+    lines += ["| method | preprocessing (s) | models | training queries | validation queries |",
+              "| --- | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    budget = result.get("budget", {})
+    for name, secs in result["preprocessing_seconds"].items():
+        b = budget.get(name, {})
+        lines.append(f"| {name} | {secs:.1f} | {result['models'].get(name, 0)} | "
+                     f"{b.get('train_queries', '')} | {b.get('val_queries', '')} |")  # fmt: skip
+    shared = ", ".join(f"{k} {v:.1f} s" for k, v in result["prep_seconds"].items())
+    lines += ["", f"Shared parts (charged pro rata to the methods that use them): {shared}.", ""]
+    lines += ["| method | target | stream recall | mean latency (µs) | QPS | K groups meeting target |",
               "| --- | ---: | ---: | ---: | ---: | --- |"]  # fmt: skip
     for s in result["stream"]:
         met = sum(s["meets_per_k"].values())
@@ -33,23 +112,18 @@ def markdown_tables(result: dict) -> str:
             f"| {s['method']} | {s['target']:.2f} | {s['recall']:.4f} | {s['latency_us']:.0f} | "
             f"{s['qps']:.0f} | {met}/{len(s['meets_per_k'])} |"
         )
-    lines += ["", "| method | preprocessing (s) | models |", "| --- | ---: | ---: |"]
-    for name, secs in result["preprocessing_seconds"].items():
-        lines.append(f"| {name} | {secs:.1f} | {result['models'][name]} |")
+    if result.get("ef_study"):
+        lines += [
+            "",
+            "ef-cap study (one repeat per cell; the cap-1000 rows are the main table's):",
+            "",
+        ]
+        lines += cell_table(result["ef_study"], with_cap=True)
+        pre = ", ".join(
+            f"{k} {v:.1f} s" for k, v in result["ef_study_preprocessing_seconds"].items()
+        )
+        lines += ["", f"Preprocessing at the other caps: {pre}."]
     return "\n".join(lines)
-
-
-def latency_ratios(result: dict, method: str = "omega") -> list[tuple[int, float, str, float]]:
-    """(K, target, baseline, method latency / baseline latency) for every cell."""
-    by = {(c["method"], c["k"], c["target"]): c for c in _cells(result)}
-    out = []
-    for (m, k, t), c in sorted(by.items()):
-        if m != method:
-            continue
-        for base in ("laet", "darth", "fixed-ef"):
-            if (base, k, t) in by:
-                out.append((k, t, base, c["latency_us"] / by[(base, k, t)]["latency_us"]))
-    return out
 
 
 def plot(result: dict, out_dir: Path) -> list[Path]:
@@ -69,7 +143,10 @@ def plot(result: dict, out_dir: Path) -> list[Path]:
     )
     paths = []
     for key, ylabel, filename, log_y in specs:
-        fig, axes = plt.subplots(1, len(targets), figsize=(5 * len(targets), 4), sharey=log_y)
+        fig, axes = plt.subplots(
+            1, len(targets), figsize=(5 * len(targets), 4), sharey=log_y, squeeze=False
+        )
+        axes = axes[0]
         for ax, t in zip(axes, targets, strict=True):
             for m in METHOD_ORDER:
                 pts = sorted(

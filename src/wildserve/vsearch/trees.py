@@ -131,7 +131,7 @@ def fit_isotonic(raw: np.ndarray, label: np.ndarray) -> Isotonic:
 
 
 def train_lightgbm(x, y, *, objective: str, config, weight=None):
-    """One LightGBM model with the shared settings (deterministic, two threads)."""
+    """One LightGBM model with the shared settings (deterministic, single-threaded)."""
     import lightgbm as lgb
 
     params = {
@@ -141,7 +141,7 @@ def train_lightgbm(x, y, *, objective: str, config, weight=None):
         "min_data_in_leaf": config.min_data_in_leaf,
         "seed": config.seed,
         "deterministic": True,
-        "num_threads": 2,
+        "num_threads": 1,  # one thread: spin-waiting OpenMP threads on a shared machine distort time
         "verbose": -1,
     }
     data = lgb.Dataset(np.asarray(x, np.float64), label=np.asarray(y, np.float64), weight=weight)

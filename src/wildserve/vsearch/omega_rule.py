@@ -1,0 +1,212 @@
+"""OMEGA's decision at one check, written once for the online search and for the offline replay.
+
+At a check with ranks 1..c confirmed, ranks c+1, c+2, c+4, ... (then a binary search) are asked as
+masked top-1 questions until one fails its confirmation threshold `tau`; the confirmed ranks count as
+found, the first unconfirmed one at its calibrated probability, the later ones at the offline
+statistics' P(rank j found by now | ranks <= c found by now), so
+
+    expected recall@K = ( c + p_{c+1} + sum_{j > c+1} stat[c, t, j] ) / K,
+
+and the search stops once it reaches the calibrated stop level `theta` (fitted per target by replaying
+training trajectories, see `omega_calibrate.py`). The next check comes after a gap that shrinks as the
+estimate nears `theta`, and, when the statistics alone say the level is still far, not before halfway
+to when they would reach it. Checks snap to the grid the training rows were logged on, so the replay
+sees exactly the states the online search checks at.
+
+`probe` returns the calibrated probability of a masked rank: online it builds the masked features and
+calls the forest; offline it reads a precomputed table (one function, so both paths decide alike).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from wildserve.vsearch import kernel
+from wildserve.vsearch.trees import forest_raw
+
+# the check schedule parameters (one float64 vector)
+S_THETA, S_TAU, S_FIRST, S_GAP_MIN, S_GAP_MAX, S_SPAN, S_MIN_GAP, S_JUMP = range(8)
+NUM_SCHEDULE = 8
+
+# scratch slots of one OMEGA search (the policy's per-query vector)
+P_NEXT, P_CONFIRMED, P_CALLS, P_CHECKS, P_ER, P_PREV_RING = range(6)
+P_WIN = 8  # sorted window values at [P_WIN, P_WIN + RING), their push indices after them
+NUM_PST = P_WIN + 2 * kernel.RING
+
+
+@njit(cache=True)
+def rank_bucket(rank0):
+    """Ranks pooled for calibration: 1 | 2-3 | 4-7 | 8-15 | ... (0-based rank in)."""
+    b = 0
+    r = rank0 + 1
+    while r > 1:
+        r >>= 1
+        b += 1
+    return b
+
+
+@njit(cache=True)
+def calibrate(raw, rank, cal_x, cal_y, cal_off):
+    """The calibrated probability of a raw forest score asked at `rank` (1-based)."""
+    b = rank_bucket(rank - 1)
+    lo, hi = cal_off[b], cal_off[b + 1]
+    return np.interp(raw, cal_x[lo:hi], cal_y[lo:hi])
+
+
+@njit(cache=True)
+def probe(table, row, oargs, rank):
+    """Calibrated probability of masked `rank`: table[row, rank - 1] when row >= 0 (the offline
+    replay), else computed from the live search state in `oargs` (masked features + forest)."""
+    if row >= 0:
+        return table[row, rank - 1]
+    forest, cal_x, cal_y, cal_off, tr, top_d, srt, pre1, pre2, n, feats = oargs
+    kernel.window_features(tr, top_d, srt, pre1, pre2, n, rank, feats)
+    return calibrate(forest_raw(forest, feats), rank, cal_x, cal_y, cal_off)
+
+
+@njit(cache=True)
+def time_bin(edges, ndis):
+    b = np.searchsorted(edges, ndis, side="right") - 1
+    return min(max(b, 0), edges.size - 1)
+
+
+@njit(cache=True)
+def decide(table, row, oargs, c, k, ndis, tau, cum, edges):
+    """Confirm ranks from c on and estimate recall@k. Returns (confirmed, expected recall, calls)."""
+    calls = 0
+    q_next = 1.0
+    if c < k:
+        lo = c
+        hi = -1
+        step = 1
+        while True:  # doubling: c+1, c+2, c+4, ... until a rank fails or k is confirmed
+            m = min(lo + step, k)
+            qm = probe(table, row, oargs, m)
+            calls += 1
+            if qm >= tau:
+                lo = m
+                if m == k:
+                    break
+                step *= 2
+            else:
+                hi = m
+                q_next = qm
+                break
+        if hi > 0:  # binary search between the last confirmed and the first failed rank
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                qm = probe(table, row, oargs, mid)
+                calls += 1
+                if qm >= tau:
+                    lo = mid
+                else:
+                    hi = mid
+                    q_next = qm
+        c = lo
+    er = float(c)
+    if c < k:
+        b = time_bin(edges, ndis)
+        # cum[c, b, j] = sum of stat[c, b, :j]; ranks c+2..k are 0-based c+1..k-1
+        er += q_next + cum[c, b, k] - cum[c, b, c + 1]
+    return c, er / k, calls
+
+
+@njit(cache=True)
+def next_check(ndis, er, c, k, sched, cum, edges, grid):
+    """When to check next: a gap that shrinks as the estimate nears the stop level, no earlier than
+    halfway to when the statistics alone reach it (a binary search over the time bins, O(log B)),
+    snapped up to the logging grid."""
+    theta = sched[S_THETA]
+    closeness = min(max((theta - er) / sched[S_SPAN], 0.0), 1.0)
+    gap = sched[S_GAP_MIN] + (sched[S_GAP_MAX] - sched[S_GAP_MIN]) * closeness
+    nxt = ndis + max(sched[S_MIN_GAP], gap * ndis)
+    if sched[S_JUMP] > 0.0 and c < k:
+        need = theta * k - c
+        lo = time_bin(edges, ndis) + 1
+        hi = edges.size
+        # stat sums are non-decreasing in time (enforced when fitted): first bin reaching `need`
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if cum[c, mid, k] - cum[c, mid, c] >= need:
+                hi = mid
+            else:
+                lo = mid + 1
+        t_done = edges[lo] if lo < edges.size else edges[-1]
+        nxt = max(nxt, ndis + 0.5 * (t_done - ndis))
+    g = np.searchsorted(grid, nxt, side="left")
+    return grid[g] if g < grid.size else np.inf
+
+
+@njit(cache=True)
+def next_grid_point(grid, ndis):
+    g = np.searchsorted(grid, ndis, side="right")
+    return grid[g] if g < grid.size else np.inf
+
+
+@njit(cache=True)
+def omega_check(tr, top_d, ring, q, cargs, pst):
+    """The online check (a `StopRule` for the kernel)."""
+    forest, cal_x, cal_y, cal_off, cum, edges, grid, sched, feats, pre1, pre2, tmp, tmpi = cargs
+    k = int(tr[kernel.T_K])
+    ndis = tr[kernel.T_NDIS]
+    if pst[P_NEXT] == 0.0:
+        pst[P_NEXT] = sched[S_FIRST]
+    if ndis < pst[P_NEXT]:
+        return False
+    if tr[kernel.T_TOPN] < k:
+        pst[P_NEXT] = next_grid_point(grid, ndis)
+        return False
+    pst[P_CHECKS] += 1.0
+    srt = pst[P_WIN : P_WIN + kernel.RING]
+    sid = pst[P_WIN + kernel.RING : P_WIN + 2 * kernel.RING]
+    n = kernel.window_update(ring, tr[kernel.T_RING], srt, sid, pst[P_PREV_RING], tmp, tmpi)
+    pst[P_PREV_RING] = tr[kernel.T_RING]
+    kernel.prefix_sums(srt, n, pre1, pre2)
+    oargs = (forest, cal_x, cal_y, cal_off, tr, top_d, srt, pre1, pre2, n, feats)
+    c, er, calls = decide(
+        cal_y.reshape(1, -1), -1, oargs, int(pst[P_CONFIRMED]), k, ndis, sched[S_TAU], cum, edges
+    )
+    pst[P_CALLS] += calls
+    pst[P_CONFIRMED] = c
+    pst[P_ER] = er
+    if er >= sched[S_THETA]:
+        return True
+    pst[P_NEXT] = next_check(ndis, er, c, k, sched, cum, edges, grid)
+    return False
+
+
+@njit(cache=True)
+def replay(
+    table, row_ndis, row_topn, starts, found_at, final_ndis, k, sched, cum, edges, grid, oargs, out
+):
+    """Run the online rule over logged trajectories: query i's rows are starts[i]:starts[i+1] (in
+    search order) and table[row, r] the calibrated probability of masked rank r+1 at that row.
+    out[i] = (recall@k at the stop, distance computations, model calls); `oargs` is only typed."""
+    for i in range(starts.size - 1):
+        c = 0
+        nxt = sched[S_FIRST]
+        calls = 0
+        stop_at = -1.0
+        for r in range(starts[i], starts[i + 1]):
+            nd = row_ndis[r]
+            if nd < nxt:
+                continue
+            if row_topn[r] < k:
+                nxt = next_grid_point(grid, nd)
+                continue
+            c, er, n_calls = decide(table, r, oargs, c, k, nd, sched[S_TAU], cum, edges)
+            calls += n_calls
+            if er >= sched[S_THETA]:
+                stop_at = nd
+                break
+            nxt = next_check(nd, er, c, k, sched, cum, edges, grid)
+        if stop_at < 0.0:
+            stop_at = final_ndis[i]
+        hits = 0
+        for j in range(k):
+            if found_at[i, j] <= stop_at:
+                hits += 1
+        out[i, 0] = hits / k
+        out[i, 1] = stop_at
+        out[i, 2] = calls
