@@ -22,7 +22,7 @@ def test_build_train_search(tmp_path):
                                 "--m", "8", "--out", str(tmp_path / "g.npz")])  # fmt: skip
     assert r.exit_code == 0, r.output
     r = runner.invoke(cli.app, ["train", "--index", str(tmp_path / "g.npz"), "--queries",
-                                str(tmp_path / "train.npy"), "--ef", "100", "--k-max", "10",
+                                str(tmp_path / "train.npy"), "--ef", "100", "--ks", "1,10",
                                 "--out", str(tmp_path / "m.npz")])  # fmt: skip
     assert r.exit_code == 0, r.output
     r = runner.invoke(cli.app, ["search", "--index", str(tmp_path / "g.npz"), "--model",
@@ -31,6 +31,19 @@ def test_build_train_search(tmp_path):
     assert r.exit_code == 0, r.output
     ids = np.load(tmp_path / "ids.npy")
     assert ids.shape == (50, 5) and ids.min() >= 0
+    # every method saves and searches the same way
+    for method in ("laet", "darth", "fixed-ef"):
+        r = runner.invoke(cli.app, ["train", "--index", str(tmp_path / "g.npz"), "--queries",
+                                    str(tmp_path / "train.npy"), "--ef", "100", "--ks", "5",
+                                    "--targets", "0.9", "--method", method,
+                                    "--out", str(tmp_path / f"{method}.npz")])  # fmt: skip
+        assert r.exit_code == 0, r.output
+        r = runner.invoke(cli.app, ["search", "--index", str(tmp_path / "g.npz"), "--model",
+                                    str(tmp_path / f"{method}.npz"), "--queries",
+                                    str(tmp_path / "q.npy"), "--k", "5", "--target", "0.9",
+                                    "--out", str(tmp_path / "ids.npy")])  # fmt: skip
+        assert r.exit_code == 0, r.output
+        assert np.load(tmp_path / "ids.npy").shape == (50, 5)
 
 
 def test_bad_vector_file_raises_wildserve_error(tmp_path):

@@ -90,30 +90,59 @@ def test_features_match_slow_reference():
         cap = 5000 * nq
         feats = np.empty((cap, kernel.NUM_BASE_FEATURES))
         tops = np.empty((cap, 1), np.float32)
+        wins = np.empty((1, kernel.RING), np.float32)
         row_query = np.empty(cap, np.int64)
         counter = np.zeros(2, np.int64)
-        every_hop = np.array([1.0, 0.0])  # a row after every expansion
-        rule = StopRule(record_rows, (feats, tops, row_query, counter, every_hop), 1, 1)
+        every_hop = np.arange(1.0, 10**6)  # a grid point at every count: a row after every expansion
+        rule = StopRule(record_rows, (feats, tops, wins, row_query, counter, every_hop), 1, 1)
         res = Searcher(graph).search(queries, 10, ef, rule, watch=truth)
         for qi in range(nq):
             ref_rows, ref_found = slow_search(graph, queries[qi], ef, truth[qi])
+            # rows are logged when the count of computations reaches a grid point: an expansion that
+            # computed nothing new adds no row
+            new = np.concatenate([[True], np.diff(ref_rows[:, 1]) > 0])
+            ref_rows = ref_rows[new]
             ours = feats[: counter[0]][row_query[: counter[0]] == qi]
             assert ours.shape == ref_rows.shape
             np.testing.assert_allclose(ours, ref_rows, rtol=1e-4, atol=1e-5)
             np.testing.assert_array_equal(res.found_at[qi], ref_found)
 
 
-def test_masked_rank_feature_uses_that_rank():
+def test_masked_question_removes_the_confirmed_ranks():
+    """Rank 2 asked with rank 1 confirmed: the 2nd best is the best, the count drops by one and the
+    confirmed point's distance leaves the window (the paper's masking)."""
     tr = np.zeros(kernel.NUM_TR)
     tr[kernel.T_TOPN] = 3
-    tr[kernel.T_RING] = 3
+    tr[kernel.T_RING] = 4
+    tr[kernel.T_NDIS] = 50
     top_d = np.array([0.1, 0.2, 0.4])
     ring = np.zeros(kernel.RING)
-    ring[:3] = [0.4, 0.1, 0.2]
+    ring[:4] = [0.4, 0.1, 0.2, 0.9]
     out = np.empty(kernel.NUM_BASE_FEATURES)
+    kernel.base_features(tr, top_d, ring, 1, out)
+    assert out[1] == 50 and out[3] == 0.1 and out[6] == 0.1 and out[8] == 0.30000000000000004
     kernel.base_features(tr, top_d, ring, 2, out)
-    assert out[3] == 0.2
-    assert out[8] == 0.2 and out[6] == 0.1 and out[7] == 0.4
+    assert out[1] == 49 and out[3] == 0.2
+    np.testing.assert_allclose(out[[4, 6, 7, 8]], [0.5, 0.2, 0.9, 0.4])
+    np.testing.assert_allclose(out[5], np.var([0.4, 0.2, 0.9]))
+
+
+def test_incremental_window_equals_a_fresh_sort():
+    """window_update (drop evicted, sort the new, merge) gives the sorted last-RING distances."""
+    rng = np.random.default_rng(0)
+    ring = np.zeros(kernel.RING)
+    srt, sid = np.zeros(kernel.RING), np.zeros(kernel.RING)
+    tmp, tmpi = np.zeros(kernel.RING), np.zeros(kernel.RING)
+    pushed: list[float] = []
+    prev = 0
+    for _ in range(300):
+        for _ in range(int(rng.integers(1, 70))):
+            d = float(rng.standard_normal())
+            ring[len(pushed) % kernel.RING] = d
+            pushed.append(d)
+        n = kernel.window_update(ring, len(pushed), srt, sid, prev, tmp, tmpi)
+        prev = len(pushed)
+        np.testing.assert_array_equal(srt[:n], np.sort(pushed[-kernel.RING :]))
 
 
 def test_training_log_labels_are_consistent():

@@ -22,7 +22,7 @@ TARGETS = (0.9,)
 @pytest.fixture(scope="module")
 def fitted():
     cfg = ExperimentConfig(
-        dataset="synthetic", n_base=5000, n_train=300, n_val=150, n_test=300, ks=KS,
+        base="synthetic", n_base=5000, n_train=300, n_val=150, n_test=300, ks=KS,
         k_weights=(0.5, 0.5), targets=TARGETS, seed=0,
     )  # fmt: skip
     train_cfg = TrainConfig(ef=200, k_max=10, num_trees=40)
@@ -71,3 +71,27 @@ def test_higher_target_costs_more_work(fitted):
     low = prep.searcher.search(q, 10, 200, model.rule(10, 0.8)).ndis.mean()
     high = prep.searcher.search(q, 10, 200, model.rule(10, 0.95)).ndis.mean()
     assert high > low
+
+
+@pytest.mark.parametrize("target", [0.9, 0.95])
+def test_calibrated_rule_stops_at_the_target_not_past_it(fitted, target):
+    """On held-out queries whose exact recall curves are known (full searches watching their true
+    neighbours), OMEGA's recall meets the target and overshoots it by no more than the calibration's
+    own margin (z standard errors of the replayed held-out training queries) plus two standard errors
+    of the test mean plus 0.01 for interpolating an uncalibrated K."""
+    prep, methods = fitted
+    model = methods["omega"].model
+    q, truth = prep.split.test, prep.truth["test"]
+    k = 7  # not on the calibration grid
+    res = prep.searcher.search(q, k, 200, model.rule(k, target))
+    full = prep.searcher.search(q, k, 200, watch=truth[:, :k])
+    # the exact recall curve: recall@k after t computations = share of true ids found by t
+    found = np.where(full.found_at < 0, np.inf, full.found_at)
+    curve_at_stop = (found <= res.ndis[:, None]).mean(axis=1)
+    recall = np.array([len(set(a) & set(b)) / k for a, b in zip(res.ids, truth[:, :k], strict=True)])
+    np.testing.assert_allclose(recall, curve_at_stop)  # a stop returns what the curve says
+    sd = recall.std(ddof=1)
+    n_replay = round(prep.train_log.found_at.shape[0] * model.config.holdout_fraction)
+    tolerance = model.config.calibration_z * sd / np.sqrt(n_replay) + 2 * sd / np.sqrt(q.shape[0])
+    assert recall.mean() >= target - 2 * sd / np.sqrt(q.shape[0])
+    assert recall.mean() - target <= tolerance + 0.01, (recall.mean(), tolerance)

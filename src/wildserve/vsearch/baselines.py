@@ -28,9 +28,11 @@ from wildserve.vsearch.methods import (
     FitContext,
     Method,
     bisect_log_multiplier,
+    keyed,
     lower_bound,
     recall_at_budget,
     tuning_key,
+    unkeyed,
 )
 from wildserve.vsearch.search import StopRule, recall_at_k
 from wildserve.vsearch.trajectory import TrajectoryLog
@@ -102,6 +104,8 @@ class Laet(Method):
     """Learned adaptive early termination: one predicted budget per query, a model per K and a
     multiplier per (K, target)."""
 
+    name = "laet"
+
     calls_slot = 1
 
     def _fit(self, ctx: FitContext) -> None:
@@ -140,6 +144,23 @@ class Laet(Method):
 
     def model_count(self) -> int:
         return len(self.forests)
+
+    def state(self) -> tuple[dict, dict[str, np.ndarray]]:
+        meta = {"ks": sorted(self.forests), "mult": keyed(self._mult), "warmup": self.warmup,
+                "query_dim": self.query_dim}  # fmt: skip
+        return meta, forest_arrays(self.forests)
+
+    def load_state(self, meta: dict, arrays) -> None:
+        self.forests = {k: FlatForest.from_npz(arrays, f"k{k}_") for k in meta["ks"]}
+        self._mult = unkeyed(meta["mult"])
+        self.warmup, self.query_dim = float(meta["warmup"]), int(meta["query_dim"])
+
+
+def forest_arrays(forests: dict[int, FlatForest]) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    for k, forest in forests.items():
+        out |= forest.to_npz(f"k{k}_")
+    return out
 
 
 # -------------------------------------------------------------------------------------------- DARTH
@@ -180,6 +201,8 @@ def mean_ndis_to_target(found_at: np.ndarray, k: int, target: float) -> float:
 @METHODS.register("darth")
 class Darth(Method):
     """Declarative recall: a recall@K regressor per K consulted on an adaptive schedule."""
+
+    name = "darth"
 
     calls_slot = 1
 
@@ -249,3 +272,13 @@ class Darth(Method):
 
     def model_count(self) -> int:
         return len(self.forests)
+
+    def state(self) -> tuple[dict, dict[str, np.ndarray]]:
+        meta = {"ks": sorted(self.forests), "thresholds": keyed(self._thresholds),
+                "intervals": [[k, t, *v] for (k, t), v in self._intervals.items()]}  # fmt: skip
+        return meta, forest_arrays(self.forests)
+
+    def load_state(self, meta: dict, arrays) -> None:
+        self.forests = {k: FlatForest.from_npz(arrays, f"k{k}_") for k in meta["ks"]}
+        self._thresholds = unkeyed(meta["thresholds"])
+        self._intervals = {tuning_key(k, t): (a, b) for k, t, a, b in meta["intervals"]}

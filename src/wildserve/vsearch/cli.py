@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 from pathlib import Path
 
 import typer
 
-from wildserve.io import atomic_write_bytes, atomic_write_text
+from wildserve.io import atomic_write_text
 from wildserve.vsearch.config import (
+    ALL_METHODS,
     BaselineConfig,
     ExperimentConfig,
     IndexConfig,
@@ -58,99 +58,139 @@ def build(
 def train(
     index: Path = typer.Option(..., help="index from `vsearch build`"),
     queries: str = typer.Option(..., help="training query vectors (.npy/.fvecs)"),
-    out: Path = typer.Option(..., help="OMEGA model file to write (.npz)"),
+    out: Path = typer.Option(..., help="model file to write (.npz)"),
+    method: str = typer.Option("omega", help="omega, laet, darth or fixed-ef"),
+    val_queries: str | None = typer.Option(
+        None, help="validation queries the baselines tune on (default: 30% of --queries)"
+    ),
+    ks: str = typer.Option("1,10,100", help="Ks the baselines are tuned for (omega: any K <= max)"),
+    targets: str = typer.Option("0.9,0.95,0.99", help="recall targets to tune/calibrate for"),
     ef: int = typer.Option(_TRN.ef, help="beam width of the training searches"),
-    k_max: int = typer.Option(_TRN.k_max, help="largest K the model will serve"),
-    seed: int = typer.Option(_TRN.seed, help="LightGBM and subsampling seed"),
+    seed: int = typer.Option(_TRN.seed, help="LightGBM, subsampling and split seed"),
 ) -> None:
-    """Train OMEGA's single K=1 model and gather its offline statistics."""
+    """Fit one early-termination method (OMEGA: one K=1 model for every K) and save it."""
     import numpy as np
     from rich.console import Console
 
+    from wildserve.vsearch import baselines, omega  # noqa: F401  (register the methods)
     from wildserve.vsearch.data import load_vectors
     from wildserve.vsearch.index import HnswGraph, ground_truth
-    from wildserve.vsearch.omega import fit_omega
+    from wildserve.vsearch.methods import METHODS, FitContext
     from wildserve.vsearch.search import Searcher
     from wildserve.vsearch.trajectory import collect
 
+    cls = METHODS.get(method)
+    k_list = _parse_list(ks, int, "--ks", 1, ef)
+    t_list = _parse_list(targets, float, "--targets", 1e-9, 1 - 1e-9)
     console = Console()
     graph = HnswGraph.load(index)
     searcher = Searcher(graph)
-    q = searcher.prepare(load_vectors(queries, np.random.default_rng(seed)))
-    cfg = dataclasses.replace(_TRN, ef=ef, k_max=k_max, seed=seed)
-    with console.status(f"ground truth and full-length searches of {q.shape[0]} queries"):
-        truth = ground_truth(graph.vectors, q, graph.metric, k_max)
-        log = collect(searcher, q, truth, cfg)
-    with console.status("training the K=1 model"):
-        model = fit_omega(log, cfg, OmegaConfig())
-        model.save(out)
-    console.print(f"wrote {out}: {model.forest.root.size} trees, serves K <= {model.k_max}")
+    rng = np.random.default_rng(seed)
+    q = searcher.prepare(load_vectors(queries, rng))
+    if val_queries is not None:
+        v = searcher.prepare(load_vectors(val_queries, rng))
+    else:
+        order = rng.permutation(q.shape[0])
+        n_val = max(2, q.shape[0] * 3 // 10)
+        q, v = q[order[n_val:]], q[order[:n_val]]
+    cfg = dataclasses.replace(_TRN, ef=ef, k_max=max(k_list), seed=seed)
+    with console.status(
+        f"ground truth and full-length searches of {q.shape[0] + v.shape[0]} queries"
+    ):
+        truth = ground_truth(graph.vectors, q, graph.metric, cfg.k_max)
+        vtruth = ground_truth(graph.vectors, v, graph.metric, cfg.k_max)
+        log = collect(searcher, q, truth, cfg, keep_windows=True)
+        vlog = collect(searcher, v, vtruth, cfg)
+    with console.status(f"fitting {method}"):
+        m = cls()
+        m.fit(FitContext(searcher, log, vlog, vtruth, cfg, k_list, t_list))
+        m.save(out)
+    console.print(f"wrote {out}: {method}, {m.model_count()} model(s), K <= {cfg.k_max}")
 
 
 @app.command()
 def search(
     index: Path = typer.Option(..., help="index from `vsearch build`"),
-    model: Path = typer.Option(..., help="OMEGA model from `vsearch train`"),
+    model: Path | None = typer.Option(None, help="model from `vsearch train` (any method)"),
     queries: str = typer.Option(..., help="query vectors (.npy/.fvecs)"),
     k: int = typer.Option(10, help="neighbours per query"),
     target: float = typer.Option(0.95, help="average recall target"),
-    ef: int = typer.Option(_TRN.ef, help="beam width (the search usually stops earlier)"),
+    ef: int = typer.Option(_TRN.ef, help="beam width (without --model: a plain fixed-ef search)"),
     out: Path | None = typer.Option(None, help="write ids to this .npy"),
-    truth: Path | None = typer.Option(None, help="exact ids (.npy) to report recall against"),
+    truth: Path | None = typer.Option(
+        None, help="exact ids (.ivecs/.npy) to report recall against"
+    ),
 ) -> None:
-    """Search with OMEGA early termination at a recall target."""
+    """Search with a saved method's early termination at a recall target (or a plain fixed ef)."""
     import time
 
     import numpy as np
     from rich.console import Console
     from rich.table import Table
 
-    from wildserve.vsearch.data import load_vectors
-    from wildserve.vsearch.index import HnswGraph
-    from wildserve.vsearch.omega import OmegaModel
-    from wildserve.vsearch.search import Searcher, recall_at_k
+    from wildserve.vsearch import baselines, omega  # noqa: F401  (register the methods)
+    from wildserve.vsearch.data import load_vectors, read_ids
+    from wildserve.vsearch.index import HnswGraph, save_npy
+    from wildserve.vsearch.methods import load_method
+    from wildserve.vsearch.search import NEVER, Searcher, recall_at_k
 
     graph = HnswGraph.load(index)
     searcher = Searcher(graph)
-    rule = OmegaModel.load(model).rule(k, target)
     q = searcher.prepare(load_vectors(queries, np.random.default_rng(0)))
+    name, rule, calls_slot = "fixed-ef", NEVER, -1
+    if model is not None:
+        method = load_method(model)
+        name, rule, calls_slot = method.name, method.rule(k, target), method.calls_slot
+        ef = method.ef_for(k, target) if method.name == "fixed-ef" else ef
+    exact = None
+    if truth is not None:
+        exact = read_ids(truth)
+        if exact.shape[0] != q.shape[0] or exact.shape[1] < k:
+            from wildserve.vsearch.data import VectorFileError
+
+            raise VectorFileError(f"{truth}: {exact.shape} ids for {q.shape[0]} queries at K={k}")
     searcher.search(q[:1], k, ef, rule)  # compile
     start = time.perf_counter()
     res = searcher.search(q, k, ef, rule)
     elapsed = time.perf_counter() - start
-    table = Table(title=f"OMEGA K={k} target={target}")
-    for col in ("queries", "mean latency (µs)", "mean distance computations"):
+    table = Table(title=f"{name} K={k} target={target} ef={ef}")
+    cols = ["queries", "mean latency (µs)", "mean distance computations", "model calls"]
+    row = [str(q.shape[0]), f"{elapsed / q.shape[0] * 1e6:.0f}", f"{res.ndis.mean():.0f}",
+           f"{res.pst[:, calls_slot].mean() if calls_slot >= 0 else 0:.1f}"]  # fmt: skip
+    if exact is not None:
+        cols.append("recall")
+        row.append(f"{recall_at_k(res.ids, exact, k).mean():.4f}")
+    for col in cols:
         table.add_column(col)
-    row = [str(q.shape[0]), f"{elapsed / q.shape[0] * 1e6:.0f}", f"{res.ndis.mean():.0f}"]
-    if truth is not None:
-        table.add_column("recall")
-        row.append(f"{recall_at_k(res.ids, np.load(truth), k).mean():.4f}")
     table.add_row(*row)
     Console().print(table)
     if out is not None:
-        buf = io.BytesIO()
-        np.save(buf, res.ids)
-        atomic_write_bytes(out, buf.getvalue())
+        save_npy(out, res.ids)
 
 
 def _parse_list(value: str, kind: type, name: str, lo: float, hi: float) -> tuple:
+    """A comma-separated option; a bad one is a one-line error (exit 2) before anything runs."""
+    from wildserve.errors import ConfigError
+
     try:
         items = tuple(kind(v) for v in value.split(",") if v.strip())
     except ValueError:
-        raise typer.BadParameter(
+        raise ConfigError(
             f"{name}: not a comma-separated list of {kind.__name__}s: {value!r}"
         ) from None
     if not items:
-        raise typer.BadParameter(f"{name}: empty list")
+        raise ConfigError(f"{name}: empty list")
     for v in items:
         if not lo <= v <= hi:
-            raise typer.BadParameter(f"{name}: {v} outside [{lo:g}, {hi:g}]")
+            raise ConfigError(f"{name}: {v} outside [{lo:g}, {hi:g}]")
     return items
 
 
 def _check_range(name: str, value: float, lo: float, hi: float = float("inf")) -> None:
+    from wildserve.errors import ConfigError
+
     if not lo <= value <= hi:
-        raise typer.BadParameter(f"{name}: {value} outside [{lo:g}, {hi:g}]")
+        raise ConfigError(f"{name}: {value} outside [{lo:g}, {hi:g}]")
 
 
 def experiment(
@@ -187,6 +227,7 @@ def experiment(
     equal_budget: bool = typer.Option(
         _EXP.equal_budget, help="also fit LAET and DARTH at OMEGA's preprocessing budget"
     ),
+    methods: str = typer.Option(",".join(ALL_METHODS), help="methods to compare, comma-separated"),
     repeats: int = typer.Option(3, help="timing repeats per cell (best and median kept)"),
     darth_tune_steps: int = typer.Option(
         BaselineConfig().darth_tune_steps, help="bisection steps of DARTH's stop level"
@@ -221,15 +262,21 @@ def experiment(
         n_train=n_train, n_val=n_val, n_test=n_test, ks=k_list, k_weights=weights,
         targets=t_list, ef_caps=caps, equal_budget=equal_budget, seed=seed,
     )  # fmt: skip
-    k_max = max(_TRN.k_max, max(k_list)) if max(k_list) > _TRN.k_max else _TRN.k_max
-    train_cfg = dataclasses.replace(_TRN, ef=ef, seed=seed, k_max=min(k_max, ef))
+    names = tuple(v.strip() for v in methods.split(",") if v.strip())
+    from wildserve.vsearch import baselines, omega  # noqa: F401  (register the methods)
+    from wildserve.vsearch.methods import METHODS
+
+    for name in names:
+        METHODS.get(name)
+    # the learned methods serve K up to the largest asked for
+    train_cfg = dataclasses.replace(_TRN, ef=ef, seed=seed, k_max=max(k_list))
     _run_experiment(cfg, dataclasses.replace(_IDX, metric=metric, m=m), train_cfg,
-                    BaselineConfig(darth_tune_steps=darth_tune_steps), repeats, jobs, out,
+                    BaselineConfig(darth_tune_steps=darth_tune_steps), names, repeats, jobs, out,
                     output_json, plot_dir, make_console(), make_progress)  # fmt: skip
 
 
-def _run_experiment(cfg, index_cfg, train_cfg, baseline_cfg, repeats, jobs, out, output_json,
-                    plot_dir, console, make_progress) -> None:  # fmt: skip
+def _run_experiment(cfg, index_cfg, train_cfg, baseline_cfg, names, repeats, jobs, out,
+                    output_json, plot_dir, console, make_progress) -> None:  # fmt: skip
     import faiss
 
     from wildserve.vsearch.experiment import run_experiment
@@ -243,7 +290,7 @@ def _run_experiment(cfg, index_cfg, train_cfg, baseline_cfg, repeats, jobs, out,
             bar.update(task, description=what[:44], completed=done, total=max(total, 1))
 
         result = run_experiment(
-            cfg, index_cfg, train_cfg, OmegaConfig(), baseline_cfg, repeats=repeats,
+            cfg, index_cfg, train_cfg, OmegaConfig(), baseline_cfg, names, repeats=repeats,
             progress=progress, cache_dir=out / "cache",
         )  # fmt: skip
     data = result.to_json()

@@ -11,6 +11,8 @@ DEFAULT_KS: tuple[int, ...] = (1, 2, 4, 5, 10, 20, 50, 100)
 #: Skewed toward small K (a search box asks for a handful, a RAG pipeline for tens).
 DEFAULT_K_WEIGHTS: tuple[float, ...] = (0.30, 0.15, 0.10, 0.10, 0.15, 0.10, 0.06, 0.04)
 DEFAULT_TARGETS: tuple[float, ...] = (0.90, 0.95, 0.99)
+#: The methods the experiment compares by default.
+ALL_METHODS: tuple[str, ...] = ("fixed-ef", "laet", "darth", "omega")
 
 
 def _check_positive(name: str, value: float) -> None:
@@ -105,14 +107,14 @@ class OmegaConfig:
         metadata={"help": "training queries held out of the forest (calibration and replay)"},
     )
     calibration_z: float = field(
-        default=1.645,
+        default=2.0,
         metadata={"help": "replayed recall must meet the target with mean - z*stderr"},
     )
     call_cost: float = field(
         default=4.0,
         metadata={"help": "a model call's cost in distance computations (choosing tau)"},
     )
-    confirm_thresholds: tuple[float, ...] = (0.5, 0.8, 0.9, 0.95, 0.99)
+    confirm_thresholds: tuple[float, ...] = (0.8, 0.9, 0.95, 0.99)
     calibration_targets: tuple[float, ...] = (0.8, 0.9, 0.95, 0.99)  # and the experiment's
 
     def __post_init__(self) -> None:
@@ -195,5 +197,5 @@ class BaselineConfig:
         default=4, metadata={"help": "bisection steps of DARTH's stop level"}
     )
     tune_z: float = field(
-        default=1.645, metadata={"help": "tuned knobs need mean - z*stderr >= target on validation"}
+        default=2.0, metadata={"help": "tuned knobs need mean - z*stderr >= target on validation"}
     )

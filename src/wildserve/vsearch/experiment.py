@@ -23,6 +23,7 @@ import numpy as np
 
 from wildserve.vsearch import baselines, omega  # noqa: F401  (register the methods)
 from wildserve.vsearch.config import (
+    ALL_METHODS,
     BaselineConfig,
     ExperimentConfig,
     IndexConfig,
@@ -38,7 +39,6 @@ from wildserve.vsearch.trajectory import TrajectoryLog, collect
 
 log = logging.getLogger(__name__)
 
-ALL_METHODS = ("fixed-ef", "laet", "darth", "omega")
 LEARNED = ("laet", "darth", "omega")
 #: suffix of a baseline fitted at OMEGA's preprocessing budget
 EQ = "-eq"
@@ -97,6 +97,7 @@ class StreamResult:
     target: float
     recall: float
     latency_us: float
+    cpu_us: float
     qps: float
     meets_per_k: dict[int, bool]
 
@@ -113,6 +114,7 @@ class ExperimentResult:
     stream: list[StreamResult]
     ef_study: list[CellResult]
     ef_study_preprocessing: dict[str, float]
+    calibration: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
         def cell(c: CellResult) -> dict:
@@ -132,6 +134,7 @@ class ExperimentResult:
             ],
             "ef_study": [cell(c) for c in self.ef_study],
             "ef_study_preprocessing_seconds": self.ef_study_preprocessing,
+            "omega_calibration": self.calibration,
         }
 
 
@@ -390,14 +393,15 @@ def evaluate_stream(
     for k, (ef, rule) in rules.items():
         prep.searcher.search(queries[:1], k, ef, rule)
     recalls = np.empty(stream_ks.size)
-    elapsed = 0.0
+    elapsed = cpu = 0.0
     for i, k in enumerate(stream_ks):
         k = int(k)
         ef, rule = rules[k]
         qi = i % queries.shape[0]
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         res = prep.searcher.search(queries[qi : qi + 1], k, ef, rule)
         elapsed += time.perf_counter() - start
+        cpu += time.process_time() - start_cpu
         recalls[i] = recall_at_k(res.ids, truth[qi : qi + 1], k)[0]
     meets = {int(k): bool(recalls[stream_ks == k].mean() >= target) for k in np.unique(stream_ks)}
     return StreamResult(
@@ -405,9 +409,25 @@ def evaluate_stream(
         target=target,
         recall=float(recalls.mean()),
         latency_us=elapsed / stream_ks.size * 1e6,
+        cpu_us=cpu / stream_ks.size * 1e6,
         qps=stream_ks.size / elapsed,
         meets_per_k=meets,
     )
+
+
+def omega_calibration(method: Method | None) -> dict:
+    """OMEGA's replay-fitted levels, for the report: per target tau, and theta per grid K."""
+    if method is None:
+        return {}
+    cal = method.model.calibration
+    return {
+        "targets": cal.targets.tolist(),
+        "k_grid": cal.k_grid.tolist(),
+        "tau": cal.tau.tolist(),
+        "theta": cal.theta.tolist(),
+        "replay_recall": cal.replay_recall.tolist(),
+        "replay_ndis": cal.replay_ndis.tolist(),
+    }
 
 
 def run_experiment(
@@ -493,6 +513,7 @@ def run_experiment(
         prep_seconds=prep.seconds,
         preprocessing=pre,
         models={n: m.model_count() for n, m in fitted.items()},
+        calibration=omega_calibration(fitted.get("omega")),
         budget=budget_info,
         cells=cells,
         stream=stream,

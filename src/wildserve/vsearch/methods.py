@@ -7,9 +7,11 @@ tuning tune on validation queries; every number is reported on separate held-out
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -90,6 +92,49 @@ class Method:
         """Learned models it keeps (OMEGA: one; DARTH: one per K)."""
         return 0
 
+    def state(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """What `vsearch search` needs to run it again: JSON metadata and named arrays."""
+        raise NotImplementedError
+
+    def load_state(self, meta: dict, arrays) -> None:
+        raise NotImplementedError
+
+    def save(self, path: str | Path) -> None:
+        """One .npz holding the method's name, metadata and arrays, written atomically."""
+        from wildserve.vsearch.index import _atomic_savez
+
+        meta, arrays = self.state()
+        meta = meta | {"method": self.name, "ef": self._ef}
+        _atomic_savez(Path(path), meta=np.array(json.dumps(meta)), **arrays)
+
+
+def load_method(path: str | Path) -> Method:
+    """A method saved by `Method.save` (OMEGA's own model files load too)."""
+    from wildserve.vsearch.index import IndexFileError
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if "meta" not in z:  # an OMEGA model file
+                method = METHODS.get("omega")()
+                method.load_state({}, z)
+                return method
+            meta = json.loads(str(z["meta"]))
+            method = METHODS.get(meta["method"])()
+            method._ef = int(meta["ef"])
+            method.load_state(meta, z)
+            return method
+    except (KeyError, ValueError, OSError, TypeError) as exc:
+        raise IndexFileError(f"{path}: not a saved wildserve search method ({exc})") from None
+
+
+def keyed(table: dict[tuple[int, float], float]) -> list:
+    """A (K, target)-keyed table as JSON."""
+    return [[k, t, v] for (k, t), v in table.items()]
+
+
+def unkeyed(rows: list) -> dict[tuple[int, float], float]:
+    return {tuning_key(k, t): v for k, t, v in rows}
+
 
 METHODS: Registry[type[Method]] = Registry("early-termination method")
 
@@ -130,6 +175,8 @@ def tuning_key(k: int, target: float) -> tuple[int, float]:
 class FixedEf(Method):
     """The practitioner's oracle: the smallest ef whose validation recall meets the target, per K."""
 
+    name = "fixed-ef"
+
     uses_train_log = False
 
     def _fit(self, ctx: FitContext) -> None:
@@ -161,6 +208,12 @@ class FixedEf(Method):
                     else:
                         lo = mid + 1
                 self._efs[tuning_key(k, target)] = hi
+
+    def state(self) -> tuple[dict, dict[str, np.ndarray]]:
+        return {"efs": keyed(self._efs)}, {}
+
+    def load_state(self, meta: dict, arrays) -> None:
+        self._efs = {key: int(v) for key, v in unkeyed(meta["efs"]).items()}
 
     def ef_for(self, k: int, target: float) -> int:
         try:

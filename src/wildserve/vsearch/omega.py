@@ -156,21 +156,24 @@ class OmegaModel:
 
         try:
             with np.load(path, allow_pickle=False) as z:
-                raw = json.loads(str(z["config"]))
-                cfg = OmegaConfig(**{n: tuple(v) if isinstance(v, list) else v
-                                     for n, v in raw.items()})  # fmt: skip
-                names = Calibration.__dataclass_fields__
-                return cls(
-                    forest=FlatForest.from_npz(z, "forest_"),
-                    calibration=Calibration(**{n: z[f"cal_{n}"] for n in names}),
-                    cum=z["cum"],
-                    edges=z["edges"],
-                    grid=z["grid"],
-                    found_at=z["found_at"],
-                    config=cfg,
-                )
+                return cls.from_npz(z)
         except (KeyError, ValueError, OSError, TypeError) as exc:
             raise IndexFileError(f"{path}: not a wildserve OMEGA model ({exc})") from None
+
+    @classmethod
+    def from_npz(cls, z) -> OmegaModel:
+        raw = json.loads(str(z["config"]))
+        cfg = OmegaConfig(**{n: tuple(v) if isinstance(v, list) else v for n, v in raw.items()})
+        names = Calibration.__dataclass_fields__
+        return cls(
+            forest=FlatForest.from_npz(z, "forest_"),
+            calibration=Calibration(**{n: z[f"cal_{n}"] for n in names}),
+            cum=z["cum"],
+            edges=z["edges"],
+            grid=z["grid"],
+            found_at=z["found_at"],
+            config=cfg,
+        )
 
 
 def fit_omega(
@@ -226,6 +229,8 @@ def fit_omega(
 class Omega(Method):
     """OMEGA as a method of the comparison: fitted on the training log only (no tuning on validation)."""
 
+    name = "omega"
+
     uses_val_log = False
     uses_val_queries = False
     calls_slot = P_CALLS
@@ -238,3 +243,9 @@ class Omega(Method):
 
     def model_count(self) -> int:
         return 1
+
+    def save(self, path: str | Path) -> None:
+        self.model.save(path)
+
+    def load_state(self, meta: dict, arrays) -> None:
+        self.model = OmegaModel.from_npz(arrays)

@@ -27,7 +27,7 @@ from wildserve.vsearch.trees import FlatForest, fit_isotonic, forest_raw
 log = logging.getLogger(__name__)
 
 #: K values the stop levels are calibrated at (any K in between is interpolated).
-K_GRID = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 100)
+K_GRID = (1, 2, 4, 8, 16, 32, 64, 100)
 
 
 @njit(cache=True)
@@ -171,7 +171,7 @@ def calibrate_levels(
     k_max: int,
     z: float,
     call_cost: float,
-    steps: int = 14,
+    steps: int = 12,
 ):
     """Per target: for each candidate tau, the smallest theta per grid K whose replayed recall meets
     the target (mean - z stderr); keep the tau with the lowest replayed cost (distance computations +
