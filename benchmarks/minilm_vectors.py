@@ -59,7 +59,9 @@ def main() -> None:
     start = time.process_time()
     x = embed(glove_words(args.n))
     np.save(args.out, x)
-    print(f"wrote {args.out}: {x.shape[0]} x {x.shape[1]} in {time.process_time() - start:.0f} CPU s")
+    print(
+        f"wrote {args.out}: {x.shape[0]} x {x.shape[1]} in {time.process_time() - start:.0f} CPU s"
+    )
 
 
 if __name__ == "__main__":

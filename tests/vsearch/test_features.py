@@ -93,7 +93,9 @@ def test_features_match_slow_reference():
         wins = np.empty((1, kernel.RING), np.float32)
         row_query = np.empty(cap, np.int64)
         counter = np.zeros(2, np.int64)
-        every_hop = np.arange(1.0, 10**6)  # a grid point at every count: a row after every expansion
+        every_hop = np.arange(
+            1.0, 10**6
+        )  # a grid point at every count: a row after every expansion
         rule = StopRule(record_rows, (feats, tops, wins, row_query, counter, every_hop), 1, 1)
         res = Searcher(graph).search(queries, 10, ef, rule, watch=truth)
         for qi in range(nq):

@@ -12,7 +12,7 @@ from wildserve.vsearch.config import (
     OmegaConfig,
     TrainConfig,
 )
-from wildserve.vsearch.experiment import evaluate_cell, fit_methods, prepare
+from wildserve.vsearch.experiment import evaluate_cells, fit_methods, prepare
 from wildserve.vsearch.omega import OmegaModel
 
 KS = (1, 10)
@@ -42,7 +42,7 @@ def fitted():
 @pytest.mark.parametrize("k", KS)
 def test_meets_average_recall_target_on_held_out_queries(fitted, name, k):
     prep, methods = fitted
-    cell = evaluate_cell(prep, methods[name], name, k, TARGETS[0], repeats=1)
+    (cell,) = evaluate_cells(prep, {name: methods[name]}, k, TARGETS[0], repeats=1)
     assert cell.recall >= TARGETS[0], f"{name} K={k}: recall {cell.recall:.4f}"
     if name != "fixed-ef":
         full = prep.searcher.search(prep.split.test, k, 200).ndis.mean()
@@ -88,7 +88,9 @@ def test_calibrated_rule_stops_at_the_target_not_past_it(fitted, target):
     # the exact recall curve: recall@k after t computations = share of true ids found by t
     found = np.where(full.found_at < 0, np.inf, full.found_at)
     curve_at_stop = (found <= res.ndis[:, None]).mean(axis=1)
-    recall = np.array([len(set(a) & set(b)) / k for a, b in zip(res.ids, truth[:, :k], strict=True)])
+    recall = np.array(
+        [len(set(a) & set(b)) / k for a, b in zip(res.ids, truth[:, :k], strict=True)]
+    )
     np.testing.assert_allclose(recall, curve_at_stop)  # a stop returns what the curve says
     sd = recall.std(ddof=1)
     n_replay = round(prep.train_log.found_at.shape[0] * model.config.holdout_fraction)
