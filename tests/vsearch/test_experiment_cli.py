@@ -54,7 +54,7 @@ SMALL = ("--n-train", "80", "--n-val", "30", "--ks", "1,5", "--targets", "0.9", 
         ("l2", "fvecs", "fixed-ef,laet,darth,omega"),
         ("ip", "npy", "omega"),
         ("angular", "npy", "laet,omega"),
-    ],  # fmt: skip
+    ],
 )
 def test_experiment_runs_on_user_files(tmp_path, metric, fmt, methods):
     f = _files(tmp_path, metric, fmt)
