@@ -270,7 +270,10 @@ def never_stop(tr, top_d, ring, q, cargs, pst):
     return False
 
 
-@njit(fastmath=True, cache=True)
+# Not cached on disk: its signature holds the stopping policy's dispatcher type, and numba's cache
+# index can then hold a weak reference that is dead in another process (seen as "underlying object has
+# vanished" when a second process saved the index). Everything it calls is cached.
+@njit(fastmath=True)
 def search_batch(
     graph, code, queries, ef, k, track, check, cargs, num_pst, watch, visited, mark, gen, out_ids,
     out_dist, out_tr, out_pst, found_at,
