@@ -98,7 +98,7 @@ def schedules(args) -> None:
     from wildserve.vsearch.experiment import _context, evaluate_cells, prepare, warm_up
     from wildserve.vsearch.methods import METHODS
 
-    cfg = ExperimentConfig(base=args.base, n_base=args.n_base, n_train=args.n_train, n_val=50,
+    cfg = ExperimentConfig(base=args.base, n_base=args.n_base, n_train=args.n_train, n_val=args.n_val,
                            n_test=args.n_test, ks=(1, 10, 100), k_weights=(1, 1, 1),
                            targets=(0.9, 0.95, 0.99))  # fmt: skip
     tc = TrainConfig()
@@ -120,7 +120,7 @@ def schedules(args) -> None:
         m.fit(_context(prep, cfg, tc, oc, BaselineConfig()))
         for k in cfg.ks:
             for t in cfg.targets:
-                (c,) = evaluate_cells(prep, {"omega": m}, k, t, 2)
+                (c,) = evaluate_cells(prep, {"omega": m}, k, t, 1)
                 res = prep.searcher.search(prep.split.test, k, tc.ef, m.rule(k, t))
                 checks = res.pst[:, 3].mean()
                 print(f"{label:>34} {k:>4} {t:>6.2f} {c.recall:>7.4f} {c.mean_ndis:>7.0f} "
@@ -133,7 +133,8 @@ def main() -> None:
     p.add_argument("--metric", default="angular")
     p.add_argument("--n-base", type=int, default=100_000)
     p.add_argument("--n-train", type=int, default=1000)
-    p.add_argument("--n-test", type=int, default=1000)
+    p.add_argument("--n-val", type=int, default=300)
+    p.add_argument("--n-test", type=int, default=500)
     p.add_argument("--cache", type=Path, default=None)
     p.add_argument("--micro-only", action="store_true")
     args = p.parse_args()
