@@ -66,7 +66,7 @@ SCENARIOS = {
     # answers longer than the prompts: the batch outgrows the KV cache while decoding, preemptions
     "small-kv": Scenario("small-kv", 4, 5, (64, 128), (64, 128), (192, 320), 2, 0.3, 2),
 }
-SHORT = {"shared-prefix": (4, 4, 3), "small-kv": (3, 4, 2)}  # groups, per group, bursts
+SHORT = {"shared-prefix": (4, 4, 3), "small-kv": (2, 4, 1)}  # groups, per group, bursts
 
 
 @dataclass
@@ -148,6 +148,14 @@ def vllm_run(trace: list[dict]) -> Run:
         elif e["event"] == "finish":
             run.finished[e["step"] - base] += e["keys"]
     return run
+
+
+def segment(trace: list[dict], keys: set[int]) -> list[dict]:
+    """The part of a whole trace one scenario wrote: from its first arrival to the next scenario's."""
+    adds = [i for i, e in enumerate(trace) if e["event"] == "add"]
+    start = next(i for i in adds if trace[i]["key"] in keys)
+    end = next((i for i in adds if i > start and trace[i]["key"] not in keys), len(trace))
+    return trace[start:end]
 
 
 # ---- model side --------------------------------------------------------------------------------
@@ -323,9 +331,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--short", action="store_true", help="fewer requests (make test-vllm)")
     ap.add_argument("--core", type=int, default=0, help="CPU core the engine is bound to")
     ap.add_argument("--scenario", action="append", choices=sorted(SCENARIOS))
+    ap.add_argument(
+        "--from-trace",
+        type=Path,
+        help="compare the model with a vLLM trace recorded before (no vLLM)",
+    )
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     sizes = Sizes()
+    if args.from_trace is not None:
+        return _from_trace(args, sizes)
     trace = args.out / "vllm-trace.jsonl"
     trace.write_text("")
     engine = probe_engine(args.model, sizes, trace, core=args.core)
@@ -341,6 +356,23 @@ def main(argv: list[str] | None = None) -> int:
             print(summary_line(sc.name, c), flush=True)
     finally:
         engine.stop()
+    atomic_write_json(args.out / "results.json", results)
+    print(f"wrote {args.out / 'results.json'}")
+    return 0
+
+
+def _from_trace(args: argparse.Namespace, sizes: Sizes) -> int:
+    """The model side again, against the vLLM decisions of an earlier run (same seeds, same sizes)."""
+    trace = read_trace(args.from_trace, 0)
+    results: dict = {"sizes": asdict(sizes), "short": args.short, "from_trace": str(args.from_trace),
+                     "scenarios": {}}  # fmt: skip
+    for sc in scenarios(args.short, args.scenario):
+        specs = make_requests(sc)
+        vllm = vllm_run(segment(trace, {s.key for s in specs}))
+        c = compare(specs, vllm, model_run(specs, vllm.arrivals, sizes))
+        c["scenario"] = asdict(sc)
+        results["scenarios"][sc.name] = c
+        print(summary_line(sc.name, c), flush=True)
     atomic_write_json(args.out / "results.json", results)
     print(f"wrote {args.out / 'results.json'}")
     return 0

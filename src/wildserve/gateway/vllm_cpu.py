@@ -168,7 +168,9 @@ class VLLMEngine:
         stop_process_group(self.proc)
 
 
-def wait_healthy(url: str, proc: subprocess.Popen | None, timeout_s: float) -> None:
+def wait_healthy(
+    url: str, proc: subprocess.Popen | None, timeout_s: float, every_s: float = 0.1
+) -> None:
     """Poll ``url/health`` until it answers 200; fail early if the process exits."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -182,7 +184,7 @@ def wait_healthy(url: str, proc: subprocess.Popen | None, timeout_s: float) -> N
             pass
         if time.monotonic() > deadline:
             raise TimeoutError(f"{url}: not healthy after {timeout_s:.0f} s")
-        time.sleep(0.5)
+        time.sleep(every_s)
 
 
 def stop_process_group(proc: subprocess.Popen | None, grace_s: float = 20.0) -> None:
