@@ -326,7 +326,7 @@ def run_scenario(url: str, trace: Path, sc: Scenario, sizes: Sizes) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", required=True, help="the converted SmolLM2 folder")
+    ap.add_argument("--model", help="the converted SmolLM2 folder (not with --from-trace)")
     ap.add_argument("--out", type=Path, required=True, help="folder for results.json and logs")
     ap.add_argument("--short", action="store_true", help="fewer requests (make test-vllm)")
     ap.add_argument("--core", type=int, default=0, help="CPU core the engine is bound to")
@@ -341,6 +341,8 @@ def main(argv: list[str] | None = None) -> int:
     sizes = Sizes()
     if args.from_trace is not None:
         return _from_trace(args, sizes)
+    if args.model is None:
+        ap.error("--model is required to run vLLM (or give --from-trace)")
     trace = args.out / "vllm-trace.jsonl"
     trace.write_text("")
     engine = probe_engine(args.model, sizes, trace, core=args.core)
