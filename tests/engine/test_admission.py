@@ -92,3 +92,29 @@ def test_blocker_time_splits_a_record_over_the_windows_it_overlaps():
     assert time[1, B.KV_BLOCKS] == pytest.approx(0.5) and time[1, B.SEATS] == pytest.approx(0.5)
     assert used == pytest.approx([0.25, 0.25 + 0.5])
     assert log.step_counts()["kv_blocks"] == 10 and log.step_counts()["seats"] == 1
+
+
+def test_blocker_time_equals_the_overlap_of_every_record_with_every_window():
+    rng = np.random.default_rng(7)
+    logs = []
+    for _ in range(3):  # three engines, each stepping sequentially with idle gaps
+        log, t = AdmissionLog(), 0.0
+        for _ in range(500):
+            t += rng.exponential(0.05) * (rng.random() < 0.3)
+            d = rng.exponential(0.04)
+            steps = int(rng.integers(1, 5))
+            log.record(t, d, steps, B(int(rng.integers(0, len(B)))), int(rng.integers(0, 900)), 256)
+            t += d
+        logs.append(log)
+    edges = np.sort(rng.uniform(-1, t + 1, 40))
+    time, used = blocker_time(logs, edges)
+    want, want_used = np.zeros_like(time), np.zeros_like(used)
+    for log in logs:
+        for k in range(len(log)):
+            s, d = log.start_s[k], log.duration_s[k]
+            use = log.num_tokens[k] / (log.num_steps[k] * log.budget[k])
+            for w in range(len(edges) - 1):
+                o = max(0.0, min(s + d, edges[w + 1]) - max(s, edges[w]))
+                want[w, log.blocker[k]] += o
+                want_used[w] += o * use
+    assert time == pytest.approx(want, abs=1e-9) and used == pytest.approx(want_used, abs=1e-9)

@@ -66,29 +66,38 @@ def blocker_time(
     Returns ``(time, budget_time)``: ``time[w, b]`` is the step time of every engine in window
     ``[edges[w], edges[w+1])`` spent under blocker ``b``; ``budget_time[w]`` sums step time times the
     share of the token budget the step used, so ``budget_time / time.sum(1)`` is the mean budget use.
-    A record overlapping a window edge is split in proportion to its overlap.
+    A record overlapping a window edge is split in proportion to its overlap. One engine's records
+    never overlap (it steps sequentially), so each edge needs one binary search per engine.
     """
     edges = np.asarray(edges, dtype=float)
-    nwin = len(edges) - 1
-    time = np.zeros((max(nwin, 0), len(BLOCKERS)))
-    used = np.zeros(max(nwin, 0))
-    if nwin < 1:
-        return time, used
+    nb = len(BLOCKERS)
+    if len(edges) < 2:
+        return np.zeros((0, nb)), np.zeros(0)
+    time = np.zeros((len(edges) - 1, nb))
+    used = np.zeros(len(edges) - 1)
     for log in logs:
         if not len(log):
             continue
         start = np.frombuffer(log.start_s, dtype=np.float64)
-        end = start + np.frombuffer(log.duration_s, dtype=np.float64)
+        dur = np.frombuffer(log.duration_s, dtype=np.float64)
         codes = np.frombuffer(log.blocker, dtype=np.int8).astype(np.int64)
         steps = np.frombuffer(log.num_steps, dtype=np.int64)
         share = np.frombuffer(log.num_tokens, dtype=np.int64) / np.maximum(
             1, steps * np.frombuffer(log.budget, dtype=np.int64)
         )
-        for w in range(nwin):
-            lo, hi = edges[w], edges[w + 1]
-            overlap = np.clip(np.minimum(end, hi) - np.maximum(start, lo), 0.0, None)
-            if not overlap.any():
-                continue
-            time[w] += np.bincount(codes, weights=overlap, minlength=len(BLOCKERS))
-            used[w] += float((overlap * share).sum())
+        # cumulative time before each record, per blocker and budget-weighted
+        onehot = np.zeros((len(dur), nb))
+        onehot[np.arange(len(dur)), codes] = dur
+        before = np.vstack([np.zeros(nb), np.cumsum(onehot, axis=0)])
+        before_used = np.concatenate(([0.0], np.cumsum(dur * share)))
+        # F(x): time in [0, x) = records ending by x + the part of the one running at x
+        i = np.searchsorted(start, edges, side="left")  # records starting before x: [0, i)
+        last = np.maximum(i - 1, 0)
+        part = np.where(i > 0, np.clip(edges - start[last], 0.0, dur[last]), 0.0)
+        full = np.where(i > 0, last, 0)  # records [0, i - 1) are wholly before x
+        f = before[full].copy()
+        f[np.arange(len(edges)), codes[last]] += part
+        fu = before_used[full] + part * share[last]
+        time += np.diff(f, axis=0)
+        used += np.diff(fu)
     return time, used
