@@ -22,8 +22,9 @@ from wildserve.errors import ConfigError
 from wildserve.rollout.config import SamplingConfig, TrainConfig
 from wildserve.rollout.generation import generate
 from wildserve.rollout.planner import DraftPlanner
+from wildserve.rollout.sim_acceptance import load_steps
 from wildserve.rollout.state import SeqState
-from wildserve.rollout.train import GRPOTrainer, Task, load_steps, plot_run
+from wildserve.rollout.train import GRPOTrainer, Task, plot_run
 
 GOOD = 7  # reward: the response contains this token
 

@@ -407,14 +407,6 @@ def _summarize(traces: Sequence[dict[str, Any]], k: int) -> dict[str, float]:
     return out
 
 
-def load_steps(out: Path) -> list[dict[str, Any]]:
-    """Every saved step of a run folder (records, responses and traces), in order."""
-    files = sorted((out / "steps").glob("step_*.json.gz"))
-    if not files:
-        raise ConfigError(f"{out}: no steps/step_*.json.gz (not a rollout-train run folder)")
-    return [orjson.loads(gzip.decompress(f.read_bytes())) for f in files]
-
-
 def word_problem_task(loaded: Any, problems: Sequence[Any]) -> Task:
     """The shipped word problems as an RL task: chat prompts, reward 1 for the exact answer."""
     from wildserve.rollout.prompts import reward
