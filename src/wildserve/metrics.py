@@ -115,6 +115,27 @@ class RequestMetrics:
         }
 
 
+# Student's t 97.5% quantiles for 1..10 degrees of freedom (beyond: the normal 1.96 plus a margin)
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)
+
+
+def mean_interval(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and the half-width of its 95% t-interval over independent runs (0 for a single run).
+
+    Used across seeds: each seed's run gives one value (e.g. its mean TTFT), and the interval says
+    how far the mean over seeds could move with other seeds. NaN/None values are ignored.
+    """
+    arr = np.asarray([v for v in values if v is not None], dtype=float)
+    arr = arr[np.isfinite(arr)]
+    if arr.size == 0:
+        return math.nan, math.nan
+    if arr.size == 1:
+        return float(arr[0]), 0.0
+    df = arr.size - 1
+    t = _T975[df - 1] if df <= len(_T975) else 1.96 + 2.5 / df
+    return float(arr.mean()), float(t * arr.std(ddof=1) / math.sqrt(arr.size))
+
+
 def time_between_tokens(token_times: Iterable[Sequence[float]]) -> np.ndarray:
     """Gaps between consecutive tokens of each request, pooled over requests."""
     gaps = [np.diff(np.asarray(t, dtype=float)) for t in token_times if len(t) > 1]

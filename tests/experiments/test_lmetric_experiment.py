@@ -1,41 +1,139 @@
+"""The LMetric experiment plans every point, caches finished runs, folds seeds and reports what it ran."""
+
 from __future__ import annotations
 
+import numpy as np
+import pytest
+
+from wildserve.experiments import lmetric as lmetric_exp
 from wildserve.experiments.lmetric import LMetricExperiment, WorkloadSpec, run_experiment
-from wildserve.experiments.lmetric_report import acceptance, write_report
+from wildserve.experiments.lmetric_points import best_of, fair_linear, fold, select, untuned
+from wildserve.experiments.lmetric_report import _pm, acceptance, write_report
 from wildserve.experiments.runcache import RunCache
+from wildserve.metrics import mean_interval
+
+POLICIES = ("lmetric", "vllm-v1", "round-robin")
+GRIDS = {"linear-tuned": ("w", (1024.0, 16384.0)), "linear-new": ("beta", (1024.0,))}
+SEEDS = (0, 1, None)
 
 
 def small_experiment() -> LMetricExperiment:
     return LMetricExperiment(
-        workloads=[WorkloadSpec("mooncake", "builtin:mooncake-conversation", (1.0, 3.0))],
+        workloads=[
+            WorkloadSpec("mooncake", "builtin:mooncake-conversation", (1.0, 3.0), seeds=SEEDS)
+        ],
         setups=[("qwen2.5-7b", "h20")],
-        policies=("lmetric", "vllm-v1", "round-robin"),
-        linear_betas=(1024.0, 8192.0),
+        policies=POLICIES,
+        linear_grids=GRIDS,
         num_instances=4,
         max_requests=80,
     )
 
 
-def test_experiment_runs_caches_and_reports(tmp_path):
-    cache = RunCache(tmp_path / "runs")
+@pytest.fixture(scope="module")
+def ran(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("lmetric")
+    cache = RunCache(tmp / "runs")
     doc, metrics = run_experiment(small_experiment(), jobs=1, cache=cache)
-    assert len(doc["runs"]) == 2 * (3 + 2)
-    assert all(r["summary"]["finished"] == 80 for r in doc["runs"])
-    assert len(list((tmp_path / "runs").glob("*.json"))) == 10
+    return tmp, cache, doc, metrics
 
+
+def test_every_planned_point_runs_once_per_seed_and_finishes(ran):
+    _, _, doc, metrics = ran
+    per_load = len(POLICIES) + sum(len(g) for _, g in GRIDS.values())
+    assert len(doc["runs"]) == 2 * len(SEEDS) * per_load
+    assert len({r["key"] for r in doc["runs"]}) == len(doc["runs"]) == len(metrics)
+    assert all(r["summary"]["finished"] == 80 for r in doc["runs"])
+    kwargs = {(r["policy"], tuple(r["kwargs"].items())) for r in doc["runs"] if r["kwargs"]}
+    assert kwargs == {
+        ("linear-tuned", (("w", 1024.0),)),
+        ("linear-tuned", (("w", 16384.0),)),
+        ("linear-new", (("beta", 1024.0),)),
+    }
+    lm = [r for r in doc["runs"] if r["policy"] == "lmetric"]
+    assert all(r["summary"]["policy_stats"]["decisions"] == 80 for r in lm)
+
+
+def test_seeds_change_the_arrivals_and_so_the_latencies(ran):
+    _, _, doc, metrics = ran
+    by_seed = {
+        r["seed"]: metrics[r["key"]]
+        for r in doc["runs"]
+        if r["policy"] == "round-robin" and r["rate_scale"] == 3.0
+    }
+    assert set(by_seed) == set(SEEDS)
+    # the same requests (round-robin places them the same way) with other arrival times
+    for s in (1, None):
+        assert (by_seed[s].prompt_tokens == by_seed[0].prompt_tokens).all()
+        assert (by_seed[s].instance == by_seed[0].instance).all()
+        assert not np.array_equal(by_seed[s].ttft, by_seed[0].ttft)
+
+
+def test_a_second_run_reads_every_point_from_the_cache(ran, monkeypatch):
+    tmp, cache, doc, metrics = ran
+    assert len(list((tmp / "runs").glob("*.json"))) == len(doc["runs"])
+
+    def no_simulation(*args, **kwargs):
+        raise AssertionError("a cached run was simulated again")
+
+    monkeypatch.setattr(lmetric_exp, "run_policy", no_simulation)
     seen = []
     doc2, metrics2 = run_experiment(
         small_experiment(), jobs=1, cache=cache, on_progress=lambda k, d, t: seen.append(k)
     )
     assert [r["summary"] for r in doc2["runs"]] == [r["summary"] for r in doc["runs"]]
-    assert len(seen) == 10  # every run came back from the cache in one progress tick
-    key = doc["runs"][0]["key"]
-    assert (metrics2[key].ttft == metrics[key].ttft).all()
+    assert sorted(seen) == sorted(r["key"] for r in doc["runs"])  # one tick per run
+    for key in metrics:
+        assert (metrics2[key].ttft == metrics[key].ttft).all()
 
-    a = acceptance(doc["runs"], "mooncake", "qwen2.5-7b", 3.0)
-    assert {"reduction_vs_vllm_v1", "beaten_on_mean_by", "ratio_to_linear_best"} <= set(a)
-    report = write_report(doc, metrics, tmp_path / "lmetric.md", tmp_path / "lmetric", "cmd")
+
+def test_points_fold_seeds_and_pick_the_best_grid_point(ran):
+    _, _, doc, _ = ran
+    points = fold(doc["runs"])
+    here = select(points, "mooncake", "qwen2.5-7b", 3.0)
+    lm = untuned(here, "lmetric")
+    assert sorted(lm.seeds) == [0, 1]  # recorded arrivals are a point of their own
+    runs = [
+        r
+        for r in doc["runs"]
+        if r["policy"] == "lmetric" and r["rate_scale"] == 3.0 and r["seed"] is not None
+    ]
+    assert lm.stat("ttft_mean") == mean_interval([r["summary"]["ttft"]["mean"] for r in runs])
+    grid = [p for p in here if p.policy == "linear-tuned"]
+    assert len(grid) == 2
+    best = best_of(here, "linear-tuned")
+    assert best.mean("ttft_mean") == min(p.mean("ttft_mean") for p in grid)
+    fair = fair_linear(here)
+    assert fair.mean("ttft_mean") <= best.mean("ttft_mean")
+    assert fair.mean("ttft_mean") <= best_of(here, "linear-new").mean("ttft_mean")
+    rec = select(points, "mooncake", "qwen2.5-7b", 3.0, "recorded")
+    assert untuned(rec, "lmetric").seeds == [None]
+
+
+def test_acceptance_and_report_state_the_measured_numbers(ran):
+    tmp, _, doc, metrics = ran
+    here = select(fold(doc["runs"]), "mooncake", "qwen2.5-7b", 3.0)
+    a = acceptance(here)
+    lm, vl, rr = (untuned(here, p) for p in POLICIES)
+    assert a["reduction_vs_vllm_v1"] == pytest.approx(
+        1 - lm.mean("ttft_mean") / vl.mean("ttft_mean")
+    )
+    # baselines in UNTUNED_BASELINES order: round-robin before vllm-v1
+    assert a["beaten_on_mean_by"] == [
+        p.policy for p in (rr, vl) if p.mean("ttft_mean") < lm.mean("ttft_mean")
+    ]
+    assert a["beaten_on_p99_by"] == [
+        p.policy for p in (rr, vl) if p.mean("ttft_p99") < lm.mean("ttft_p99")
+    ]
+    fair = fair_linear(here)
+    assert a["fair_linear"] == fair.label
+    assert a["ratio_to_fair_linear"] == pytest.approx(lm.mean("ttft_mean") / fair.mean("ttft_mean"))
+
+    report = write_report(doc, metrics, tmp / "lmetric.md", tmp / "lmetric", "cmd")
     text = report.read_text()
-    assert "## mooncake, 16 x qwen2.5-7b on h20" not in text  # the instance count is the run's
-    assert "linear-tuned (beta=" in text and "Acceptance checks" in text
-    assert (tmp_path / "lmetric" / "mooncake_qwen2.5-7b_vs_load.png").exists()
+    assert "## mooncake, 4 x qwen2.5-7b on h20" in text  # the instance count is the run's
+    row = next(line for line in text.splitlines() if line.startswith("| x3 | **lmetric** |"))
+    assert _pm(lm.stat("ttft_mean")) in row and " ± " in row
+    assert f"{a['ratio_to_fair_linear']:.3f}x" in text
+    assert "Recorded arrival times" in text
+    assert (tmp / "lmetric" / "mooncake_qwen2.5-7b_vs_load.png").stat().st_size > 10_000

@@ -76,8 +76,24 @@ def test_sglang_cache_aware_follows_its_own_history_until_imbalanced():
     assert p.choose(other, [view(0, run=3), view(1, run=2)]) == 1
 
 
-def test_linear_score_trades_new_tokens_against_requests():
+def test_linear_new_trades_new_tokens_against_requests():
     r = req(prompt=160, blocks=10)
     vs = [view(0, run=4, match=10), view(1, run=0)]
-    assert make_policy("linear-tuned", alpha=1.0, beta=1.0).choose(r, vs) == 0  # 4 < 160
-    assert make_policy("linear-tuned", alpha=1.0, beta=100.0).choose(r, vs) == 1  # 400 > 160
+    assert make_policy("linear-new", alpha=1.0, beta=1.0).scores(r, vs) == [4.0, 160.0]
+    assert make_policy("linear-new", alpha=1.0, beta=1.0).choose(r, vs) == 0
+    assert make_policy("linear-new", alpha=1.0, beta=100.0).scores(r, vs) == [400.0, 160.0]
+    assert make_policy("linear-new", alpha=1.0, beta=100.0).choose(r, vs) == 1
+
+
+def test_linear_tuned_adds_the_queued_prefill_backlog():
+    r = req(prompt=160, blocks=10)
+    # instance 0: 6 of 10 blocks cached (64 new tokens), 1000 queued, 2 requests;
+    # instance 1: nothing cached (160 new), 100 queued, 3 requests
+    vs = [view(0, run=1, wait=1, queued=1000, match=6), view(1, run=3, queued=100)]
+    p = make_policy("linear-tuned", w=50.0)
+    assert p.scores(r, vs) == [1000 + 64 + 100.0, 100 + 160 + 150.0]
+    assert p.choose(r, vs) == 1
+    # with a heavy request weight the request count decides: 1064 + 2w < 260 + 3w once w > 804
+    assert make_policy("linear-tuned", w=1000.0).choose(r, vs) == 0
+    # the narrower family never sees the backlog: it keeps the request on the cached instance
+    assert make_policy("linear-new", beta=50.0).choose(r, vs) == 0

@@ -56,3 +56,34 @@ def test_mitigation_floors_new_tokens_and_breaks_ties_by_load():
     # two fully cached instances with no backlog: the less loaded wins despite a higher index
     assert p.choose(r, [view(0, run=3, match=10), view(1, run=1, match=10)]) == 1
     assert p.num_zero_score_decisions == 2  # still detected, no longer harmful
+
+
+def test_costly_switch_is_counted_when_the_re_prefill_exceeds_the_backlog_avoided():
+    p = make_policy("lmetric")
+    r = req(prompt=160, blocks=10)
+    # instance 0 holds 9 of the 10 blocks (16 new tokens) behind 1000 queued tokens and 9 requests;
+    # instance 1 holds nothing (160 new) behind 900 queued tokens and no request.
+    home = view(0, run=9, queued=1000, match=9)
+    assert p.scores(r, [home, view(1, queued=900)]) == [(1000 + 16) * 10, (900 + 160) * 1]
+    assert p.choose(r, [home, view(1, queued=900)]) == 1
+    # the move re-prefills 144 tokens to avoid 100 tokens of backlog: the product's batch factor won
+    assert p.stats()["costly_switch_decisions"] == 1
+    # behind 100 queued tokens the same move avoids 900 tokens of backlog: a switch worth making
+    assert p.choose(r, [home, view(1, queued=100)]) == 1
+    # staying on the cache holder is never a costly switch
+    assert p.choose(r, [view(0, queued=0, match=9), view(1, queued=900)]) == 0
+    assert p.stats() == {
+        "decisions": 3,
+        "zero_score_decisions": 0,
+        "costly_switch_decisions": 1,
+    }
+
+
+def test_no_costly_switch_without_a_cache_to_lose():
+    p = make_policy("lmetric")
+    r = req(prompt=160, blocks=10)
+    # nothing cached anywhere: moving to the smaller batch costs no re-prefill
+    assert p.choose(r, [view(0, run=9, queued=100), view(1, queued=150)]) == 1
+    # the same prefix cached everywhere: no instance is the holder
+    assert p.choose(r, [view(0, run=9, queued=100, match=5), view(1, queued=150, match=5)]) == 1
+    assert p.stats()["costly_switch_decisions"] == 0

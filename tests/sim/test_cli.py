@@ -72,3 +72,43 @@ def test_malformed_trace_names_file_line_and_field(tmp_path):
     res = run_cli("simulate", "--trace", f"mooncake:{trace}", "--instances", "2")
     assert res.returncode != 0
     assert f"{trace}:2" in res.stderr and "input_length" in res.stderr
+
+
+def test_simulate_takes_reader_options_and_a_seed(tmp_path):
+    def run(seed: str, out):
+        return run_cli(
+            "simulate", "--trace", "builtin:weka-claude-code", "-o", "max_idle_s=30",
+            "--seed", seed, "--max-requests", "60", "--instances", "2", "--policy", "lmetric",
+            "--jobs", "1", "--output-json", str(out),
+        )  # fmt: skip
+
+    docs = []
+    for seed in ("1", "2"):
+        out = tmp_path / f"s{seed}.json"
+        res = run(seed, out)
+        assert res.returncode == 0, res.stderr
+        docs.append(json.loads(out.read_text()))
+    a, b = docs
+    assert a["config"]["reader_options"] == {"max_idle_s": 30} and a["config"]["seed"] == 1
+    assert a["requests"] == b["requests"] == 60
+    # other session starts: the first 60 requests differ, and so do their latencies
+    assert a["policies"]["lmetric"]["ttft"] != b["policies"]["lmetric"]["ttft"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-o", "no_such_option=1"], "no option no_such_option"),
+        (["-o", "seed=4", "--seed", "3"], "contradicts"),
+        (["--seed", "-1"], "'--seed'"),
+    ],
+)
+def test_bad_reader_options_and_seeds_are_one_line_errors(args, message, tmp_path):
+    out = tmp_path / "r.json"
+    res = run_cli(
+        "simulate", "--trace", "builtin:weka-claude-code", "--max-requests", "10",
+        "--output-json", str(out), *args,
+    )  # fmt: skip
+    assert res.returncode == 2
+    assert message in res.stderr, res.stderr
+    assert not out.exists()

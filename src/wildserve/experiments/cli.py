@@ -11,6 +11,21 @@ from typing import Annotated
 import typer
 
 
+def _parse_seeds(text: str) -> tuple[int | None, ...]:
+    from wildserve.errors import ConfigError
+
+    out: list[int | None] = []
+    for item in text.split(","):
+        item = item.strip()
+        if item == "rec":
+            out.append(None)
+        elif item.isdigit():
+            out.append(int(item))
+        else:
+            raise ConfigError(f"--seeds: '{item}' is neither a non-negative integer nor 'rec'")
+    return tuple(out)
+
+
 def lmetric(
     workloads: Annotated[
         str, typer.Option(help="comma-separated: mooncake, weka")
@@ -21,6 +36,17 @@ def lmetric(
     rate_scales: Annotated[
         str | None, typer.Option(help="override the loads of every workload, e.g. 0.5,1,2")
     ] = None,
+    seeds: Annotated[
+        str | None,
+        typer.Option(help="override every workload's seeds, e.g. 0,1,2 ('rec': recorded arrivals)"),
+    ] = None,
+    policies: Annotated[
+        str | None,
+        typer.Option(help="comma-separated untuned policies (default: LMetric, ours, baselines)"),
+    ] = None,
+    linear: Annotated[
+        str, typer.Option(help="tuned linear families to grid-search (comma-separated; '' none)")
+    ] = "linear-tuned,linear-new",
     weka: Annotated[
         str, typer.Option(help="trace spec of the WEKA sessions")
     ] = "builtin:weka-claude-code",
@@ -47,7 +73,9 @@ def lmetric(
     from wildserve.console import RunCounter, make_console, make_progress
     from wildserve.errors import ConfigError
     from wildserve.experiments.lmetric import (
+        DEFAULT_POLICIES,
         DEFAULT_WORKLOADS,
+        LINEAR_GRIDS,
         LMetricExperiment,
         run_experiment,
         run_zero_score_demo,
@@ -55,6 +83,7 @@ def lmetric(
     from wildserve.experiments.lmetric_report import write_report
     from wildserve.experiments.runcache import RunCache
     from wildserve.io import atomic_write_json
+    from wildserve.routing import ROUTING_POLICIES
     from wildserve.sim.parallel import default_jobs
 
     console = make_console()
@@ -68,7 +97,16 @@ def lmetric(
             w = dataclasses.replace(w, spec=weka)
         if rate_scales:
             w = dataclasses.replace(w, rate_scales=tuple(float(x) for x in rate_scales.split(",")))
+        if seeds:
+            w = dataclasses.replace(w, seeds=_parse_seeds(seeds))
         chosen.append(w)
+    families = [f for f in linear.split(",") if f]
+    for f in families:
+        if f not in LINEAR_GRIDS:
+            raise ConfigError(f"unknown linear family '{f}'; choose from {', '.join(LINEAR_GRIDS)}")
+    names = tuple(policies.split(",")) if policies else DEFAULT_POLICIES
+    for name in names:
+        ROUTING_POLICIES.get(name)  # fail on a typo before any work
     setups = []
     for item in models.split(","):
         model, _, gpu = item.partition("@")
@@ -79,6 +117,8 @@ def lmetric(
         num_instances=instances,
         view_source=view_source,
         max_requests=max_requests,
+        policies=names,
+        linear_grids={f: LINEAR_GRIDS[f] for f in families},
     )
     jobs = jobs or default_jobs(64)
     t0 = time.perf_counter()

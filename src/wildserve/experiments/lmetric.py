@@ -3,14 +3,15 @@
 Setting (the paper's): 16 instances, one GPU each, 16-token blocks, prefix caching, max_num_seqs 256;
 Qwen2.5-7B and Qwen3-30B-A3B on H20. Workloads: the Mooncake conversation trace and the WEKA Claude Code
 agent sessions, each swept from light load to where ``vllm-v1``'s TTFT blows up. ``linear-tuned`` is
-grid-searched on the same trace and load and reported with its best point. A synthetic hot-prompt
+grid-searched on the same trace, load and seeds and reported with its best point, for two linear
+families (with and without the backlog term). Every point runs over several Poisson seeds. A synthetic hot-prompt
 workload shows LMetric's zero-score failure and its mitigation.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,9 +23,9 @@ from wildserve.metrics import RequestMetrics
 from wildserve.routing.policy import make_policy
 from wildserve.sim.build import ClusterConfig, run_policy
 from wildserve.sim.parallel import report_progress, run_parallel
-from wildserve.workload import load_trace
 from wildserve.workload.formats import renumber
 from wildserve.workload.request import Request
+from wildserve.workload.seeding import load_seeded
 from wildserve.workload.synthetic import LengthDist, SyntheticConfig, synthetic_workload
 from wildserve.workload.transforms import rate_scale
 
@@ -38,29 +39,50 @@ UNTUNED_BASELINES = (
     "production-weighted",
     "aibrix-prefix",
 )
-# linear-tuned is argmin(alpha * new_tokens + beta * requests); only beta/alpha matters (alpha = 1)
-LINEAR_BETAS = (512.0, 2048.0, 8192.0, 32768.0)
+# The tuned linear families and the grid each is searched over (alpha = 1: only the ratio matters).
+# linear-tuned: queued_prefill + new_tokens + w x requests (the paper's baseline);
+# linear-new: new_tokens + beta x requests (no backlog term).
+LINEAR_GRIDS: dict[str, tuple[str, tuple[float, ...]]] = {
+    "linear-tuned": ("w", (512.0, 2048.0, 8192.0, 32768.0, 131072.0)),
+    "linear-new": ("beta", (512.0, 2048.0, 8192.0, 32768.0)),
+}
+LINEAR_FAMILIES = tuple(LINEAR_GRIDS)
 
 
 @dataclass(frozen=True)
 class WorkloadSpec:
-    """A trace, the reader options it needs, and the loads (rate scales) it is swept over."""
+    """A trace, its reader options, the loads (rate scales) it is swept over and the seeds of each.
+
+    A seed draws Poisson arrivals (``wildserve.workload.seeding``); ``None`` keeps the recorded ones.
+    """
 
     name: str
     spec: str
     rate_scales: tuple[float, ...]
     options: dict = field(default_factory=dict)
+    seeds: tuple[int | None, ...] = (None,)
 
-    def load(self) -> list[Request]:
-        return load_trace(self.spec, **self.options)
+    def load(self, seed: int | None = None) -> list[Request]:
+        return load_seeded(self.spec, seed, self.options)
 
 
 DEFAULT_WORKLOADS = (
-    WorkloadSpec("mooncake", "builtin:mooncake-conversation", (0.5, 1.0, 1.5, 2.0)),
-    # idle gaps over 30 s (users away for hours) are shortened so sessions overlap
-    WorkloadSpec("weka", "builtin:weka-claude-code", (0.25, 0.5, 1.0, 2.0), {"max_idle_s": 30.0}),
+    # three Poisson re-timings at the trace's own rate, and the recorded arrivals
+    WorkloadSpec(
+        "mooncake", "builtin:mooncake-conversation", (0.5, 1.0, 1.5, 2.0), seeds=(0, 1, 2, None)
+    ),
+    # five Poisson placements of the session starts; idle gaps over 30 s (users away for hours)
+    # are shortened so sessions overlap
+    WorkloadSpec(
+        "weka",
+        "builtin:weka-claude-code",
+        (0.25, 0.5, 1.0, 2.0),
+        {"max_idle_s": 30.0},
+        seeds=(0, 1, 2, 3, 4),
+    ),
 )
 DEFAULT_SETUPS = (("qwen2.5-7b", "h20"), ("qwen3-30b-a3b", "h20"))
+DEFAULT_POLICIES = ("lmetric", *UNTUNED_BASELINES)
 
 
 @dataclass
@@ -69,8 +91,10 @@ class LMetricExperiment:
 
     workloads: Sequence[WorkloadSpec] = DEFAULT_WORKLOADS
     setups: Sequence[tuple[str, str]] = DEFAULT_SETUPS
-    policies: Sequence[str] = ("lmetric", *UNTUNED_BASELINES)
-    linear_betas: Sequence[float] = LINEAR_BETAS
+    policies: Sequence[str] = DEFAULT_POLICIES
+    linear_grids: Mapping[str, tuple[str, Sequence[float]]] = field(
+        default_factory=lambda: dict(LINEAR_GRIDS)
+    )
     num_instances: int = 16
     view_source: str = "exact"
     max_requests: int = 0  # 0: the whole trace
@@ -83,12 +107,28 @@ class LMetricExperiment:
 
 
 # Workloads are loaded once in the parent; forked workers read them from here instead of unpickling.
-_LOADED: dict[str, list[Request]] = {}
+_LOADED: dict[tuple[str, int | None], list[Request]] = {}
+
+
+def session_switch_rate(requests: Sequence[Request], instances: Sequence[int]) -> float | None:
+    """Share of follow-ups (a request whose session was seen before) sent to another instance."""
+    last: dict[int, int] = {}
+    switches = follow_ups = 0
+    for r, i in zip(requests, instances, strict=True):
+        s = r.session_id
+        if s is None or i < 0:
+            continue
+        prev = last.get(s)
+        if prev is not None:
+            follow_ups += 1
+            switches += prev != i
+        last[s] = i
+    return switches / follow_ups if follow_ups else None
 
 
 def _run(
     key: str,
-    workload: str,
+    loaded: tuple[str, int | None],
     scale: float,
     cfg: ClusterConfig,
     policy: str,
@@ -102,7 +142,7 @@ def _run(
         if hit is not None:
             report_progress(key, 1, 1)
             return hit
-    requests = list(rate_scale(_LOADED[workload], scale))
+    requests = list(rate_scale(_LOADED[loaded], scale))
 
     def progress(done: int, total: int) -> None:
         report_progress(key, done, total)
@@ -115,28 +155,41 @@ def _run(
     summary["wall_s"] = result.wall_s
     summary["preemptions"] = sum(e.num_preemptions for e in result.engines)
     summary["policy_stats"] = result.extra.get("policy_stats")
+    summary["session_switch_rate"] = session_switch_rate(requests, result.instances)
     if cache is not None:
         cache.put(fp, summary, metrics)
     return summary, metrics
 
 
+def run_label(run: Mapping[str, Any]) -> str:
+    """``policy`` or ``policy[w=8192]`` for a grid point."""
+    extra = ",".join(f"{k}={v:g}" for k, v in sorted(run["kwargs"].items()) if k != "alpha")
+    return f"{run['policy']}[{extra}]" if extra else run["policy"]
+
+
 def plan_runs(exp: LMetricExperiment) -> list[dict[str, Any]]:
-    """Every (workload, setup, load, policy) run, linear-tuned grid points included."""
+    """Every (workload, setup, load, seed, policy) run, the linear grid points included."""
     runs = []
     for w in exp.workloads:
         for model, gpu in exp.setups:
             for scale in w.rate_scales:
-                base = {"workload": w.name, "model": model, "gpu": gpu, "rate_scale": scale}
-                for p in exp.policies:
-                    runs.append({**base, "policy": p, "kwargs": {}})
-                for beta in exp.linear_betas:
-                    runs.append(
-                        {**base, "policy": "linear-tuned", "kwargs": {"alpha": 1.0, "beta": beta}}
-                    )
+                for seed in w.seeds:
+                    base = {
+                        "workload": w.name,
+                        "model": model,
+                        "gpu": gpu,
+                        "rate_scale": scale,
+                        "seed": seed,
+                    }
+                    for p in exp.policies:
+                        runs.append({**base, "policy": p, "kwargs": {}})
+                    for family, (param, grid) in exp.linear_grids.items():
+                        for value in grid:
+                            runs.append({**base, "policy": family, "kwargs": {param: value}})
     for run in runs:
-        extra = f"[beta={run['kwargs']['beta']:g}]" if run["kwargs"] else ""
+        seed = "rec" if run["seed"] is None else f"s{run['seed']}"
         run["key"] = (
-            f"{run['workload']}/{run['model']}/x{run['rate_scale']:g}/{run['policy']}{extra}"
+            f"{run['workload']}/{run['model']}/x{run['rate_scale']:g}/{seed}/{run_label(run)}"
         )
     return runs
 
@@ -151,11 +204,12 @@ def run_experiment(
     """Run every planned simulation (reusing cached ones); returns the JSON document and metrics."""
     sizes = {}
     for w in exp.workloads:
-        reqs = w.load()
-        if exp.max_requests:
-            reqs = reqs[: exp.max_requests]
-        _LOADED[w.name] = reqs
-        sizes[w.name] = len(reqs)
+        for seed in w.seeds:
+            reqs = w.load(seed)
+            if exp.max_requests:
+                reqs = reqs[: exp.max_requests]
+            _LOADED[(w.name, seed)] = reqs
+            sizes[w.name] = len(reqs)
     runs = plan_runs(exp)
     if on_plan is not None:
         on_plan(runs, sizes)
@@ -167,9 +221,10 @@ def run_experiment(
         fp = fingerprint(
             {
                 "run": {
-                    k: r[k] for k in ("workload", "model", "gpu", "rate_scale", "policy", "kwargs")
+                    k: r[k]
+                    for k in ("workload", "model", "gpu", "rate_scale", "seed", "policy", "kwargs")
                 },
-                "workload": dataclasses.asdict(w),
+                "workload": {"spec": w.spec, "options": w.options},
                 "max_requests": exp.max_requests,
                 "cluster": dataclasses.asdict(cfg),
                 "view_source": exp.view_source,
@@ -177,7 +232,7 @@ def run_experiment(
         )
         args = (
             r["key"],
-            r["workload"],
+            (r["workload"], r["seed"]),
             r["rate_scale"],
             cfg,
             r["policy"],
@@ -196,22 +251,11 @@ def run_experiment(
             "view_source": exp.view_source,
             "setups": [list(s) for s in exp.setups],
             "workloads": [dataclasses.asdict(w) for w in exp.workloads],
-            "linear_betas": list(exp.linear_betas),
+            "linear_grids": {k: [p, list(g)] for k, (p, g) in exp.linear_grids.items()},
             "engine": dataclasses.asdict(exp.engine),
         },
     }
     return doc, {key: m for key, (_, m) in outcomes.items()}
-
-
-def best_linear(runs: list[dict], workload: str, model: str, scale: float) -> dict | None:
-    """The linear-tuned grid point with the lowest mean TTFT at one load."""
-    grid = [
-        r
-        for r in runs
-        if r["policy"] == "linear-tuned"
-        and (r["workload"], r["model"], r["rate_scale"]) == (workload, model, scale)
-    ]
-    return min(grid, key=lambda r: r["summary"]["ttft"]["mean"]) if grid else None
 
 
 def hot_prompt_workload(
@@ -260,7 +304,7 @@ def run_zero_score_demo(
     num_instances: int = 4, model: str = "qwen2.5-7b", gpu: str = "h20", jobs: int = 2
 ):
     """LMetric with and without the zero-score mitigation (and least-requests) on the hot-prompt trace."""
-    _LOADED["hot-prompt"] = hot_prompt_workload()
+    _LOADED[("hot-prompt", None)] = hot_prompt_workload()
     cfg = ClusterConfig(model=model, gpu=gpu, num_instances=num_instances)
     variants = {
         "lmetric": ("lmetric", {}),
@@ -268,7 +312,7 @@ def run_zero_score_demo(
         "least-requests": ("least-requests", {}),
     }
     tasks = [
-        (name, _run, (name, "hot-prompt", 1.0, cfg, policy, kwargs, "exact"))
+        (name, _run, (name, ("hot-prompt", None), 1.0, cfg, policy, kwargs, "exact"))
         for name, (policy, kwargs) in variants.items()
     ]
     outcomes = run_parallel(tasks, jobs)

@@ -13,10 +13,16 @@ if TYPE_CHECKING:
 
 _DECISION_BUCKETS = (1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 0.1)
 _E2E_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+# failure counters a routing policy may report in ``stats()`` (0 for policies that do not)
+_POLICY_COUNTERS = {
+    "zero_score_decisions": "decisions whose best policy score was 0 (load ignored)",
+    "costly_switch_decisions": "decisions that left the instance holding the longest cached prefix "
+    "for a re-prefill larger than the queued prefill it avoided",
+}
 
 
 class _LiveState:
-    """Read at scrape time: in-flight, health, zero-score decisions, KV-event subscriber counters."""
+    """Read at scrape time: in-flight, health, the policy's failure counters, KV-event batches."""
 
     def __init__(self, gateway: Gateway) -> None:
         self.gw = gateway
@@ -36,13 +42,10 @@ class _LiveState:
             healthy.add_metric([b.url], 1.0 if b.healthy else 0.0)
         yield in_flight
         yield healthy
-        stats = getattr(gw.policy, "stats", None)
-        zero = stats().get("zero_score_decisions", 0) if stats is not None else 0
-        yield CounterMetricFamily(
-            "wildserve_gateway_zero_score_decisions",
-            "decisions whose best policy score was 0 (load ignored)",
-            value=zero,
-        )
+        stats_of = getattr(gw.policy, "stats", None)
+        stats = stats_of() if stats_of is not None else {}
+        for key, doc in _POLICY_COUNTERS.items():
+            yield CounterMetricFamily(f"wildserve_gateway_{key}", doc, value=stats.get(key, 0))
         if gw.subscribers:
             batches = CounterMetricFamily(
                 "wildserve_gateway_kv_event_batches", "KV event batches applied", labels=["backend"]

@@ -164,16 +164,44 @@ class SglangCacheAware(RoutingPolicy):
 
 
 @ROUTING_POLICIES.register("linear-tuned")
-class LinearScore(RoutingPolicy):
-    """``alpha x new_tokens + beta x requests``: the family a tuned linear combination searches."""
+class LinearTuned(RoutingPolicy):
+    """``queued_prefill + new_tokens + w x requests``: LMetric's two indicators, combined linearly.
+
+    The family the paper compares LMetric's product with: the same prefill backlog, the same uncached
+    tokens and the same request count, added with one weight ``w`` (tokens per request) that has to be
+    tuned for each workload and load. The experiment grid-searches ``w`` per load.
+    """
 
     name = "linear-tuned"
+
+    def __init__(self, w: float = 4096.0) -> None:
+        self.w = w
+
+    def scores(self, request: RouteRequest, views: Sequence[InstanceView]) -> list[float]:
+        w = self.w
+        return [v.queued_prefill_tokens + v.new_tokens(request) + w * v.num_requests for v in views]
+
+    def choose(self, request: RouteRequest, views: Sequence[InstanceView]) -> int:
+        return argmin(self.scores(request, views))
+
+
+@ROUTING_POLICIES.register("linear-new")
+class LinearNew(RoutingPolicy):
+    """``alpha x new_tokens + beta x requests``: a narrower linear family with no backlog term.
+
+    It was this project's first tuned baseline; LMetric beats its best grid point on Mooncake where
+    it does not beat ``linear-tuned``'s, so both are reported.
+    """
+
+    name = "linear-new"
 
     def __init__(self, alpha: float = 1.0, beta: float = 1000.0) -> None:
         self.alpha = alpha
         self.beta = beta
 
+    def scores(self, request: RouteRequest, views: Sequence[InstanceView]) -> list[float]:
+        a, b = self.alpha, self.beta
+        return [a * v.new_tokens(request) + b * v.num_requests for v in views]
+
     def choose(self, request: RouteRequest, views: Sequence[InstanceView]) -> int:
-        return argmin(
-            [self.alpha * v.new_tokens(request) + self.beta * v.num_requests for v in views]
-        )
+        return argmin(self.scores(request, views))

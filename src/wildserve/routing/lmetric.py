@@ -3,10 +3,17 @@
 The first factor is the prefill work the request would wait behind and add; the second the batch it
 would join. Their product needs no weights. ``+ 1`` keeps idle instances ranked by prefill backlog.
 
-Failure mode: a request whose whole prompt is cached on an instance with no queued prefill scores 0
-there whatever that instance's load, so a hot prefix can pile onto one instance. Such decisions are
-counted (``num_zero_score_decisions``). ``mitigate_zero`` floors the uncached tokens at one block and
-breaks score ties by the number of requests, so load always counts.
+Two failure modes are counted at run time, at no change to the decision:
+
+- **zero score** (``zero_score_decisions``): a request whose whole prompt is cached on an instance with
+  no queued prefill scores 0 there whatever that instance's load, so a hot prefix can pile onto one
+  instance. ``mitigate_zero`` floors the uncached tokens at one block and breaks score ties by the
+  number of requests, so load always counts.
+- **costly switch** (``costly_switch_decisions``): the product prefers an instance other than the one
+  holding the request's longest cached prefix although the re-prefill the move causes (its extra
+  uncached tokens) exceeds the backlog it avoids (the holder's queued prefill minus the chosen one's).
+  Only the ``(requests + 1)`` factor can then win, and on long-context agent sessions each such move
+  puts a whole context into another queue: the feedback loop behind LMetric's session collapse.
 """
 
 from __future__ import annotations
@@ -18,6 +25,45 @@ import numpy as np
 from wildserve.errors import ConfigError
 from wildserve.routing.policy import ROUTING_POLICIES, RoutingPolicy
 from wildserve.routing.view import InstanceView, RouteRequest
+
+
+def prefill_terms(
+    request: RouteRequest, views: Sequence[InstanceView]
+) -> tuple[list[int], list[int]]:
+    """Per instance: its queued prefill tokens and this request's uncached prompt tokens there."""
+    prompt = request.prompt_tokens
+    hashes = request.block_hashes
+    queued = []
+    new = []
+    for v in views:
+        n = prompt - v.match_blocks(hashes) * v.block_size
+        new.append(n if n > 0 else 0)
+        queued.append(v.queued_prefill_tokens)
+    return queued, new
+
+
+def cache_holder(queued: Sequence[int], new: Sequence[int]) -> int | None:
+    """The instance holding the longest cached prefix (fewest uncached tokens), None if none holds any.
+
+    Among equal holders the one with the least prefill work (queued + new) wins, then the lowest index.
+    """
+    most = max(new)
+    fewest = min(new)
+    if fewest == most:  # every instance would prefill the same: no cache to lose by moving
+        return None
+    best = -1
+    for i, n in enumerate(new):
+        if n == fewest and (best < 0 or queued[i] < queued[best]):
+            best = i
+    return best
+
+
+def is_costly_switch(queued: Sequence[int], new: Sequence[int], chosen: int) -> bool:
+    """True if ``chosen`` is not the cache holder and its re-prefill exceeds the backlog it avoids."""
+    home = cache_holder(queued, new)
+    if home is None or chosen == home:
+        return False
+    return new[chosen] - new[home] > queued[home] - queued[chosen]
 
 
 @ROUTING_POLICIES.register("lmetric")
@@ -36,33 +82,37 @@ class LMetric(RoutingPolicy):
         self._rng = np.random.default_rng(seed)
         self.num_decisions = 0
         self.num_zero_score_decisions = 0  # the best raw score was 0: load was ignored
+        self.num_costly_switch_decisions = 0  # moved off the cache for more prefill than it avoids
 
     def scores(self, request: RouteRequest, views: Sequence[InstanceView]) -> list[int]:
         """Raw LMetric scores, one per instance."""
-        prompt = request.prompt_tokens
-        hashes = request.block_hashes
-        out = []
-        for v in views:
-            new = prompt - v.match_blocks(hashes) * v.block_size
-            if new < 0:
-                new = 0
-            out.append((v.queued_prefill_tokens + new) * (v.num_running + v.num_waiting + 1))
-        return out
+        queued, new = prefill_terms(request, views)
+        return _products(queued, new, views)
 
     def choose(self, request: RouteRequest, views: Sequence[InstanceView]) -> int:
-        scores = self.scores(request, views)
+        queued, new = prefill_terms(request, views)
+        chosen = self._choose(request, _products(queued, new, views), queued, views)
+        if is_costly_switch(queued, new, chosen):
+            self.num_costly_switch_decisions += 1
+        return chosen
+
+    def _choose(
+        self,
+        request: RouteRequest,
+        scores: list[int],
+        queued: Sequence[int],
+        views: Sequence[InstanceView],
+    ) -> int:
         self.num_decisions += 1
         best = min(scores)
         if best == 0:
             self.num_zero_score_decisions += 1
         if self.mitigate_zero:
-            floor = request.block_size
             keys = []
-            for s, v in zip(scores, views, strict=True):
+            for s, q, v in zip(scores, queued, views, strict=True):
                 bs = v.num_running + v.num_waiting
-                if s < (v.queued_prefill_tokens + floor) * (bs + 1):
-                    s = (v.queued_prefill_tokens + floor) * (bs + 1)
-                keys.append((s, bs))
+                floor = (q + request.block_size) * (bs + 1)
+                keys.append((s if s >= floor else floor, bs))
             best_key = min(keys)
             candidates = [i for i, k in enumerate(keys) if k == best_key]
         else:
@@ -75,4 +125,14 @@ class LMetric(RoutingPolicy):
         return {
             "decisions": self.num_decisions,
             "zero_score_decisions": self.num_zero_score_decisions,
+            "costly_switch_decisions": self.num_costly_switch_decisions,
         }
+
+
+def _products(
+    queued: Sequence[int], new: Sequence[int], views: Sequence[InstanceView]
+) -> list[int]:
+    return [
+        (q + n) * (v.num_running + v.num_waiting + 1)
+        for q, n, v in zip(queued, new, views, strict=True)
+    ]

@@ -57,6 +57,18 @@ def simulate(
     instances: Annotated[int, typer.Option(help=_h(_CLUSTER, "num_instances"))] = _d(
         _CLUSTER, "num_instances"
     ),
+    option: Annotated[
+        list[str] | None,
+        typer.Option("--option", "-o", help="reader option KEY=VALUE, e.g. -o max_idle_s=30"),
+    ] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="Poisson arrivals from this seed: session starts of traces that place them (WEKA), "
+            "else the recorded trace re-timed at its own mean rate (default: recorded arrivals)",
+        ),
+    ] = None,
     rate_scale: Annotated[
         float, typer.Option(help="multiply the arrival rate (2 = twice as fast)")
     ] = 1.0,
@@ -99,7 +111,8 @@ def simulate(
     from wildserve.routing import ROUTING_POLICIES
     from wildserve.sim.parallel import default_jobs, run_parallel
     from wildserve.sim.report import plot_cdfs, results_table
-    from wildserve.workload import load_trace
+    from wildserve.workload.cli import parse_options
+    from wildserve.workload.seeding import load_seeded
     from wildserve.workload.transforms import limit
     from wildserve.workload.transforms import rate_scale as scale_arrivals
 
@@ -131,7 +144,10 @@ def simulate(
     build_engines(dataclasses.replace(cfg, num_instances=1))
 
     t0 = time.perf_counter()
-    requests = load_trace(trace)
+    reader_options = parse_options(option or [])
+    requests = load_seeded(trace, seed, reader_options)
+    if not requests:
+        raise ConfigError(f"trace {trace} has no requests")
     if max_requests:
         requests = list(limit(requests, max_requests))
     requests = list(scale_arrivals(requests, rate_scale))
@@ -158,6 +174,8 @@ def simulate(
             "requests": len(requests),
             "config": {
                 "trace": trace,
+                "reader_options": reader_options,
+                "seed": seed,
                 "model": model,
                 "gpu": gpu,
                 "tp": tp,
