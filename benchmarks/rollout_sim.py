@@ -49,8 +49,10 @@ def analytic(target: str, gpu: str):
 
     def costs(role: str, gpus: int):
         if (role, gpus) not in cache:
-            model = get_model(target) if role == "target" else QWEN25_05B
-            cache[role, gpus] = build_cost_model("analytic", model, gpu, tp=gpus)
+            # the 0.5B drafter runs unsharded (TP1): on one of the target's GPUs when coupled,
+            # on its own GPU when decoupled (14 heads do not split over 4 GPUs anyway)
+            model, tp = (get_model(target), gpus) if role == "target" else (QWEN25_05B, 1)
+            cache[role, gpus] = build_cost_model("analytic", model, gpu, tp=tp)
         return cache[role, gpus]
 
     return costs

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from wildserve.rollout.sim_acceptance import AcceptanceTable
 
 CAPS = (1, 2, 3, 4, 6, 8)
+LOOKUP_CHECK_EVERY = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,12 +70,14 @@ class Ladder:
         m = len(acc.drafters)
         self.drafted = np.zeros((num_requests, m))
         self.accepted = np.zeros((num_requests, m))
+        self._totals = np.zeros((2, m))  # pooled (drafted, accepted), kept incrementally
+        self._num_observed = 0
         self.lookups = [j for j, d in enumerate(acc.drafters) if not d.uses_gpu]
         self.models = [j for j, d in enumerate(acc.drafters) if d.uses_gpu]
 
     def alpha(self, live: np.ndarray) -> np.ndarray:
         """[len(live), drafters] per-token acceptance estimates."""
-        pooled = (self.accepted.sum(0) + 1) / (self.drafted.sum(0) + 2)
+        pooled = (self._totals[1] + 1) / (self._totals[0] + 2)
         return (self.accepted[live] + self.prior * pooled) / (self.drafted[live] + self.prior)
 
     def choose(self, alpha: np.ndarray, drafters: tuple[str, ...], stale: np.ndarray) -> np.ndarray:
@@ -108,7 +111,13 @@ class Ladder:
         used = n > 0
         self.drafted[live[used], which[used]] += n[used]
         self.accepted[live[used], which[used]] += accepted[used]
-        # lookups not used this time are checked after the fact at the full window
+        np.add.at(self._totals[0], which[used], n[used])
+        np.add.at(self._totals[1], which[used], accepted[used])
+        # lookups not used this time are checked after the fact at the full window (every
+        # LOOKUP_CHECK_EVERY iterations: a sample is enough for the estimate, and it is cheaper)
+        self._num_observed += 1
+        if self._num_observed % LOOKUP_CHECK_EVERY:
+            return
         full = np.full(len(live), self.max_window)
         for j in self.lookups:
             other = which != j
@@ -118,6 +127,7 @@ class Ladder:
                 )
                 self.drafted[live[other], j] += self.max_window
                 self.accepted[live[other], j] += got
+                self._totals[:, j] += (self.max_window * int(other.sum()), got.sum())
 
 
 _NO_RNG = np.random.default_rng(0)  # lookups are deterministic (depth traces draw nothing)

@@ -191,6 +191,7 @@ def simulate_instance(
     decoupled_worker = mode in ("decoupled", "specactor")
     d_gpus = cfg.draft_gpus if decoupled_worker else cfg.target_tp
     model_names = [d.name for d in acc.drafters if d.uses_gpu]
+    is_model_drafter = np.array([d.uses_gpu for d in acc.drafters])
     draft_costs = {n: costs(DRAFT_ROLE, d_gpus) for n in model_names}
     stale = np.zeros(len(inst.lengths), dtype=bool)
     ladder = Ladder(acc, len(inst.lengths), cfg.max_window)
@@ -227,7 +228,7 @@ def simulate_instance(
             if used.any():
                 draft_s += draft_time(draft_costs[name], ctx[used], int(n[used].max()))
         clock += draft_s + verify_s if coupled else max(draft_s, verify_s)
-        is_model = np.isin(which, [acc.index(m) for m in model_names])
+        is_model = is_model_drafter[which]
         # decoupled: a rejected model chunk makes the chunk drafted meanwhile stale
         stale[live] = False if coupled else is_model & (n > 0) & (accepted < n)
         if mode == "specactor":
