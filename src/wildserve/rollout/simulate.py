@@ -196,7 +196,7 @@ def simulate_instance(
     stale = np.zeros(len(inst.lengths), dtype=bool)
     ladder = Ladder(acc, len(inst.lengths), cfg.max_window)
     total = int(inst.lengths.sum())
-    clock, iters, tok_sum, plan, planned_at = 0.0, 0, 0.0, None, (0, 0)
+    clock, iters, tok_sum, plan, planned_at, num_plans = 0.0, 0, 0.0, None, (0, 0), 0
     while True:
         live = np.flatnonzero(inst.done < inst.lengths)
         if len(live) == 0:
@@ -206,12 +206,15 @@ def simulate_instance(
         pos = inst.done[live]
         if mode == "specactor":
             b = len(live)
-            if plan is None or b < 0.9 * planned_at[0] or iters - planned_at[1] >= cfg.replan_every:
+            # re-plan as the batch shrinks, and often at first while the estimates settle
+            every = min(cfg.replan_every, 8 << num_plans)
+            if plan is None or b < 0.9 * planned_at[0] or iters - planned_at[1] >= every:
                 plan = plan_step(ladder, live, ctx, target, draft_costs, cfg.max_window)
-                planned_at = (b, iters)
+                planned_at, num_plans = (b, iters), num_plans + 1
                 if ladder_log is not None:
                     progress = float(inst.done.sum()) / total
-                    ladder_log.append((progress, plan.mode, "+".join(plan.drafters) or "none"))
+                    on = "+".join(plan.drafters) or "lookups only"
+                    ladder_log.append((progress, plan.mode, f"{on}, cap {plan.cap}"))
             which, n = ladder.assign(live, plan, stale[live])
             coupled = plan.mode == "coupled"
         else:  # fixed baselines: the first model drafter, k = draft_len for every request
