@@ -31,6 +31,7 @@ from wildserve.errors import ConfigError
 from wildserve.perf.batch import BatchShape, StepCostModel
 from wildserve.rollout.sim_acceptance import AcceptanceTable
 from wildserve.rollout.sim_planner import Ladder, plan_step
+from wildserve.workload.lengths import LengthDist, reasoning_lengths
 
 # (model role, number of GPUs) -> step-time model; roles are "target" and a drafter's cost role
 CostFactory = Callable[[str, int], StepCostModel]
@@ -53,11 +54,22 @@ class LengthSpec:
         return np.clip(np.ceil(raw), 1, self.cap).astype(np.int64)
 
 
+@dataclass(frozen=True, slots=True)
+class WorkloadLengths:
+    """A ``workload.lengths.LengthDist`` under a name (the simulator's length source)."""
+
+    name: str
+    dist: LengthDist
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        return self.dist.sample(rng, n)
+
+
 # the earlier default: median 2048, sigma 1, capped at 16k
 LOGNORMAL_16K = LengthSpec("lognormal-16k", 2048.0, 1.0, 16384)
-# DAPO-like reasoning responses: mean 6,000 tokens (DeepSeek-R1 on OpenThoughts, the same source as
-# workload's reasoning lengths), sigma 0.8, capped at DAPO's 20,480-token maximum response length
-DAPO_20K = LengthSpec("dapo-20k", 6000.0 * np.exp(-(0.8**2) / 2), 0.8, 20480)
+# DAPO-like reasoning responses: workload's reasoning lengths (log-normal, mean 6,000 tokens, sigma
+# 0.8; sources in workload.lengths) capped at DAPO's 20,480-token maximum response length
+DAPO_20K = WorkloadLengths("dapo-20k", reasoning_lengths(20480))
 LENGTHS = {s.name: s for s in (LOGNORMAL_16K, DAPO_20K)}
 
 
@@ -70,7 +82,7 @@ class RolloutSimConfig:
     draft_gpus: int = 1  # per decoupled worker, taken from the pool
     requests_per_instance: int = 256  # per plain instance: the step has pool // tp times this
     prompt_tokens: int = 512
-    lengths: LengthSpec = LOGNORMAL_16K
+    lengths: LengthSpec | WorkloadLengths = LOGNORMAL_16K
     draft_len: int = 4  # k of the coupled / decoupled baselines
     max_window: int = 8  # the planner's largest per-request window
     replan_every: int = 256  # iterations between re-plans (also re-planned as the batch shrinks)
