@@ -134,3 +134,26 @@ def test_speculative_rollouts_of_the_trained_policy_sample_its_distribution():
     assert 0.05 < stats.by_drafter["history"].acceptance_rate < 0.95
     samples = [tuple(s.output) for s in seqs]
     assert chi_square_p(samples, exact_distribution(t.policy, sampling)) > 1e-3
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (("--group-size", "1"), "group-size"),
+        (("--learning-rate", "0"), "learning_rate must be > 0"),
+    ],
+)
+def test_cli_rejects_bad_options_before_doing_anything(tmp_path, option, message):
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    code = "from wildserve.cli import main; main()"
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "rollout-train", "--out", str(out), *option],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert not out.exists()
