@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import orjson
 from aiohttp import web
 
-from wildserve.blocks import token_block_hashes
+from wildserve.blocks import load_native, token_block_hashes
 from wildserve.engine import Engine, EngineRequest
 from wildserve.gateway import openai_api as api
 from wildserve.gateway.config import EngineServerConfig
@@ -157,6 +157,7 @@ class EmulatedEngine:
 
     # ---- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
+        load_native()
         self._t0 = time.monotonic()
         self._wake = asyncio.Event()
         if self.cfg.kv_events_endpoint:

@@ -153,15 +153,31 @@ def prompt_text(body: dict, chat: bool, tokenizer: Tokenizer) -> str:
     prompt = body.get("prompt")
     if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
         prompt = prompt[0]
+    if (
+        isinstance(prompt, list)
+        and len(prompt) > 1
+        and all(isinstance(p, (str, list)) for p in prompt)
+    ):
+        raise PromptError(
+            f"'prompt' is a batch of {len(prompt)} prompts; send one request per prompt"
+        )
     if not isinstance(prompt, str):
-        raise PromptError("'prompt' is required and must be a string")
+        raise PromptError(
+            "'prompt' is required: a string, a list of one string, or a list of token ids"
+        )
     return prompt
+
+
+def _is_token_id(t: object) -> bool:
+    return isinstance(t, int) and not isinstance(t, bool) and t >= 0
 
 
 def prompt_token_ids(body: dict, chat: bool, tokenizer: Tokenizer) -> Sequence[int]:
     """Token ids of a request's prompt; a completions prompt may also be given as token ids."""
     if not chat:
         prompt = body.get("prompt")
-        if isinstance(prompt, list) and prompt and all(isinstance(t, int) for t in prompt):
+        if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], list):
+            prompt = prompt[0]  # a batch of one token-id prompt
+        if isinstance(prompt, list) and prompt and all(_is_token_id(t) for t in prompt):
             return prompt
     return tokenizer.encode(prompt_text(body, chat, tokenizer))
