@@ -246,3 +246,5 @@ def replay(
         }  # fmt: skip
         atomic_write_json(output_json, doc)
         console.print(f"results: {output_json}")
+    if summary["errors"]:  # a replay with failed requests is a failed replay (exit 1)
+        raise typer.Exit(1)

@@ -294,6 +294,9 @@ EMULATOR = web.AppKey("emulator", EmulatedEngine)
 async def _generate(request: web.Request, chat: bool) -> web.StreamResponse:
     emu = request.app[EMULATOR]
     body = await api.read_json_body(request)
+    model = body.get("model")
+    if model is not None and model != emu.cfg.api_model_name:  # absent: the served one (vLLM)
+        return api.model_not_found(model, [emu.cfg.api_model_name])
     try:
         tokens = prompt_token_ids(body, chat, emu.tokenizer)
         max_tokens = api.max_tokens(body, emu.cfg.default_max_tokens)

@@ -39,6 +39,13 @@ def error_response(status: int, message: str, code: str | None = None) -> web.Re
     )
 
 
+def model_not_found(model: object, served: list[str]) -> web.Response:
+    """OpenAI's answer to an unknown model: 404, ``code: model_not_found``."""
+    body = error_body(404, f"The model `{model}` does not exist. Served: {', '.join(served)}")
+    body["error"].update(type="invalid_request_error", param="model", code="model_not_found")
+    return web.Response(status=404, body=orjson.dumps(body), content_type="application/json")
+
+
 class OpenAIHTTPError(Exception):
     """Raised while reading a request; becomes an OpenAI-style error response."""
 

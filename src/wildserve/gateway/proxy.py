@@ -175,19 +175,16 @@ class Gateway:
             return self.reject(400, "you must provide a model parameter ('model')", "model")
         known = [b.models for b in self.backends if b.models is not None]
         if known and not any(model in names for names in known):
-            served = sorted(set().union(*known))
-            msg = f"The model `{model}` does not exist. Served here: {', '.join(served)}"
-            return self.reject(404, msg, "model_not_found", err_type="invalid_request_error")
+            self.metrics.rejected(404, "model_not_found")
+            resp = api.model_not_found(model, sorted(set().union(*known)))
+            return Response(404, resp.body)  # type: ignore[arg-type]
         return None
 
-    def reject(
-        self, status: int, message: str, code: str | None = None, err_type: str | None = None
-    ) -> Response:
+    def reject(self, status: int, message: str, param: str | None = None) -> Response:
         """An answer from the gateway itself, counted in ``wildserve_gateway_rejected_total``."""
-        self.metrics.rejected(status, code if status == 404 else None)
-        body = api.error_body(status, message, code)
-        if err_type is not None:
-            body["error"]["type"] = err_type
+        self.metrics.rejected(status)
+        body = api.error_body(status, message)
+        body["error"]["param"] = param
         return Response(status, orjson.dumps(body))
 
     # ---- proxying ----------------------------------------------------------------------------

@@ -9,6 +9,7 @@ done) and an approximate prefix index of the block hashes it routed there, bound
 from __future__ import annotations
 
 import heapq
+from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -20,7 +21,7 @@ class _Node:
 
     __slots__ = ("children", "hashes", "parent", "stamp")
 
-    def __init__(self, hashes: list[int], parent: _Node | None, stamp: int) -> None:
+    def __init__(self, hashes: array, parent: _Node | None, stamp: int) -> None:
         self.hashes = hashes
         self.parent = parent
         self.children: dict[int, _Node] = {}  # first block hash of each child's run -> child
@@ -36,15 +37,16 @@ class PrefixIndex:
     lookup costs O(nodes on the path + log run) dict/list reads, not one per matched block. Recency is
     per node: an insert stamps every node on its path, and eviction takes the deepest blocks of the
     least recently stamped leaf first -- the same order as a per-block LRU in which each insert
-    touches its blocks deepest first. Memory: at most ``capacity_blocks`` hashes (one list slot and
-    one int, ~40 bytes each) plus one node (~250 bytes) per fork or eviction boundary.
+    touches its blocks deepest first. Memory: at most ``capacity_blocks`` hashes (8 bytes each, in
+    ``array('q')`` runs, which the garbage collector never has to walk) plus one node (~300 bytes)
+    per fork or eviction boundary.
     """
 
     def __init__(self, capacity_blocks: int) -> None:
         if capacity_blocks < 1:
             raise ValueError(f"prefix index capacity must be >= 1 block, got {capacity_blocks}")
         self.capacity_blocks = capacity_blocks
-        self._root = _Node([], None, 0)
+        self._root = _Node(array("q"), None, 0)
         self._size = 0
         self._stamp = 0
         self._num_leaves = 0
@@ -95,7 +97,7 @@ class PrefixIndex:
         if used < len(node.hashes):  # the path ends inside ``node``'s run: split it there
             node = self._split(node, used)
         if matched < len(hashes):
-            rest = hashes[matched:]
+            rest = array("q", hashes[matched:])
             if not node.children and node is not self._root:
                 node.hashes.extend(rest)  # a leaf grows in place
             else:  # ``node`` forks here (or is the root): a new leaf
