@@ -180,7 +180,9 @@ async def check_reachable(url: str, timeout_s: float = 10.0) -> None:
             asyncio.open_connection(parts.hostname or "127.0.0.1", port), timeout_s
         )
     except (OSError, TimeoutError) as exc:
-        raise WildserveError(f"cannot reach {url}: {exc!r} (is the server running? --url)") from None
+        raise WildserveError(
+            f"cannot reach {url}: {exc!r} (is the server running? --url)"
+        ) from None
     writer.close()
 
 
@@ -197,7 +199,9 @@ async def fetch_model(url: str, timeout_s: float = 10.0) -> str:
             doc = orjson.loads(raw)  # some routers label it text/plain
             return doc["data"][0]["id"]
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-        raise WildserveError(f"cannot reach {url}: {exc!r} (is the server running? --url)") from None
+        raise WildserveError(
+            f"cannot reach {url}: {exc!r} (is the server running? --url)"
+        ) from None
     except (orjson.JSONDecodeError, KeyError, IndexError, TypeError):
         raise WildserveError(f"{url}/v1/models did not list any model; pass --model") from None
 
