@@ -59,8 +59,8 @@ def stop(procs: list[subprocess.Popen]) -> None:
             p.wait(10)
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process and its descendants (all threads included), from /proc."""
+def _proc_table() -> tuple[dict[int, list[int]], dict[int, float]]:
+    """(parent -> children, pid -> user + system CPU seconds) of every process, from /proc."""
     children: dict[int, list[int]] = {}
     stats: dict[int, float] = {}
     for d in os.listdir("/proc"):
@@ -73,6 +73,22 @@ def cpu_seconds(pid: int) -> float:
         rest = text[text.rindex(")") + 2 :].split()
         children.setdefault(int(rest[1]), []).append(int(d))
         stats[int(d)] = (int(rest[11]) + int(rest[12])) / CLK
+    return children, stats
+
+
+def descendants(pid: int) -> list[int]:
+    children, _ = _proc_table()
+    out, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its descendants (all threads included), from /proc."""
+    children, stats = _proc_table()
     total, todo = 0.0, [pid]
     while todo:
         p = todo.pop()

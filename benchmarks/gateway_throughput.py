@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -104,11 +105,13 @@ def run_wrk(url: str, script: Path, seconds: float, connections: int, threads: i
     raise RuntimeError(f"wrk printed no summary:\n{out}")
 
 
-def measure(router_pid: int, url: str, script: Path, args) -> dict:
+def measure(router_pid: int, engine_pids: list[int], url: str, script: Path, args) -> dict:
     run_wrk(url, script, args.warmup, args.connections, args.wrk_threads)
     cpu0 = cpu_seconds(router_pid)
+    eng0 = sum(cpu_seconds(p) for p in engine_pids)
     stats = run_wrk(url, script, args.duration, args.connections, args.wrk_threads)
     cpu = cpu_seconds(router_pid) - cpu0
+    eng = sum(cpu_seconds(p) for p in engine_pids) - eng0
     n = max(1, stats["requests"])
     errors = stats["status_errors"] + stats["connect"] + stats["read"] + stats["timeout"]
     return {
@@ -119,7 +122,16 @@ def measure(router_pid: int, url: str, script: Path, args) -> dict:
         "errors": errors,
         "router_cpu_s": cpu,
         "cpu_us_per_request": cpu / n * 1e6,
+        "engines_cpu_us_per_request": eng / n * 1e6,
+        "router_threads": _threads(router_pid),
     }
+
+
+def _threads(pid: int) -> int:
+    """Threads of the router process and its children (sglang-router's runtime is multi-threaded)."""
+    from _servers import descendants
+
+    return sum(len(os.listdir(f"/proc/{p}/task")) for p in [pid, *descendants(pid)])
 
 
 def main() -> None:
@@ -155,11 +167,13 @@ def main() -> None:
                     script.write_text(lua_script(size, args.tenants, args.unique_fraction,
                                                  mode == "stream"))  # fmt: skip
                     cell = {"router": router, "prompt_chars": size, "mode": mode}
-                    cell |= measure(proc.pid, url, script, args)
+                    cell |= measure(proc.pid, [e.pid for e in engines], url, script, args)
                     results["cells"].append(cell)
                     print(f"{size:>6} chars {mode:6s} {router:18s} {cell['req_per_s']:8.0f} req/s  "
                           f"p50 {cell['p50_ms']:6.1f} ms  p99 {cell['p99_ms']:6.1f} ms  "
-                          f"CPU {cell['cpu_us_per_request']:6.0f} us/req  errors {cell['errors']}",
+                          f"CPU {cell['cpu_us_per_request']:6.0f} us/req (engines "
+                          f"{cell['engines_cpu_us_per_request']:.0f})  threads "
+                          f"{cell['router_threads']}  errors {cell['errors']}",
                           flush=True)  # fmt: skip
         finally:
             stop([p for p in [proc, *engines] if p is not None])

@@ -64,7 +64,13 @@ def _interrupt(args: list[str], ready, cwd: Path | None = None) -> tuple[float, 
         family = _descendants(proc.pid)
         t0 = time.monotonic()
         os.killpg(proc.pid, signal.SIGINT)
-        proc.wait(30)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:  # say where it hangs
+            spy = Path(sys.executable).with_name("py-spy")
+            where = subprocess.run([str(spy), "dump", "-p", str(proc.pid)], capture_output=True,
+                                   text=True).stdout if spy.exists() else ""  # fmt: skip
+            raise AssertionError(f"still running 30 s after Ctrl-C:\n{where}") from None
         took = time.monotonic() - t0
         time.sleep(0.2)
         return took, {p for p in family if _alive(p)}, proc.stderr.read().decode()  # type: ignore[union-attr]

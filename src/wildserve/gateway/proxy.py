@@ -20,6 +20,7 @@ import itertools
 import logging
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import aiohttp
 import orjson
@@ -31,7 +32,7 @@ from wildserve.gateway.config import GatewayConfig
 from wildserve.gateway.gateway_metrics import GatewayMetrics
 from wildserve.gateway.httpcore import Connection, HttpServer, Request, Response
 from wildserve.gateway.serve import cancel_and_wait
-from wildserve.gateway.tokens import PromptError, make_tokenizer, prompt_token_ids
+from wildserve.gateway.tokens import ByteTokenizer, PromptError, make_tokenizer, prompt_token_ids
 from wildserve.gateway.upstream import UpstreamConnection, UpstreamPool
 from wildserve.routing import RouteRequest, make_policy
 from wildserve.routing.kv_index import KVEventIndex, KVEventViews
@@ -61,6 +62,9 @@ class Gateway:
         ]
         self.policy = make_policy(cfg.policy)
         self.tokenizer = make_tokenizer(cfg.tokenizer)
+        self._tokenize_pool: ThreadPoolExecutor | None = None
+        if not isinstance(self.tokenizer, ByteTokenizer):
+            self._tokenize_pool = ThreadPoolExecutor(2, thread_name_prefix="tokenize")
         self.kv_index: KVEventIndex | None = None
         if cfg.kv_events:
             self.kv_index = KVEventIndex(n, cfg.block_size)
@@ -119,6 +123,8 @@ class Gateway:
             await sub.close()
         if self.session is not None:
             await self.session.close()
+        if self._tokenize_pool is not None:
+            self._tokenize_pool.shutdown(wait=False, cancel_futures=True)
 
     async def _watchdog(self) -> None:
         """Fail exchanges whose backend sent nothing for ``read_timeout_s``; close idle sockets."""
@@ -195,7 +201,12 @@ class Gateway:
         try:
             body = api.parse_json_body(raw)
             api.check_generation(body)
-            route = self.route_request(body, chat)
+            if self._tokenize_pool is None:
+                route = self.route_request(body, chat)
+            else:  # a real tokenizer costs ms per prompt: off the event loop (it drops the GIL)
+                route = await loop.run_in_executor(
+                    self._tokenize_pool, self.route_request, body, chat
+                )
         except api.OpenAIHTTPError as exc:
             return self.reject(exc.status, str(exc))
         except PromptError as exc:

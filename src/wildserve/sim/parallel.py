@@ -90,8 +90,16 @@ def _collect(pool: ProcessPoolExecutor, queue: Any, tasks, on_progress) -> dict:
 
 
 def _stop_workers(pool: ProcessPoolExecutor) -> None:
-    """Cancel what has not started and terminate the workers (shutdown alone waits for them)."""
+    """Cancel what has not started and terminate the workers (shutdown alone waits for them).
+
+    The task queue's feeder thread may be blocked writing a large task (a whole trace) into the pipe
+    of a worker that is gone; without ``cancel_join_thread`` the interpreter waits for it at exit,
+    forever (``ProcessPoolExecutor`` internals, read before ``shutdown`` clears them).
+    """
     processes = list((getattr(pool, "_processes", None) or {}).values())
+    call_queue = getattr(pool, "_call_queue", None)
+    if call_queue is not None:
+        call_queue.cancel_join_thread()
     pool.shutdown(wait=False, cancel_futures=True)
     for p in processes:
         if p.is_alive():
