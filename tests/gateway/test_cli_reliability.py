@@ -50,11 +50,18 @@ def _alive(pid: int) -> bool:
     return stat[stat.rindex(")") + 2] != "Z"
 
 
+def _default_sigint() -> None:
+    """A terminal's process gets SIGINT's default; a test run started in the background (``&``)
+    would hand down "ignored", and Python then never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _interrupt(args: list[str], ready, cwd: Path | None = None) -> tuple[float, set[int], str]:
     """Start ``wildserve args``, wait for ``ready(proc)``, Ctrl-C its process group as a terminal
     would; returns (seconds to exit, descendants still alive, stderr)."""
     proc = subprocess.Popen([*WILDSERVE, *args], env=ENV, cwd=cwd, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+                            preexec_fn=_default_sigint, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)  # fmt: skip
     try:
         deadline = time.monotonic() + 120
         while not ready(proc):
