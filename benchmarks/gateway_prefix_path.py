@@ -50,6 +50,17 @@ def prompts(chars: int, n: int, seed: int = 0) -> list[str]:
     return [tenants[i % 16] + f"{i:016d}" + "z" * (suffix - 16) for i in range(n)]
 
 
+def _router(views: RouterLocalViews, policy):
+    """One routing decision as the gateway makes it: views, policy, dispatch and release."""
+
+    def route(r: RouteRequest) -> None:
+        chosen = policy.choose(r, views.views(r))
+        views.on_dispatch(chosen, r)
+        views.on_finish(r.request_id)
+
+    return route
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="2000,20000")
@@ -73,9 +84,9 @@ def main() -> None:
             ("orjson.loads of the body", cpu_us(orjson.loads, bodies), chars),
             ("bytes tokens (str.encode)", cpu_us(str.encode, texts), chars),
             ("block hashes, native", cpu_us(lambda b: token_block_hashes(b, 16), encoded), chars),
-            ("block hashes, CPython tuples", cpu_us(lambda b: python_hashes(b, 16),
-                                                    encoded[:200]), chars),  # fmt: skip
-        ]
+            ("block hashes, CPython tuples", cpu_us(lambda b: python_hashes(b, 16), encoded[:200]),
+             chars),
+        ]  # fmt: skip
         if tok is not None:
             ids = [tok.encode(t, add_special_tokens=False).ids for t in texts[:300]]
             ntok = float(np.mean([len(x) for x in ids]))
@@ -86,15 +97,8 @@ def main() -> None:
             rows.append(("HF encode_batch_fast of 32, per prompt", per / 32, ntok))
             rows.append(("block hashes of HF ids, native",
                          cpu_us(lambda x: token_block_hashes(x, 16), ids), ntok))  # fmt: skip
-        views = RouterLocalViews(4, 16)
-        policy = make_policy("lmetric")
         reqs = [RouteRequest(i, chars, h, 16) for i, h in enumerate(hashes)]
-
-        def route(r: RouteRequest) -> None:
-            chosen = policy.choose(r, views.views(r))
-            views.on_dispatch(chosen, r)
-            views.on_finish(r.request_id)
-
+        route = _router(RouterLocalViews(4, 16), make_policy("lmetric"))
         rows.append(("views + LMetric + radix insert (4 backends)", cpu_us(route, reqs), chars))
         for name, us, ntokens in rows:
             print(f"| {chars:,} chars | {name} | {us:,.1f} | {us / ntokens * 1000:,.1f} |")
