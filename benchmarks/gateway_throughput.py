@@ -38,8 +38,8 @@ local prefixes = {}
 local suffix_fill = ""
 local tenants, prefix_chars, suffix_chars, stream = %(tenants)d, %(prefix_chars)d, %(suffix_chars)d, "%(stream)s"
 local counter = 0
-local thread_id = 0
 local threads = {}
+thread_id = 0  -- a global: setup() sets each thread's own through thread:set
 
 function setup(thread)
   thread:set("thread_id", #threads)
