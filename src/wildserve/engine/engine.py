@@ -46,6 +46,10 @@ class StepResult:
     num_steps: int = 0
     num_tokens: int = 0  # tokens computed across all steps
     scheduled: list[EngineRequest] = field(default_factory=list)
+    # the first step's plan, in batch order like ``scheduled``: tokens computed for each request, and
+    # tokens it had in KV before (for a request just admitted: its prefix-cache hit)
+    num_new_tokens: list[int] = field(default_factory=list)
+    context_tokens: list[int] = field(default_factory=list)
     first_token: list[EngineRequest] = field(default_factory=list)  # produced their first token
     finished: list[EngineRequest] = field(default_factory=list)
     preempted: list[EngineRequest] = field(default_factory=list)
@@ -268,6 +272,8 @@ class Engine:
         result.duration_s = t - now
         result.num_steps = num_steps
         result.scheduled = out.scheduled
+        result.num_new_tokens = out.num_new_tokens
+        result.context_tokens = out.context_tokens
         self.busy_s += result.duration_s
         if num_steps == 1:
             self._apply_step(out, first_step, t, result)

@@ -162,7 +162,8 @@ class Scheduler:
                     out.blocker = AdmissionBlocker.TOKEN_BUDGET
                     return
                 num_new = min(num_new, budget)
-                admitted = kv.allocate_slots(req, num_new, now, computed, reserve)
+                whole = req.num_tokens if cfg.scheduler_reserve_full_isl else 0
+                admitted = kv.allocate_slots(req, num_new, now, computed, reserve, whole)
             if not admitted:  # out of blocks: only an idle engine may free kept KV and retry
                 if self.running or out.scheduled or not self.preemption.unstick(self, now):
                     out.blocker = AdmissionBlocker.KV_BLOCKS

@@ -98,6 +98,7 @@ class Gateway:
             cfg.health_timeout_s,
             cfg.unhealthy_after,
             self.on_readmit,
+            self.on_eject,
         )
         self._tasks.append(loop.create_task(self.health.run()))
         self._tasks.append(loop.create_task(self._watchdog()))
@@ -105,7 +106,11 @@ class Gateway:
             from wildserve.gateway.kv_events import KVEventSubscriber
 
             for i, endpoint in enumerate(cfg.kv_events):
-                sub = KVEventSubscriber(self.kv_index, i, endpoint, cfg.kv_events_topic)
+                sub = KVEventSubscriber(
+                    self.kv_index, i, endpoint, cfg.kv_events_topic,
+                    self._replay_finder(i) if cfg.kv_replay else None,
+                    cfg.health_timeout_s, cfg.health_interval_s,
+                )  # fmt: skip
                 sub.start()
                 self.subscribers.append(sub)
             poller = MetricsPoller(self.backends, self.session, cfg.metrics_poll_s, self.on_load)
@@ -140,10 +145,24 @@ class Gateway:
             for pool in self.pools:
                 pool.sweep(now)
 
+    def _replay_finder(self, instance: int):
+        from wildserve.gateway.kv_replay import discover_replay_endpoint
+
+        url = self.backends[instance].url
+        return lambda: discover_replay_endpoint(self.session, url, self.cfg.health_timeout_s)
+
     def on_readmit(self, instance: int) -> None:
-        """A backend came back, maybe restarted: forget the prefixes and models it may have lost."""
+        """A backend came back, maybe restarted: forget the prefixes and models it may have lost,
+        and reload its KV-event index from its replay endpoint where it has one."""
         self.local.reset_index(instance)
         self.backends[instance].models = None
+        if self.subscribers:
+            self.subscribers[instance].request_resync(clear=True)
+
+    def on_eject(self, instance: int) -> None:
+        """A dead or unreachable engine's cache cannot be routed to: empty its KV-event index."""
+        if self.kv_index is not None:
+            self.kv_index.cleared(instance)
 
     def on_load(self, instance: int, load: dict[str, float]) -> None:
         if isinstance(self.views, KVEventViews):
@@ -289,10 +308,8 @@ class Gateway:
             self.views.on_finish(route.request_id)
 
     def _eject(self, backend: Backend, why: str) -> None:
-        if self.health is not None:
+        if self.health is not None:  # None only before start()
             self.health.eject(backend, why)
-        else:
-            HealthChecker.eject(backend, why)
 
 
 def _is_reset(exc: BaseException) -> bool:
@@ -429,19 +446,6 @@ async def _chat(request: Request) -> Response | None:
     return await request.app.gateway.proxy(request, b"/v1/chat/completions", chat=True)
 
 
-async def _models(request: Request) -> Response:
-    gw = request.app.gateway
-    for b in gw.backends:
-        if not b.healthy:
-            continue
-        try:
-            async with gw.session.get(f"{b.url}/v1/models", timeout=gw.timeout) as resp:
-                return Response(resp.status, await resp.read())
-        except _STREAM_ERRORS:
-            continue
-    return gw.reject(503, "no healthy backend")
-
-
 async def _health(request: Request) -> Response:
     gw = request.app.gateway
     healthy = sum(b.healthy for b in gw.backends)
@@ -458,13 +462,15 @@ class GatewayApp:
     """The gateway and its HTTP server: ``app["gateway"]`` is the Gateway (as with aiohttp apps)."""
 
     def __init__(self, cfg: GatewayConfig) -> None:
+        from wildserve.gateway.passthrough import SideRoutes
+
         self.gateway = Gateway(cfg)
         routes = [
             ("POST", "/v1/completions", _completions),
             ("POST", "/v1/chat/completions", _chat),
-            ("GET", "/v1/models", _models),
             ("GET", "/health", _health),
             ("GET", "/metrics", _metrics),
+            *SideRoutes(self.gateway).routes(),  # /tokenize, /detokenize, /version, /v1/models
         ]
         self.server = HttpServer(self, routes, cfg.max_body_bytes, self.gateway.metrics.rejected)
 
