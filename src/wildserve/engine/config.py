@@ -52,6 +52,11 @@ class EngineConfig:
     watermark: float = option(
         0.0, "fraction of blocks kept free when admitting new requests", ge=0, lt=1
     )
+    scheduler_reserve_full_isl: bool = option(
+        True,
+        "admit a waiting request only if KV blocks for its whole prompt are free, not just for its "
+        "first chunk (vLLM's default since it chunks prefills; checked against vLLM 0.32)",
+    )
     record_token_times: bool = option(
         True, "keep every token's time in the step log (metrics need it; a long-running server not)"
     )

@@ -15,17 +15,20 @@ from __future__ import annotations
 import logging
 from array import array
 from bisect import bisect_left
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from wildserve.engine.admission import AdmissionLog
 from wildserve.engine.block_pool import BlockPool
 from wildserve.engine.config import EngineConfig
 from wildserve.engine.costing import ModelCosting, StepCosting
 from wildserve.engine.kv_manager import KVCacheManager, cdiv
 from wildserve.engine.memory import GpuMemory
 from wildserve.engine.request import EngineRequest, RequestStatus
-from wildserve.engine.scheduler import Scheduler, SchedulerOutput
+from wildserve.engine.scheduler import AdmissionBlocker, Scheduler, SchedulerOutput
 from wildserve.errors import ConfigError
 from wildserve.kvcache.host import GIB, HostKVCache, HostMemory
 from wildserve.kvcache.policy import make_eviction_policy
@@ -43,9 +46,14 @@ class StepResult:
     num_steps: int = 0
     num_tokens: int = 0  # tokens computed across all steps
     scheduled: list[EngineRequest] = field(default_factory=list)
+    # the first step's plan, in batch order like ``scheduled``: tokens computed for each request, and
+    # tokens it had in KV before (for a request just admitted: its prefix-cache hit)
+    num_new_tokens: list[int] = field(default_factory=list)
+    context_tokens: list[int] = field(default_factory=list)
     first_token: list[EngineRequest] = field(default_factory=list)  # produced their first token
     finished: list[EngineRequest] = field(default_factory=list)
     preempted: list[EngineRequest] = field(default_factory=list)
+    blocker: AdmissionBlocker = AdmissionBlocker.NONE  # why the waiting head was not admitted
 
     @property
     def end_s(self) -> float:
@@ -90,6 +98,7 @@ class Engine:
         self.num_finished = 0
         self.num_preemptions = 0
         self.busy_s = 0.0
+        self._admission = AdmissionLog()
 
     @staticmethod
     def _host_tier(
@@ -129,6 +138,52 @@ class Engine:
     @property
     def has_work(self) -> bool:
         return bool(self.scheduler.running or self.scheduler.waiting)
+
+    @property
+    def num_kv_blocks(self) -> int:
+        """KV blocks the pool holds now (it may grow or shrink at run time)."""
+        return self.pool.num_blocks
+
+    @property
+    def num_used_blocks(self) -> int:
+        """KV blocks held by requests (cached-but-unreferenced blocks are not used)."""
+        return self.pool.num_used
+
+    @property
+    def num_free_blocks(self) -> int:
+        """KV blocks a new allocation can take (empty plus evictable cached)."""
+        return self.pool.num_free
+
+    def running_requests(self) -> tuple[EngineRequest, ...]:
+        """The running requests, oldest admission first (a snapshot)."""
+        return tuple(self.scheduler.running)
+
+    def waiting_requests(self) -> tuple[EngineRequest, ...]:
+        """The waiting requests in queue order (a snapshot)."""
+        return tuple(self.scheduler.waiting)
+
+    def queued_kv_demand(self, stop_at: int | None = None) -> int:
+        """KV blocks the waiting requests need to be admitted (stops counting once past ``stop_at``)."""
+        bs = self.config.block_size
+        total = 0
+        for req in self.scheduler.waiting:
+            total += cdiv(req.num_tokens, bs) - len(req.block_ids)
+            if stop_at is not None and total > stop_at:
+                break
+        return total
+
+    def clear_prefix_cache(self) -> int:
+        """Forget every cached prefix block no request holds (e.g. its KV layout changed)."""
+        return self.pool.clear_cache()
+
+    def sort_waiting(self, key: Callable[[EngineRequest], object]) -> None:
+        """Reorder the waiting queue by ``key`` (stable), e.g. after adopting another engine's queue."""
+        self.scheduler.waiting = deque(sorted(self.scheduler.waiting, key=key))
+
+    @property
+    def admission_log(self) -> AdmissionLog:
+        """Why the waiting head stayed waiting, one record per step taken (read-only use)."""
+        return self._admission
 
     # ---- driving -------------------------------------------------------------------------------
     def add_request(self, req: EngineRequest, now: float) -> bool:
@@ -195,7 +250,7 @@ class Engine:
     def step(self, now: float, horizon: float | None = None) -> StepResult:
         """Run one step (or a fast-forwarded decode run ending before ``horizon``) starting at ``now``."""
         out = self.scheduler.schedule(now)
-        result = StepResult(start_s=now, preempted=out.preempted)
+        result = StepResult(start_s=now, preempted=out.preempted, blocker=out.blocker)
         self.num_preemptions += len(out.preempted)
         if not out.scheduled:
             return result
@@ -217,11 +272,21 @@ class Engine:
         result.duration_s = t - now
         result.num_steps = num_steps
         result.scheduled = out.scheduled
+        result.num_new_tokens = out.num_new_tokens
+        result.context_tokens = out.context_tokens
         self.busy_s += result.duration_s
         if num_steps == 1:
             self._apply_step(out, first_step, t, result)
         else:
             self._apply_decode_run(out, first_step, num_steps, t, result)
+        self._admission.record(
+            now,
+            result.duration_s,
+            num_steps,
+            out.blocker,
+            result.num_tokens,
+            self.config.max_num_batched_tokens,
+        )
         return result
 
     # ---- internals -----------------------------------------------------------------------------

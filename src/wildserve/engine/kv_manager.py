@@ -80,10 +80,13 @@ class KVCacheManager:
         now: float,
         new_computed_blocks: Sequence[int] = (),
         reserve_blocks: int = 0,
+        must_fit_tokens: int = 0,
     ) -> bool:
         """Give ``req`` room for ``num_new_tokens`` more tokens after its (new) cached prefix.
 
-        Returns False, changing nothing, when the blocks do not fit with ``reserve_blocks`` left over.
+        Returns False, changing nothing, when the blocks do not fit with ``reserve_blocks`` left over,
+        or when blocks for ``must_fit_tokens`` tokens in all would not (vLLM's admission check of a
+        whole prompt whose prefill is chunked).
         """
         bs = self.block_size
         pool = self.pool
@@ -101,6 +104,10 @@ class KVCacheManager:
             free_after_hit = pool.num_free
         if num_new_blocks + num_host > free_after_hit - reserve_blocks:
             return False
+        if must_fit_tokens:
+            num_full = cdiv(must_fit_tokens, bs) - len(req.block_ids) - len(new_computed_blocks)
+            if num_full + num_host > free_after_hit - reserve_blocks:
+                return False
         if gpu_hits:
             pool.acquire(gpu_hits, now, req.category_id, len(req.block_ids))
             req.block_ids.extend(gpu_hits)

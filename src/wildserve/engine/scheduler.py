@@ -9,12 +9,24 @@ that still has computed tokens kept its KV through its preemption and is resumed
 
 from __future__ import annotations
 
+import enum
 from collections import deque
 from dataclasses import dataclass, field
 
 from wildserve.engine.config import EngineConfig
 from wildserve.engine.kv_manager import KVCacheManager
 from wildserve.engine.request import EngineRequest, RequestStatus
+
+
+class AdmissionBlocker(enum.IntEnum):
+    """Why the head of the waiting queue was not admitted in a step (``NONE``: nothing was left)."""
+
+    NONE = 0  # the waiting queue was empty or fully admitted
+    KV_BLOCKS = 1  # its blocks (plus the free-block watermark) do not fit
+    TOKEN_BUDGET = 2  # the step's token budget was spent before it
+    SEATS = 3  # ``max_num_seqs`` requests already run
+    PREEMPTING = 4  # the step preempted a running request, so it admits nothing (vLLM)
+    TRANSFER = 5  # its kept KV cannot be copied back in this step (a swap budget)
 
 
 @dataclass(slots=True)
@@ -27,11 +39,16 @@ class SchedulerOutput:
     preempted: list[EngineRequest] = field(default_factory=list)
     num_admitted: int = 0
     is_pure_decode: bool = True  # every scheduled request computes exactly its next decode token
-    waiting_stuck: bool = False  # waiting head could not be admitted for lack of blocks or seats
+    blocker: AdmissionBlocker = AdmissionBlocker.NONE  # why the waiting head stayed waiting
 
     @property
     def total_tokens(self) -> int:
         return sum(self.num_new_tokens)
+
+    @property
+    def waiting_stuck(self) -> bool:
+        """The waiting head cannot get in until a running request finishes (blocks or seats)."""
+        return self.blocker in (AdmissionBlocker.KV_BLOCKS, AdmissionBlocker.SEATS)
 
 
 class PreemptionPolicy:
@@ -110,6 +127,8 @@ class Scheduler:
         # requests wait (only possible when a policy keeps preempted KV on the GPU)
         if not out.preempted or not out.scheduled:
             self._admit_waiting(out, budget, now)
+        elif self.waiting:
+            out.blocker = AdmissionBlocker.PREEMPTING
         return out
 
     def _admit_waiting(self, out: SchedulerOutput, budget: int, now: float) -> None:
@@ -117,15 +136,19 @@ class Scheduler:
         kv = self.kv
         waiting = self.waiting
         reserve = int(cfg.watermark * kv.pool.num_blocks)
-        while waiting and budget > 0:
+        while waiting:
+            if budget <= 0:
+                out.blocker = AdmissionBlocker.TOKEN_BUDGET
+                return
             if len(self.running) >= cfg.max_num_seqs:
-                out.waiting_stuck = True
+                out.blocker = AdmissionBlocker.SEATS
                 return
             req = waiting[0]
             if req.num_computed_tokens:  # kept its KV through a preemption: resume it
                 num_new = min(req.num_tokens - req.num_computed_tokens, budget)
                 resumed = self.preemption.resume(self, req, num_new, reserve, now)
                 if resumed is None:  # not this step (e.g. a transfer budget), maybe the next
+                    out.blocker = AdmissionBlocker.TRANSFER
                     return
                 admitted = resumed
                 num_hit = req.num_computed_tokens
@@ -136,12 +159,14 @@ class Scheduler:
                 if cfg.long_prefill_token_threshold and num_new > cfg.long_prefill_token_threshold:
                     num_new = cfg.long_prefill_token_threshold
                 if not cfg.enable_chunked_prefill and num_new > budget:
+                    out.blocker = AdmissionBlocker.TOKEN_BUDGET
                     return
                 num_new = min(num_new, budget)
-                admitted = kv.allocate_slots(req, num_new, now, computed, reserve)
+                whole = req.num_tokens if cfg.scheduler_reserve_full_isl else 0
+                admitted = kv.allocate_slots(req, num_new, now, computed, reserve, whole)
             if not admitted:  # out of blocks: only an idle engine may free kept KV and retry
                 if self.running or out.scheduled or not self.preemption.unstick(self, now):
-                    out.waiting_stuck = True
+                    out.blocker = AdmissionBlocker.KV_BLOCKS
                     return
                 continue
             waiting.popleft()

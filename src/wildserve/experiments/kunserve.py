@@ -1,150 +1,159 @@
-"""The KunServe experiment: bursts on real traces, KunServe against vLLM, InferCept and Llumnix.
+"""The KunServe regime map: burst size swept finely, KunServe against vLLM, InferCept and Llumnix.
 
-A scenario is a slice of a trace replayed at a base load (``rate_scale``), with a burst made by
-replicating the requests that arrive in ``[burst_start_s, burst_start_s + burst_s)`` so that window
-carries ``burst_factor`` times its load. Every system runs every (setup, scenario) on a fresh cluster
-in the same simulator; each run returns its latency percentiles, its sampled timeline and the tail
-TTFT of the requests arriving in each second.
+A scenario is a slice of a workload replayed at a base load, with a burst made by replicating the
+requests arriving in ``[burst_start_s, burst_start_s + burst_s)`` so that window carries ``factor``
+times its load. The base loads leave KV headroom by construction: a calibration run of vLLM without a
+burst at the workload's nominal rate measures its peak KV demand (blocks used plus blocks the queues
+need) and its prefill demand, and each base load is the highest rate at which both, scaled linearly,
+stay within target shares of the cluster's KV blocks and prefill throughput (``base_targets``: 50 % /
+35 % and 70 % / 50 %), so neither memory nor compute is saturated before the burst. Every system runs
+every (workload, setup, base, factor) on a fresh cluster in the same simulator; each run records its
+latency percentiles (whole slice and burst window), its per-step admission blockers, its sampled
+timeline and, for vLLM, the KV demand at the peak that sets the regime map's x axis. Finished runs
+are kept in a run cache, so an interrupted sweep resumes where it stopped.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import hashlib
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from wildserve.engine import EngineConfig
-from wildserve.overload.systems import PERCENTILES, run_system
+from wildserve.engine.kv_manager import cdiv
+from wildserve.experiments.kunserve_runs import run_summary
+from wildserve.experiments.runcache import RunCache, fingerprint
+from wildserve.overload.layout import build_layered_cluster, pipeline_blocks
+from wildserve.overload.systems import run_system
 from wildserve.perf import BatchShape, build_cost_model
 from wildserve.sim.build import ClusterConfig
 from wildserve.sim.parallel import report_progress, run_parallel
 from wildserve.workload import load_trace
 from wildserve.workload.request import Request
+from wildserve.workload.seeding import reader_takes_seed
 from wildserve.workload.transforms import burst, rate_scale, window
 
 
 @dataclass(frozen=True)
+class Workload:
+    """A trace with its output-length options, the rate of its calibration run and its slice."""
+
+    name: str
+    trace: str
+    options: dict = field(default_factory=dict)  # reader and output-length options (-o)
+    nominal_rate: float = 1.0  # rate multiplier of the calibration run
+    trace_offset_s: float = 600.0  # where the slice starts in the original trace
+    description: str = ""
+
+    def load(self, seed: int) -> list[Request]:
+        """The whole trace; ``seed`` draws resampled outputs and WEKA's session starts."""
+        options = dict(self.options)
+        if "output_lengths" in options:
+            options.setdefault("output_seed", seed)
+        if reader_takes_seed(self.trace):
+            options.setdefault("seed", seed)
+        return load_trace(self.trace, **options)
+
+
+WORKLOADS = (
+    Workload(
+        "azure-conv-x4",
+        "builtin:azure-conv",
+        {"output_scale": 4, "output_cap": 16384},
+        nominal_rate=1.0,
+        description="Azure conversations, every output 4x longer (capped at 16k): prompts ~1.2k, "
+        "outputs ~0.85k tokens",
+    ),
+    Workload(
+        "azure-code-x16",
+        "builtin:azure-code",
+        {"output_scale": 16, "output_cap": 16384},
+        nominal_rate=1.0,
+        trace_offset_s=1560.0,  # the trace pauses for minutes at 600 s; from 26 min it is steady
+        description="Azure code completions (outputs ~28 tokens) with outputs 16x longer (capped "
+        "at 16k): prompts ~2k, outputs ~0.45k tokens",
+    ),
+    Workload(
+        "reasoning",
+        "builtin:azure-conv",
+        {"output_lengths": "reasoning", "output_cap": 16384},
+        nominal_rate=0.2,
+        description="Azure conversation arrivals and prompts, outputs drawn from the chain-of-"
+        "thought distribution of wildserve.workload.lengths (log-normal, mean 6k, capped at 16k)",
+    ),
+    Workload(
+        "weka",
+        "builtin:weka-claude-code",
+        {},
+        nominal_rate=0.5,
+        description="WEKA Claude Code agent sessions (prompts ~100k tokens, mostly cached "
+        "prefixes; outputs ~0.4k); Poisson session starts",
+    ),
+)
+
+
+@dataclass(frozen=True)
 class Setup:
-    """A cluster: ``num_instances`` instances of ``model`` on ``tp`` GPUs of kind ``gpu`` each."""
+    """``num_instances`` instances of ``model`` on ``tp`` GPUs of kind ``gpu`` each."""
 
     name: str
     model: str
     gpu: str
     tp: int = 1
-    num_instances: int = 8
-    load_scale: float | None = (
-        None  # rate multiplier of every scenario; None: prefill speed vs REFERENCE
-    )
-
-
-def prefill_tokens_per_s(setup: Setup, chunk: int = 8192) -> float:
-    """One instance's prefill throughput (a full chunk from scratch), from the perf model."""
-    shape = BatchShape()
-    shape.add_chunk(chunk, 0, True)
-    return chunk / build_cost_model("analytic", setup.model, setup.gpu, setup.tp).step_time(shape)
-
-
-@dataclass(frozen=True)
-class BurstScenario:
-    """A trace slice at a base load with one burst (times are after scaling)."""
-
-    name: str
-    trace: str
-    rate_scale: float  # base load: arrival rate multiplier
-    burst_factor: float  # load multiplier inside the burst window
-    burst_start_s: float = 60.0
-    burst_s: float = 20.0
-    duration_s: float = 180.0  # simulated arrivals: [0, duration_s)
-    trace_offset_s: float = 600.0  # where the slice starts in the original trace
-    output_scale: float = 1.0  # diagnostics only: multiply every output length
-
-    def requests(self, loaded: Sequence[Request] | None = None) -> list[Request]:
-        reqs = loaded if loaded is not None else load_trace(self.trace)
-        span = self.duration_s * self.rate_scale
-        sliced = window(reqs, self.trace_offset_s, self.trace_offset_s + span)
-        scaled = list(rate_scale(sliced, self.rate_scale))
-        if self.output_scale != 1.0:
-            k = self.output_scale
-            scaled = [
-                dataclasses.replace(r, output_tokens=round(r.output_tokens * k)) for r in scaled
-            ]
-        return burst(scaled, self.burst_start_s, self.burst_s, self.burst_factor)
-
-    @property
-    def burst_end_s(self) -> float:
-        return self.burst_start_s + self.burst_s
+    num_instances: int = 4
+    gpu_memory_utilization: float = 0.9
+    skip: tuple[str, ...] = ()  # workloads that do not fit this setup
+    description: str = ""
 
 
 SETUPS = (
-    Setup("qwen2.5-14b@h100", "qwen2.5-14b", "h100"),
-    Setup("qwen2.5-14b@a800", "qwen2.5-14b", "a800"),
-    Setup("llama-3-70b@h100-tp4", "llama-3-70b", "h100", tp=4),
-)
-# The base loads below are set on the reference; another setup replays the same workload, burst
-# included, with every arrival time divided by its load scale (slower clusters get it stretched).
-REFERENCE = SETUPS[0]
-
-
-def load_scale(setup: Setup) -> float:
-    """How much of the reference setup's load this setup is given (its prefill speed relative)."""
-    if setup.load_scale is not None:
-        return setup.load_scale
-    return prefill_tokens_per_s(setup) / prefill_tokens_per_s(REFERENCE)
-
-
-TRACES = {
-    "azure-conv": "builtin:azure-conv",
-    "azure-code": "builtin:azure-code",
-    "mooncake": "builtin:mooncake-conversation",
-}
-SYSTEM_NAMES = ("vllm", "infercept", "llumnix", "kunserve", "kunserve-recompute")
-
-
-def default_scenarios(
-    base_scales: dict[str, float], factors: Sequence[float], **kw: float
-) -> list[BurstScenario]:
-    """One scenario per (trace, burst factor)."""
-    return [
-        BurstScenario(f"{name}x{scale:g}+burst{f:g}", TRACES[name], scale, f, **kw)
-        for name, scale in base_scales.items()
-        for f in factors
-    ]
-
-
-# Base loads (x the trace's own rate) on the 8 x Qwen2.5-14B H100 cluster, vLLM, no burst, measured
-# in docs/results/kunserve.md: azure-conv x8 is the highest of 1/4/8/10 whose p99 TTFT stays within
-# 2x of the trace at x1 (0.41 s; mean KV usage 15 %); azure-code queues on prefill from x2 on (its
-# own arrival bursts) and never nears KV overload, x8 keeps it busy (p99 4.4 s, KV 5 %); mooncake x1
-# (p99 13.6 s, set by the 50-100k-token prompts' own prefill; KV 22 %) is the last load before x2
-# overloads it without any burst.
-BASE_SCALES = {"azure-conv": 8.0, "azure-code": 8.0, "mooncake": 1.0}
-BURST_FACTORS = (2.0, 3.0, 4.0)
-# Diagnostics (first setup only): Azure conversations with 4x longer outputs overload KV memory well
-# before compute, the regime KunServe is built for; plus fixed pipeline degrees.
-DIAGNOSTIC_SCENARIOS = (
-    BurstScenario(
-        "diag:azure-conv-out4x4+burst3", TRACES["azure-conv"], 4.0, 3.0, output_scale=4.0
+    Setup("qwen2.5-14b@h100", "qwen2.5-14b", "h100", description="weights 41 % of usable memory"),
+    Setup(
+        "llama-3-70b@h100-tp4",
+        "llama-3-70b",
+        "h100",
+        tp=4,
+        description="weights 49 % of usable memory",
+    ),
+    Setup(
+        "qwen2.5-14b@h100-48g",
+        "qwen2.5-14b",
+        "h100",
+        gpu_memory_utilization=0.54,
+        skip=("weka",),
+        description="H100 compute with 43 GB usable, as a 48 GB card at 0.9 (the perf model has "
+        "no L40S); weights 68 % of usable memory; WEKA's 100k-token prompts do not fit",
     ),
 )
-DIAGNOSTIC_SYSTEMS = (*SYSTEM_NAMES, "kunserve-deg4", "kunserve-deg8")
+SYSTEM_NAMES = ("vllm", "infercept", "llumnix", "kunserve")
+BURST_FACTORS = tuple(float(x) for x in np.round(np.arange(2.0, 6.0001, 0.25), 2))
+# base loads: (peak KV demand, prefill demand) as shares of the cluster's KV blocks and prefill rate
+BASE_TARGETS = ((0.5, 0.35), (0.7, 0.5))
 
 
 @dataclass
 class KunServeExperiment:
-    """What to run; defaults are the report's grid."""
+    """What to run; defaults are the report's sweep."""
 
     setups: Sequence[Setup] = SETUPS
-    scenarios: Sequence[BurstScenario] = field(
-        default_factory=lambda: default_scenarios(BASE_SCALES, BURST_FACTORS)
-    )
+    workloads: Sequence[Workload] = WORKLOADS
     systems: Sequence[str] = SYSTEM_NAMES
-    diagnostics: Sequence[BurstScenario] = DIAGNOSTIC_SCENARIOS  # run on the first setup only
-    diagnostic_systems: Sequence[str] = DIAGNOSTIC_SYSTEMS
+    factors: Sequence[float] = BURST_FACTORS
+    base_targets: Sequence[tuple[float, float]] = BASE_TARGETS
+    burst_start_s: float = 60.0
+    burst_s: float = 20.0
+    burst_tail_s: float = 30.0  # the burst window's requests: arrivals until this long after it
+    duration_s: float = 180.0  # simulated arrivals: [0, duration_s)
     router: str = "least-requests"
     period_s: float = 0.5  # timeline sampling period
+    seed: int = 0
     engine: EngineConfig = field(default_factory=lambda: EngineConfig(watermark=0.01))
 
     def cluster(self, setup: Setup) -> ClusterConfig:
@@ -153,78 +162,155 @@ class KunServeExperiment:
             gpu=setup.gpu,
             tp=setup.tp,
             num_instances=setup.num_instances,
-            engine=self.engine,
+            engine=dataclasses.replace(
+                self.engine, gpu_memory_utilization=setup.gpu_memory_utilization
+            ),
         )
 
+    def pairs(self) -> list[tuple[Workload, Setup]]:
+        return [(w, s) for w in self.workloads for s in self.setups if w.name not in s.skip]
 
-# Traces are loaded once in the parent; forked workers read them from here instead of unpickling.
+
+def memory_facts(cfg: ClusterConfig, degrees: Sequence[int] = (2, 4, 8)) -> dict:
+    """KV blocks per instance and the cluster-wide blocks a drop into groups of each degree frees."""
+    cluster = build_layered_cluster(cfg)
+    mem = cluster.engines[0].memory
+    blocks = cluster.engines[0].num_kv_blocks
+    n = cfg.num_instances
+    freed = {}
+    for g in degrees:
+        if g <= n:
+            gained = pipeline_blocks([mem] * g, cluster.num_layers) - g * blocks
+            freed[str(g)] = gained * (n // g)
+    return {
+        "blocks_per_instance": blocks,
+        "block_size": cfg.engine.block_size,
+        "cluster_blocks": blocks * n,
+        "weights_share": mem.param_bytes / mem.usable_bytes,
+        "freed_blocks": freed,
+    }
+
+
+# Workloads are loaded once in the parent; forked workers read them from here instead of unpickling.
 _LOADED: dict[str, list[Request]] = {}
 
 
-def tail_ttft_per_second(
-    arrival: np.ndarray, ttft: np.ndarray, end_s: float, q: float = 99.0
-) -> list[float | None]:
-    """The ``q``-th percentile TTFT of the requests arriving in each second [0, end_s)."""
-    out: list[float | None] = []
-    second = np.floor(arrival).astype(int)
-    for s in range(int(np.ceil(end_s))):
-        sel = ttft[second == s]
-        out.append(float(np.percentile(sel, q)) if sel.size else None)
-    return out
+def scenario_requests(
+    exp: KunServeExperiment, workload: Workload, setup: Setup, base: float, factor: float
+) -> tuple[list[Request], int]:
+    """The slice at ``base`` with its burst; requests that fit no instance are left out (counted)."""
+    reqs = _LOADED[workload.name]
+    off = workload.trace_offset_s
+    sliced = list(rate_scale(window(reqs, off, off + exp.duration_s * base), base))
+    facts = _facts(exp, setup)
+    usable = facts["blocks_per_instance"] - int(exp.engine.watermark * facts["blocks_per_instance"])
+    bs = facts["block_size"]
+    fits = [r for r in sliced if cdiv(r.prompt_tokens + max(1, r.output_tokens), bs) <= usable]
+    out = burst(fits, exp.burst_start_s, exp.burst_s, factor) if factor > 1 else fits
+    return out, len(sliced) - len(fits)
+
+
+_FACTS: dict[str, dict] = {}
+
+
+def _facts(exp: KunServeExperiment, setup: Setup) -> dict:
+    if setup.name not in _FACTS:
+        _FACTS[setup.name] = memory_facts(exp.cluster(setup))
+    return _FACTS[setup.name]
 
 
 def _run(
     key: str,
+    exp: KunServeExperiment,
+    workload: Workload,
     setup: Setup,
-    scenario: BurstScenario,
-    cfg: ClusterConfig,
+    base: float,
+    factor: float,
     system: str,
-    router: str,
-    period_s: float,
+    cache: RunCache | None,
+    fp: str,
 ) -> dict:
-    # the reference setup's workload, burst included, slowed down to this setup's speed
-    load = load_scale(setup)
-    requests = list(rate_scale(scenario.requests(_LOADED.get(scenario.trace)), load))
-    start, end = scenario.burst_start_s / load, scenario.burst_end_s / load
+    if cache is not None:
+        hit = cache.get(fp)
+        if hit is not None:
+            report_progress(key, 1, 1)
+            return {**hit[0], "cached": True}
+    cpu0 = time.process_time()
+    requests, filtered = scenario_requests(exp, workload, setup, base, factor)
 
     def progress(done: int, total: int) -> None:
         report_progress(key, done, total)
 
-    run = run_system(system, requests, cfg, router=router, period_s=period_s, progress=progress)
+    run = run_system(
+        system,
+        requests,
+        exp.cluster(setup),
+        router=exp.router,
+        period_s=exp.period_s,
+        progress=progress,
+    )
+    window_s = (exp.burst_start_s, exp.burst_start_s + exp.burst_s + exp.burst_tail_s)
+    summary = run_summary(run, window_s, exp.duration_s)
     m = run.metrics
-    in_burst = (run.arrival >= start) & (run.arrival < end + 30.0)
-    return {
-        "latency": run.latency_summary(),
-        "burst_ttft": {
-            "p99": float(np.percentile(m.ttft[in_burst], 99)) if in_burst.any() else None,
-            "requests": int(in_burst.sum()),
-        },
-        "timeline": run.timeline.as_dict(),
-        "tail_ttft_per_s": tail_ttft_per_second(run.arrival, m.ttft, scenario.duration_s / load),
-        "requests": len(requests),
-        "sim_end_s": run.result.end_s,
-        "wall_s": run.result.wall_s,
+    cfg = exp.cluster(setup)
+    prefill = float((m.prompt_tokens - m.hit_tokens).sum()) / exp.duration_s
+    summary.update(
+        requests=len(requests),
+        filtered=filtered,
+        cpu_s=time.process_time() - cpu0,
+        prefill_use=prefill / (cfg.num_instances * prefill_tokens_per_s(cfg)),
+    )
+    if cache is not None:
+        cache.put(fp, summary, run.metrics)
+    return summary
+
+
+def run_key(w: str, s: str, level: int, factor: float, system: str) -> str:
+    return f"{w}/{s}/L{level}/x{factor:g}/{system}"
+
+
+@functools.cache
+def _code_digest() -> str:
+    """This module and the run summary's source: they shape what a cached run holds."""
+    from wildserve.experiments import kunserve_runs
+
+    h = hashlib.sha256(Path(__file__).read_bytes())
+    h.update(Path(kunserve_runs.__file__).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _fp(exp: KunServeExperiment, **params: Any) -> str:
+    common = {
+        k: getattr(exp, k)
+        for k in ("burst_start_s", "burst_s", "burst_tail_s", "duration_s", "router", "period_s")
     }
+    return fingerprint(
+        {**params, **common, "seed": exp.seed, "engine": exp.engine, "code": _code_digest()}
+    )
 
 
-def plan_runs(exp: KunServeExperiment) -> list[dict[str, Any]]:
-    grid = [
-        (setup, sc, system)
-        for setup in exp.setups
-        for sc in exp.scenarios
-        for system in exp.systems
-    ]
-    if exp.setups:
-        grid += [(exp.setups[0], sc, s) for sc in exp.diagnostics for s in exp.diagnostic_systems]
-    return [
-        {
-            "key": f"{setup.name}/{sc.name}/{system}",
-            "setup": setup.name,
-            "scenario": sc.name,
-            "system": system,
-        }
-        for setup, sc, system in grid
-    ]
+def prefill_tokens_per_s(cfg: ClusterConfig, chunk: int = 8192) -> float:
+    """One instance's prefill throughput (a full chunk from scratch), from the perf model."""
+    shape = BatchShape()
+    shape.add_chunk(chunk, 0, True)
+    return chunk / build_cost_model(cfg.cost_model, cfg.model, cfg.gpu, cfg.tp).step_time(shape)
+
+
+def base_rate(
+    workload: Workload, calibration: dict, kv_target: float, compute_target: float
+) -> tuple[float, str]:
+    """The base load with both KV and compute headroom, and which of the two bounds it.
+
+    Scaled linearly from the calibration run: vLLM's peak KV demand without a burst is at most
+    ``kv_target`` of the cluster's KV blocks, and its prefill demand (uncached prompt tokens per
+    second) at most ``compute_target`` of the cluster's prefill throughput.
+    """
+    peak = calibration["peak_demand_blocks"] / max(1.0, calibration["kv_blocks"])
+    kv_rate = workload.nominal_rate * kv_target / max(peak, 1e-3)
+    compute = calibration["prefill_use"]
+    compute_rate = workload.nominal_rate * compute_target / max(compute, 1e-3)
+    rate, bound = (kv_rate, "kv") if kv_rate <= compute_rate else (compute_rate, "compute")
+    return float(f"{min(rate, 64 * workload.nominal_rate):.3g}"), bound
 
 
 def run_experiment(
@@ -232,44 +318,73 @@ def run_experiment(
     jobs: int,
     on_progress: Callable[[str, int, int], None] | None = None,
     on_plan: Callable[[list[dict[str, Any]]], None] | None = None,
+    cache: RunCache | None = None,
 ) -> dict:
-    """Run every (setup, scenario, system); returns the JSON document of the report."""
-    for sc in (*exp.scenarios, *exp.diagnostics):
-        if sc.trace not in _LOADED:
-            _LOADED[sc.trace] = load_trace(sc.trace)
-    runs = plan_runs(exp)
-    if on_plan is not None:
-        on_plan(runs)
-    setups = {s.name: s for s in exp.setups}
-    scenarios = {s.name: s for s in (*exp.scenarios, *exp.diagnostics)}
-    tasks = [
-        (
-            r["key"],
-            _run,
-            (
-                r["key"],
-                setups[r["setup"]],
-                scenarios[r["scenario"]],
-                exp.cluster(setups[r["setup"]]),
-                r["system"],
-                exp.router,
-                exp.period_s,
-            ),
-        )
-        for r in runs
+    """Calibrate the base loads, then run the sweep; returns the JSON document of the report."""
+    for w in exp.workloads:
+        if w.name not in _LOADED:
+            _LOADED[w.name] = w.load(exp.seed)
+    pairs = exp.pairs()
+    for _, s in pairs:
+        _facts(exp, s)
+    calib_runs = [
+        {"key": f"{w.name}/{s.name}/calibration", "workload": w.name, "setup": s.name}
+        for w, s in pairs
     ]
-    outcomes = run_parallel(tasks, jobs, on_progress)
-    for r in runs:
-        r.update(outcomes[r["key"]])
+    sweep = [
+        {"workload": w.name, "setup": s.name, "level": lv, "factor": f, "system": sys}
+        for w, s in pairs
+        for lv in range(len(exp.base_targets))
+        for f in exp.factors
+        for sys in exp.systems
+    ]
+    for r in sweep:
+        r["key"] = run_key(r["workload"], r["setup"], r["level"], r["factor"], r["system"])
+    if on_plan is not None:
+        on_plan(calib_runs + sweep)
+    works = {w.name: w for w in exp.workloads}
+    setups = {s.name: s for s in exp.setups}
+
+    def task(r: dict, base: float, factor: float, system: str) -> tuple:
+        w, s = works[r["workload"]], setups[r["setup"]]
+        fp = _fp(exp, workload=w, setup=s, base=base, factor=factor, system=system)
+        return (r["key"], _run, (r["key"], exp, w, s, base, factor, system, cache, fp))
+
+    calib = run_parallel(
+        [task(r, works[r["workload"]].nominal_rate, 1.0, "vllm") for r in calib_runs],
+        jobs,
+        on_progress,
+    )
+    for r in calib_runs:
+        r["summary"] = calib[r["key"]]
+    bases = {
+        (r["workload"], r["setup"], lv): base_rate(works[r["workload"]], r["summary"], *t)
+        for r in calib_runs
+        for lv, t in enumerate(exp.base_targets)
+    }
+    for r in sweep:
+        r["base"], r["bound"] = bases[(r["workload"], r["setup"], r["level"])]
+    outcomes = run_parallel(
+        [task(r, r["base"], r["factor"], r["system"]) for r in sweep], jobs, on_progress
+    )
+    for r in sweep:
+        r["summary"] = outcomes[r["key"]]
     return {
-        "runs": runs,
+        "calibration": calib_runs,
+        "runs": sweep,
         "config": {
-            "setups": [{**dataclasses.asdict(s), "load": load_scale(s)} for s in exp.setups],
-            "scenarios": [dataclasses.asdict(s) for s in exp.scenarios],
-            "diagnostics": [dataclasses.asdict(s) for s in exp.diagnostics],
+            "setups": [{**dataclasses.asdict(s), **_facts(exp, s)} for s in exp.setups],
+            "workloads": [dataclasses.asdict(w) for w in exp.workloads],
             "systems": list(exp.systems),
+            "factors": list(exp.factors),
+            "base_targets": [list(t) for t in exp.base_targets],
+            "burst_start_s": exp.burst_start_s,
+            "burst_s": exp.burst_s,
+            "burst_tail_s": exp.burst_tail_s,
+            "duration_s": exp.duration_s,
             "router": exp.router,
-            "percentiles": list(PERCENTILES),
+            "seed": exp.seed,
             "engine": dataclasses.asdict(exp.engine),
+            "cpu_s": sum(r["summary"]["cpu_s"] for r in (*calib_runs, *sweep)),
         },
     }

@@ -1,19 +1,22 @@
-"""Why KunServe gains what it gains here: memory freed by a drop, decode throughput at full memory.
+"""The regime map's numbers: one point per (workload, setup, base, burst), its band, and why.
 
-Both tables come from the same memory and perf models the simulations use: how many more KV tokens a
-group of g instances holds than g instances, and how many decode tokens per second one GPU delivers
-when its KV region is full, alone or as a pipeline stage.
+A point compares KunServe with the best baseline (vLLM, InferCept, Llumnix), each column's best
+being the baseline with the lowest value of that column. Its x coordinate is the *excess demand over
+freed memory*: vLLM's peak KV demand (blocks held plus blocks its queues need) minus its KV capacity,
+divided by the blocks the largest drop frees cluster-wide (every instance in a group of the largest
+planner degree). Below 0 vLLM never runs out of KV; in (0, 1] a drop can absorb the excess; above 1
+it cannot.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 import numpy as np
 
 from wildserve.engine import EngineConfig, EngineRequest
 from wildserve.engine.costing import ModelCosting
 from wildserve.engine.scheduler import SchedulerOutput
-from wildserve.experiments.kunserve import REFERENCE, Setup, prefill_tokens_per_s
-from wildserve.experiments.kunserve_report import headline
 from wildserve.overload.layout import (
     build_layered_cluster,
     group_blocks,
@@ -23,6 +26,123 @@ from wildserve.overload.layout import (
 from wildserve.overload.pipeline import PipelineCosting
 from wildserve.sim.build import ClusterConfig
 
+BASELINES = ("vllm", "infercept", "llumnix")
+POINT = ("workload", "setup", "level", "factor")
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def _best(base: dict[str, dict], get) -> tuple[str | None, float | None]:
+    vals = {s: get(r) for s, r in base.items() if get(r) is not None}
+    if not vals:
+        return None, None
+    s = min(vals, key=lambda k: (vals[k], BASELINES.index(k)))
+    return s, vals[s]
+
+
+def points(doc: dict) -> list[dict]:
+    """Every swept point with KunServe and at least one baseline, in sweep order."""
+    setups = {s["name"]: s for s in doc["config"]["setups"]}
+    by_point: dict[tuple, dict[str, dict]] = {}
+    for r in doc["runs"]:
+        by_point.setdefault(tuple(r[k] for k in POINT), {})[r["system"]] = r
+    out = []
+    for key, runs in by_point.items():
+        ks = runs.get("kunserve")
+        base = {s: runs[s]["summary"] for s in BASELINES if s in runs}
+        if ks is None or not base:
+            continue
+        k = ks["summary"]
+        facts = setups[key[1]]
+        freed = facts["freed_blocks"]
+        v = base.get("vllm")
+        excess = None
+        if v is not None and freed:
+            over = v["peak_demand_blocks"] - v["kv_blocks"]
+            excess = over / max(freed.values())
+        best, best_p99 = _best(base, lambda s: s["latency"]["ttft"]["p99"])
+        _, best_burst = _best(base, lambda s: s["burst"]["ttft"]["p99"])
+        _, best_burst999 = _best(base, lambda s: s["burst"]["ttft"]["p999"])
+        groups = k["latency"].get("groups", [])
+        out.append(
+            {
+                **dict(zip(POINT, key, strict=True)),
+                "base": ks["base"],
+                "bound": ks["bound"],
+                "excess": excess,
+                "excess_pairs": (
+                    (v["peak_demand_blocks"] - v["kv_blocks"]) / freed["2"]
+                    if v is not None and freed.get("2")
+                    else None
+                ),
+                "best_baseline": best,
+                "best_p99": best_p99,
+                "kunserve_p99": k["latency"]["ttft"]["p99"],
+                "ratio": _ratio(best_p99, k["latency"]["ttft"]["p99"]),
+                "burst_ratio": _ratio(best_burst, k["burst"]["ttft"]["p99"]),
+                "burst999_ratio": _ratio(best_burst999, k["burst"]["ttft"]["p999"]),
+                "kunserve_burst_p99": k["burst"]["ttft"]["p99"],
+                "best_burst_p99": best_burst,
+                "tbt_p50": (v["latency"]["tbt"]["p50"] if v else None, k["latency"]["tbt"]["p50"]),
+                "tbt_p99": (v["latency"]["tbt"]["p99"] if v else None, k["latency"]["tbt"]["p99"]),
+                "vllm_blockers": v["blockers"] if v else None,
+                "kunserve_blockers": k["blockers"],
+                "groups": len(groups),
+                "degrees": sorted({g["degree"] for g in groups}),
+                "fill_s": max((g["fill_s"] for g in groups), default=0.0),
+            }
+        )
+    return out
+
+
+def band(pts: Iterable[dict], threshold: float) -> tuple[float, float] | None:
+    """The excess range of the points whose ratio reaches ``threshold`` (None: no such point)."""
+    xs = [p["excess"] for p in pts if (p["ratio"] or 0) >= threshold and p["excess"] is not None]
+    return (min(xs), max(xs)) if xs else None
+
+
+def headline(pts: list[dict]) -> dict | None:
+    """The best point of one (workload, setup) and its bands."""
+    scored = [p for p in pts if p["ratio"] is not None]
+    if not scored:
+        return None
+    best = max(scored, key=lambda p: p["ratio"])
+    return {
+        "best": best,
+        "num_points": len(scored),
+        "num_10x": sum(p["ratio"] >= 10 for p in scored),
+        "num_2x": sum(p["ratio"] >= 2 for p in scored),
+        "num_worse": sum(p["ratio"] < 0.9 for p in scored),
+        "band_10x": band(scored, 10),
+        "band_2x": band(scored, 2),
+    }
+
+
+def cause(p: dict) -> str:
+    """Why a point shows no (>= 2x) gain, from vLLM's admission blockers in the burst window."""
+    if p["excess"] is None or p["excess"] <= 0:
+        return "no KV overload (vLLM's demand fits its memory)"
+    if p["excess"] > 1:
+        return "excess larger than the memory a drop frees"
+    b = (p["vllm_blockers"] or {}).get("burst", {})
+    kv, budget, seats = b.get("kv_blocks", 0), b.get("token_budget", 0), b.get("seats", 0)
+    if budget > kv and budget >= seats:
+        return "compute-bound (token budget, not KV, blocks admission)"
+    if seats > kv:
+        return "seat cap (max_num_seqs) blocks admission"
+    return "KV-bound, but the pipelined group did not drain faster"
+
+
+def group_by_pair(pts: list[dict]) -> dict[tuple[str, str], list[dict]]:
+    out: dict[tuple[str, str], list[dict]] = {}
+    for p in pts:
+        out.setdefault((p["workload"], p["setup"]), []).append(p)
+    return out
+
+
+# ---- what a drop buys, from the memory and perf models ------------------------------------------
 DEGREES = (2, 4, 8)
 
 
@@ -39,22 +159,23 @@ def decode_plan(num_seqs: int, context: int) -> SchedulerOutput:
     return out
 
 
-def drop_economics(setup: Setup, contexts: tuple[int, ...] = (1500, 12000)) -> list[dict]:
+def drop_economics(setup: dict, contexts: tuple[int, ...] = (1500, 12000)) -> list[dict]:
     """Per pipeline degree: KV tokens per instance and full-memory decode tokens/s per GPU."""
-    engine = EngineConfig()
-    cluster = build_layered_cluster(
-        ClusterConfig(setup.model, setup.gpu, setup.tp, setup.num_instances, engine=engine)
+    engine = EngineConfig(gpu_memory_utilization=setup.get("gpu_memory_utilization", 0.9))
+    n = setup["num_instances"]
+    cfg = ClusterConfig(
+        model=setup["model"], gpu=setup["gpu"], tp=setup["tp"], num_instances=n, engine=engine
     )
+    cluster = build_layered_cluster(cfg)
     e = cluster.engines[0]
     mem = e.memory
-    bs = engine.block_size
-    tokens0 = e.pool.num_blocks * bs
+    tokens0 = e.num_kv_blocks * engine.block_size
     rows = []
     for g in (1, *DEGREES):
-        if g > setup.num_instances:
+        if g > n:
             break
         bounds = stage_bounds(cluster.num_layers, g)
-        tokens = group_blocks([staged_memory(mem, lo, hi) for lo, hi in bounds]) * bs
+        tokens = group_blocks([staged_memory(mem, lo, hi) for lo, hi in bounds]) * engine.block_size
         row = {"degree": g, "tokens_per_instance": tokens / g, "memory_gain": tokens / g / tokens0}
         for ctx in contexts:
             seqs = max(1, min(engine.max_num_seqs * g, tokens // (ctx + 1)))
@@ -67,26 +188,25 @@ def drop_economics(setup: Setup, contexts: tuple[int, ...] = (1500, 12000)) -> l
                 step = pipe.step_time(plan)
             row[f"seqs@{ctx}"] = seqs
             row[f"tbt@{ctx}"] = step
-            row[f"tok_s_per_gpu@{ctx}"] = seqs / step / (g * setup.tp)
+            row[f"tok_s_per_gpu@{ctx}"] = seqs / step / (g * setup["tp"])
         rows.append(row)
     return rows
 
 
-def economics_table(
-    setups: list[dict], rows_of: dict[str, list[dict]], contexts: tuple[int, ...] = (1500, 12000)
-) -> list[str]:
+def economics_table(setups: list[dict], contexts: tuple[int, ...] = (1500, 12000)) -> list[str]:
     head = " | ".join(f"ctx {c}: seqs / TBT ms / decode tok/s per GPU (vs 1)" for c in contexts)
     lines = [
         f"| setup | degree | KV tokens per instance (vs 1) | {head} |",
         "|---|---:|---:|" + "---:|" * len(contexts),
     ]
     for s in setups:
-        rows = rows_of[s["name"]]
+        rows = drop_economics(s, contexts)
         base = rows[0]
         for row in rows:
             cells = [
                 f"{row[f'seqs@{c}']} / {row[f'tbt@{c}'] * 1e3:.1f} / "
-                f"{row[f'tok_s_per_gpu@{c}']:.0f} ({row[f'tok_s_per_gpu@{c}'] / base[f'tok_s_per_gpu@{c}']:.2f}x)"
+                f"{row[f'tok_s_per_gpu@{c}']:.0f} "
+                f"({row[f'tok_s_per_gpu@{c}'] / base[f'tok_s_per_gpu@{c}']:.2f}x)"
                 for c in contexts
             ]
             lines.append(
@@ -96,148 +216,12 @@ def economics_table(
     return lines
 
 
-def queue_cause(run: dict, queue: int = 50, full: float = 0.95) -> float | None:
-    """KV usage when the queue first reached ``queue`` requests (None: it never did)."""
-    tl = run["timeline"]
-    for waiting, usage in zip(tl["num_waiting"], tl["kv_usage"], strict=True):
-        if waiting >= queue:
-            return usage
-    return None
-
-
-def _ratio(a: float | None, b: float | None) -> float | None:
-    return a / b if a is not None and b else None
-
-
-def analysis_lines(doc: dict) -> list[str]:
-    """The measured summary, why it is what it is, and the economics tables."""
-    cfg = doc["config"]
-    heads = [
-        (s["name"], sc["name"], h)
-        for s in cfg["setups"]
-        for sc in cfg["scenarios"]
-        if (h := headline(doc, s["name"], sc["name"])) is not None and h["ratio"] is not None
-    ]
-    lines: list[str] = []
-    if heads:
-        ratios = np.array([h["ratio"] for _, _, h in heads])
-        burst = np.array([h["burst_ratio"] for _, _, h in heads if h["burst_ratio"]])
-        best = max(heads, key=lambda x: x[2]["ratio"])
-        worst = min(heads, key=lambda x: x[2]["ratio"])
-        dropped = [h for _, _, h in heads if h["groups"]]
-        lines += [
-            f"**Summary.** Over {len(heads)} (setup, scenario) pairs, the best baseline's p99 TTFT "
-            f"divided by KunServe's is {np.median(ratios):.2f}x at the median (above 1: KunServe is "
-            f"better), from {worst[2]['ratio']:.2f}x ({worst[0]}, {worst[1]}) to "
-            f"{best[2]['ratio']:.2f}x ({best[0]}, {best[1]}); over the requests arriving in the "
-            f"burst window (+30 s) it is {np.median(burst):.2f}x at the median, at most "
-            f"{burst.max():.2f}x. The goal of >= 10x lower p99 TTFT is met in "
-            f"{int((ratios >= 10).sum())} of them. KunServe dropped layers in {len(dropped)}; in the "
-            "others its trigger (KV usage >= 95 % with queued demand >= free blocks) never fired "
-            "and it ran exactly as vLLM.",
-            "",
-        ]
-    contexts = (1500, 12000)
-    fields = {"name", "model", "gpu", "tp", "num_instances"}
-    rows_of = {
-        s["name"]: drop_economics(Setup(**{k: v for k, v in s.items() if k in fields}), contexts)
-        for s in cfg["setups"]
-    }
-    lines += _why(doc, heads, rows_of, contexts)
-    lines += [
-        "What a drop buys, from the memory and perf models the simulation uses (decode steps with "
-        "every sequence at the given context and the KV region full, capped at max_num_seqs per "
-        "stage; a degree-g row is one group of g instances, per-GPU throughput divides by g x TP):",
-        "",
-        *economics_table(cfg["setups"], rows_of, contexts),
-    ]
-    return lines
-
-
-def _why(
-    doc: dict, heads: list, rows_of: dict[str, list[dict]], contexts: tuple[int, ...]
-) -> list[str]:
-    cfg = doc["config"]
-    gains = [r["memory_gain"] for rows in rows_of.values() for r in rows[1:]]
-    tputs = [
-        r[f"tok_s_per_gpu@{c}"] / rows[0][f"tok_s_per_gpu@{c}"]
-        for rows in rows_of.values()
-        for r in rows[1:]
-        for c in contexts
-    ]
-    runs = {(r["setup"], r["scenario"], r["system"]): r for r in doc["runs"]}
-    queued = compute_first = 0
-    for s in cfg["setups"]:
-        for sc in cfg["scenarios"]:
-            r = runs.get((s["name"], sc["name"], "vllm"))
-            usage = queue_cause(r) if r else None
-            if usage is not None:
-                queued += 1
-                compute_first += usage < 0.95
-    tbt = [
-        x
-        for _, _, h in heads
-        if h["groups"] and (x := _ratio(h["tbt_p50"], h["vllm_tbt_p50"])) is not None
-    ]
-    bubbles = [h["bubble"] for _, _, h in heads if h["bubble"] is not None]
-    out = [
-        "**Why the gain is small here.**",
-        "",
-        f"1. *The overload is mostly on compute, not on KV memory.* In {compute_first} of the "
-        f"{queued} scenarios where vLLM's queue reached 50 requests, its KV usage was still below "
-        "95 % when it did: the queue waited for prefill compute (or batch seats), which dropping "
-        "layers does not add. Azure code requests produce ~28 tokens each, so their KV is freed "
-        "almost as soon as it is written; Azure conversations (~1.2k-token prompts, ~210 output "
-        "tokens) fill compute and KV at about the same load on these GPUs; a 12k-token Mooncake "
-        f"prompt takes {12000 / prefill_tokens_per_s(REFERENCE):.2f} s of prefill on one "
-        f"{REFERENCE.gpu.upper()} ({REFERENCE.model}).",
-        "2. *At full memory, decode is HBM-bandwidth bound.* A step reads every byte of KV in use, "
-        f"so a drop that adds {min(gains) - 1:.0%}-{max(gains) - 1:.0%} KV tokens (table below) "
-        "admits that many more sequences but stretches every step nearly as much: decode tokens/s "
-        f"per GPU moves by {min(tputs) - 1:+.0%} to {max(tputs) - 1:+.0%}. "
-        "Queued requests get in sooner, then everyone decodes slower; the backlog drains at about "
-        "the same rate.",
-        "3. *Pipelines have costs of their own.* Every micro-batch re-reads the LM head on the "
-        "last stage (1.6 GB for Qwen2.5's 152k vocabulary), stage loads differ, and hops add "
-        f"latency: the bubble fraction averaged {np.mean(bubbles):.2f} over the groups formed, "
-        if bubbles
-        else "3. *Pipelines have costs of their own* (LM head per micro-batch, bubbles, hops), ",
-    ]
-    if tbt:
-        out[-1] += (
-            f"and KunServe's median TBT was {np.median(tbt):.2f}x vLLM's where it dropped "
-            f"(range {min(tbt):.2f}x-{max(tbt):.2f}x)."
-        )
-    out += [
-        "4. *A restore takes GPUs out of service.* A restoring group takes no new requests until "
-        "its pipelined requests finish (the issue's rule), so the remaining instances carry the "
-        "load meanwhile.",
-        "",
-    ]
-    diag = cfg.get("diagnostics", [])
-    if diag and cfg["setups"]:
-        first = cfg["setups"][0]["name"]
-        for sc in diag:
-            h = headline(doc, first, sc["name"])
-            if h is None:
-                continue
-            deeper = [
-                (d, runs[key]["latency"]["ttft"]["p99"])
-                for d in (4, 8)
-                if (key := (first, sc["name"], f"kunserve-deg{d}")) in runs
-            ]
-            out += [
-                f"*Where it does pay* ({first}, `{sc['name']}`, outputs 4x longer so KV fills "
-                f"before compute): KunServe's p99 TTFT is {h['ratio']:.2f}x lower than the best "
-                f"baseline ({h['best_baseline']}), and {h['burst_ratio']:.1f}x lower for the "
-                "requests arriving in the burst window (+30 s), which it admits at once instead "
-                "of queueing them for memory; its pipelines then fill with the long outputs and "
-                "a backlog forms later, which sets its p99 over the whole slice."
-                + "".join(
-                    f" Forcing {d} stages per group gives a p99 TTFT of {p99:.1f} s against the "
-                    f"greedy plan's {h['kunserve_p99_ttft']:.1f} s."
-                    for d, p99 in deeper
-                ),
-                "",
-            ]
+def blocker_evidence(pts: list[dict]) -> dict[str, float]:
+    """Median share of vLLM's burst-window step time per blocker, and its budget use."""
+    rows = [p["vllm_blockers"]["burst"] for p in pts if p["vllm_blockers"]]
+    use = [p["vllm_blockers"]["burst_budget_use"] for p in pts if p["vllm_blockers"]]
+    if not rows:
+        return {}
+    out = {k: float(np.median([r[k] for r in rows])) for k in rows[0]}
+    out["budget_use"] = float(np.median(use))
     return out

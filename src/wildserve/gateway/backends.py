@@ -29,7 +29,8 @@ class HealthChecker:
     """GET ``/health`` on every backend each interval; eject after N failures, re-admit on success.
 
     ``on_readmit(i)`` runs when an ejected backend comes back: it may have restarted with an empty
-    cache, so the caller forgets what it knew of that backend's prefixes.
+    cache, so the caller forgets what it knew of that backend's prefixes. ``on_eject(i)`` runs when
+    one is ejected (by checks or by the proxy): a dead engine holds no cache to route to.
     """
 
     def __init__(
@@ -40,6 +41,7 @@ class HealthChecker:
         timeout_s: float,
         unhealthy_after: int,
         on_readmit: Callable[[int], None],
+        on_eject: Callable[[int], None] | None = None,
     ) -> None:
         self.backends = backends
         self.session = session
@@ -47,6 +49,7 @@ class HealthChecker:
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
         self.unhealthy_after = unhealthy_after
         self.on_readmit = on_readmit
+        self.on_eject = on_eject
 
     async def check(self, b: Backend) -> bool:
         try:
@@ -73,12 +76,13 @@ class HealthChecker:
         if b.healthy and b.consecutive_failures >= self.unhealthy_after:
             self.eject(b, f"{b.consecutive_failures} failed health checks")
 
-    @staticmethod
-    def eject(b: Backend, why: str) -> None:
+    def eject(self, b: Backend, why: str) -> None:
         if b.healthy:
             b.healthy = False
             b.num_ejections += 1
             log.warning("backend %s ejected: %s", b.url, why)
+            if self.on_eject is not None:
+                self.on_eject(b.index)
 
     async def run(self) -> None:
         while True:

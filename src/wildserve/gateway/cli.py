@@ -67,6 +67,7 @@ def gateway(
     kv_events_topic: Annotated[str, typer.Option(help=_h(_GW, "kv_events_topic"))] = _d(
         _GW, "kv_events_topic"
     ),
+    kv_replay: Annotated[bool, typer.Option(help=_h(_GW, "kv_replay"))] = _d(_GW, "kv_replay"),
     log_level: Annotated[str, typer.Option(help="logging level")] = "warning",
 ) -> None:
     """Route OpenAI requests across backends with a routing policy (LMetric by default)."""
@@ -94,6 +95,7 @@ def gateway(
         unhealthy_after=unhealthy_after,
         metrics_poll_s=metrics_poll,
         kv_events_topic=kv_events_topic,
+        kv_replay=kv_replay,
     )
 
     def ready(bound: int) -> None:
@@ -123,6 +125,10 @@ def engine(
     kv_events_topic: Annotated[str, typer.Option(help=_h(_EN, "kv_events_topic"))] = _d(
         _EN, "kv_events_topic"
     ),
+    kv_events_replay_port: Annotated[
+        int | None,
+        typer.Option(help="answer vLLM KV-event replay requests on tcp://HOST:PORT (ZMQ ROUTER)"),
+    ] = None,
     block_size: Annotated[int, typer.Option(help=_h(_EC, "block_size"))] = _d(_EC, "block_size"),
     max_num_seqs: Annotated[int, typer.Option(help=_h(_EC, "max_num_seqs"))] = _d(
         _EC, "max_num_seqs"
@@ -148,6 +154,9 @@ def engine(
         tokenizer=tokenizer,
         kv_events_endpoint=None if kv_events_port is None else f"tcp://{host}:{kv_events_port}",
         kv_events_topic=kv_events_topic,
+        kv_events_replay_endpoint=None
+        if kv_events_replay_port is None
+        else f"tcp://{host}:{kv_events_replay_port}",
         engine=EngineConfig(
             block_size=block_size,
             max_num_seqs=max_num_seqs,

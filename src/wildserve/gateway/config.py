@@ -34,6 +34,11 @@ class GatewayConfig:
         0.1, "seconds between /metrics polls (KV-event view source)", gt=0
     )
     kv_events_topic: str = option("", "ZMQ topic prefix to subscribe to")
+    kv_replay: bool = option(
+        True,
+        "load each engine's cached blocks from its KV-event replay endpoint (found at "
+        "/kv_event_sources) at start, after a sequence gap and on re-admission",
+    )
 
     def __post_init__(self) -> None:
         if not self.backends:
@@ -68,14 +73,20 @@ class EngineServerConfig:
         None, "tokenizer.json (or its folder); default: one token per byte"
     )
     kv_events_endpoint: str | None = option(None, "publish KV events on this ZMQ PUB endpoint")
+    kv_events_replay_endpoint: str | None = option(
+        None, "answer vLLM KV-event replay requests on this ZMQ ROUTER endpoint"
+    )
+    kv_events_buffer_steps: int = option(10_000, "event batches kept for replay (vLLM's)", ge=1)
     kv_events_topic: str = option("", "ZMQ topic of the KV events (vLLM's default is empty)")
     default_max_tokens: int = option(16, "output tokens when a request gives no max_tokens")
     engine: EngineConfig = field(default_factory=EngineConfig)
 
     def __post_init__(self) -> None:
-
         if not self.speed > 0:
             raise ConfigError(f"speed must be > 0 (inf for no waiting), got {self.speed}")
+        if self.kv_events_replay_endpoint and not self.kv_events_endpoint:
+            raise ConfigError("engine: a KV-event replay endpoint needs a KV-event endpoint")
+        check_bounds(self, "engine server")
 
     @property
     def api_model_name(self) -> str:

@@ -159,8 +159,13 @@ class EmulatedEngine:
     async def start(self) -> None:
         self._t0 = time.monotonic()
         self._wake = asyncio.Event()
-        if self.cfg.kv_events_endpoint:
-            self.publisher = KVEventPublisher(self.cfg.kv_events_endpoint, self.cfg.kv_events_topic)
+        cfg = self.cfg
+        if cfg.kv_events_endpoint:
+            self.publisher = KVEventPublisher(
+                cfg.kv_events_endpoint, cfg.kv_events_topic, buffer_steps=cfg.kv_events_buffer_steps
+            )
+            if cfg.kv_events_replay_endpoint:
+                self.publisher.serve_replay(cfg.kv_events_replay_endpoint)
             self.collector = _KVEventCollector(self.block_size)
             self.engine.pool.event_sink = self.collector
         self._task = asyncio.get_running_loop().create_task(self._drive())
@@ -168,6 +173,7 @@ class EmulatedEngine:
     async def stop(self) -> None:
         await cancel_and_wait(self._task)
         if self.publisher is not None:
+            await self.publisher.close_replay()
             self.publisher.close()
 
     def now(self) -> float:
@@ -251,6 +257,22 @@ class EmulatedEngine:
         if self.publisher is not None and self.collector is not None:
             self.publisher.publish([*self.collector.take(), AllBlocksCleared()])
         return n
+
+    def kv_event_sources(self) -> dict:
+        """vLLM's ``/kv_event_sources`` answer: the publisher config of data-parallel rank 0."""
+        pub = self.publisher
+        if pub is None:
+            return {}
+        return {
+            "0": {
+                "enable_kv_cache_events": True,
+                "publisher": "zmq",
+                "endpoint": pub.endpoint,
+                "replay_endpoint": pub.replay_endpoint,
+                "buffer_steps": self.cfg.kv_events_buffer_steps,
+                "topic": self.cfg.kv_events_topic,
+            }
+        }
 
     def token_text(self, i: int) -> str:
         """Arbitrary but deterministic output text: one short piece per token."""
@@ -367,6 +389,39 @@ async def _metrics(request: web.Request) -> web.Response:
     return web.Response(text=request.app[EMULATOR].metrics_text(), content_type="text/plain")
 
 
+async def _kv_event_sources(request: web.Request) -> web.Response:
+    return web.json_response(request.app[EMULATOR].kv_event_sources())
+
+
+async def _tokenize(request: web.Request) -> web.Response:
+    """vLLM's ``/tokenize``: a ``prompt`` (special tokens added) or chat ``messages`` (not)."""
+    emu = request.app[EMULATOR]
+    body = await api.read_json_body(request)
+    try:
+        tokens = list(prompt_token_ids(body, "messages" in body, emu.tokenizer))
+    except PromptError as exc:
+        return api.error_response(400, str(exc))
+    return web.json_response(
+        {"count": len(tokens), "max_model_len": None, "tokens": tokens, "token_strs": None}
+    )
+
+
+async def _detokenize(request: web.Request) -> web.Response:
+    body = await api.read_json_body(request)
+    tokens = body.get("tokens")
+    if not isinstance(tokens, list) or not all(
+        isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in tokens
+    ):
+        return api.error_response(400, "'tokens' must be a list of non-negative integers")
+    return web.json_response({"prompt": request.app[EMULATOR].tokenizer.decode(tokens)})
+
+
+async def _version(request: web.Request) -> web.Response:
+    from importlib.metadata import version
+
+    return web.json_response({"version": f"wildserve-{version('wildserve')}"})
+
+
 async def _reset(request: web.Request) -> web.Response:
     n = request.app[EMULATOR].reset_prefix_cache()
     return web.json_response({"cleared_blocks": n})
@@ -385,5 +440,9 @@ def make_engine_app(cfg: EngineServerConfig, engine: Engine | None = None) -> we
             ("GET", "/health", _health),
             ("GET", "/metrics", _metrics),
             ("POST", "/reset_prefix_cache", _reset),
+            ("GET", "/kv_event_sources", _kv_event_sources),
+            ("POST", "/tokenize", _tokenize),
+            ("POST", "/detokenize", _detokenize),
+            ("GET", "/version", _version),
         ],
     )

@@ -50,9 +50,24 @@ class _LiveState:
             batches = CounterMetricFamily(
                 "wildserve_gateway_kv_event_batches", "KV event batches applied", labels=["backend"]
             )
+            blocks = GaugeMetricFamily(
+                "wildserve_gateway_kv_index_blocks",
+                "router blocks the KV-event index holds for the backend",
+                labels=["backend"],
+            )
+            replayed = CounterMetricFamily(
+                "wildserve_gateway_kv_event_replayed_batches",
+                "KV event batches applied from the engine's replay endpoint",
+                labels=["backend"],
+            )
             for sub in gw.subscribers:
-                batches.add_metric([gw.backends[sub.instance].url], sub.num_batches)
+                url = gw.backends[sub.instance].url
+                batches.add_metric([url], sub.num_batches)
+                replayed.add_metric([url], sub.num_replayed)
+                blocks.add_metric([url], sub.index.num_blocks(sub.instance))
             yield batches
+            yield replayed
+            yield blocks
 
 
 class GatewayMetrics:

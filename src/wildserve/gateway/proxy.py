@@ -76,13 +76,18 @@ class Gateway:
             cfg.health_timeout_s,
             cfg.unhealthy_after,
             self.on_readmit,
+            self.on_eject,
         )
         self._tasks.append(loop.create_task(self.health.run()))
         if self.kv_index is not None:
             from wildserve.gateway.kv_events import KVEventSubscriber
 
             for i, endpoint in enumerate(cfg.kv_events):
-                sub = KVEventSubscriber(self.kv_index, i, endpoint, cfg.kv_events_topic)
+                sub = KVEventSubscriber(
+                    self.kv_index, i, endpoint, cfg.kv_events_topic,
+                    self._replay_finder(i) if cfg.kv_replay else None,
+                    cfg.health_timeout_s, cfg.health_interval_s,
+                )  # fmt: skip
                 sub.start()
                 self.subscribers.append(sub)
             poller = MetricsPoller(self.backends, self.session, cfg.metrics_poll_s, self.on_load)
@@ -97,9 +102,23 @@ class Gateway:
         if self.session is not None:
             await self.session.close()
 
+    def _replay_finder(self, instance: int):
+        from wildserve.gateway.kv_replay import discover_replay_endpoint
+
+        url = self.backends[instance].url
+        return lambda: discover_replay_endpoint(self.session, url, self.cfg.health_timeout_s)
+
     def on_readmit(self, instance: int) -> None:
-        """A backend came back, maybe restarted: forget the prefixes it may have lost."""
+        """A backend came back, maybe restarted: forget the prefixes it may have lost, and reload
+        its KV-event index from its replay endpoint where it has one."""
         self.local.reset_index(instance)
+        if self.subscribers:
+            self.subscribers[instance].request_resync(clear=True)
+
+    def on_eject(self, instance: int) -> None:
+        """A dead or unreachable engine's cache cannot be routed to: empty its KV-event index."""
+        if self.kv_index is not None:
+            self.kv_index.cleared(instance)
 
     def on_load(self, instance: int, load: dict[str, float]) -> None:
         if isinstance(self.views, KVEventViews):
@@ -156,7 +175,7 @@ class Gateway:
             except _CONNECT_ERRORS as exc:
                 self._release(route, backend)
                 self.metrics.error(chosen, "connect")
-                HealthChecker.eject(backend, f"connection failed: {exc}")
+                self.health.eject(backend, f"connection failed: {exc}")  # type: ignore[union-attr]
                 tried.append(chosen)
                 if len(tried) < 2:
                     continue
@@ -239,21 +258,6 @@ async def _chat(request: web.Request) -> web.StreamResponse:
     return await request.app[GATEWAY].proxy(request, "/v1/chat/completions", chat=True)
 
 
-async def _models(request: web.Request) -> web.Response:
-    gw = request.app[GATEWAY]
-    for b in gw.backends:
-        if not b.healthy:
-            continue
-        try:
-            async with gw.session.get(f"{b.url}/v1/models", timeout=gw.timeout) as resp:
-                return web.Response(
-                    status=resp.status, body=await resp.read(), content_type="application/json"
-                )
-        except _STREAM_ERRORS:
-            continue
-    return api.error_response(503, "no healthy backend")
-
-
 async def _health(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
     healthy = sum(b.healthy for b in gw.backends)
@@ -270,15 +274,18 @@ async def _metrics(request: web.Request) -> web.Response:
 
 def make_gateway_app(cfg: GatewayConfig) -> web.Application:
     """The gateway's aiohttp app; backends' sessions, health checks and subscribers live with it."""
+    from wildserve.gateway.passthrough import SideRoutes
+
+    gw = Gateway(cfg)
     return api.openai_app(
         GATEWAY,
-        Gateway(cfg),
+        gw,
         cfg.max_body_bytes,
         [
             ("POST", "/v1/completions", _completions),
             ("POST", "/v1/chat/completions", _chat),
-            ("GET", "/v1/models", _models),
             ("GET", "/health", _health),
             ("GET", "/metrics", _metrics),
+            *SideRoutes(gw).routes(),
         ],
     )

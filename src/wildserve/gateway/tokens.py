@@ -2,19 +2,25 @@
 
 Two tokenizers. ``ByteTokenizer`` (the default) treats each UTF-8 byte as one token: it needs no
 vocabulary file, and the gateway's byte blocks then match an emulated engine's token blocks exactly.
-``HFTokenizer`` loads a Hugging Face ``tokenizer.json`` (and, beside it, ``tokenizer_config.json``'s
-chat template when present), which is what a real vLLM fleet needs for exact prefix matching.
+``HFTokenizer`` loads a Hugging Face ``tokenizer.json`` (and the chat template beside it, found as
+transformers finds it), which is what a real vLLM fleet needs for exact prefix matching.
 Chat requests are rendered to one prompt string first, by the chat template or a fixed plain layout.
+Special tokens follow vLLM's defaults: added for completions, not for chat (whose template writes
+them), unless the body says otherwise with vLLM's ``add_special_tokens`` field.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 from wildserve.errors import ConfigError
+from wildserve.gateway.chat_template import (
+    compile_chat_template,
+    find_chat_template,
+    special_tokens,
+)
 
 
 class PromptError(ValueError):
@@ -24,9 +30,11 @@ class PromptError(ValueError):
 class Tokenizer(Protocol):
     name: str
 
-    def encode(self, text: str) -> Sequence[int]: ...
+    def encode(self, text: str, add_special_tokens: bool = False) -> Sequence[int]: ...
 
     def decode_one(self, token_id: int) -> str: ...
+
+    def decode(self, token_ids: Sequence[int]) -> str: ...
 
     def render_chat(self, messages: list[dict]) -> str: ...
 
@@ -41,16 +49,25 @@ def plain_chat(messages: list[dict]) -> str:
 
 
 def _content_text(content: Any) -> str:
-    """OpenAI content is a string or a list of parts; only text parts count for routing."""
+    """OpenAI content is a string or a list of parts; only text parts count, joined by newlines
+    (vLLM's "string" content format)."""
     if content is None:
         return ""
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "".join(
+        return "\n".join(
             p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text"
         )
     raise PromptError("'content' must be a string or a list of content parts")
+
+
+def _string_content(message: dict) -> dict:
+    """The message as a template sees it: its content one string (None stays None, as in vLLM)."""
+    content = message.get("content")
+    if content is None or isinstance(content, str):
+        return message
+    return {**message, "content": _content_text(content)}
 
 
 class ByteTokenizer:
@@ -59,18 +76,26 @@ class ByteTokenizer:
     name = "bytes"
     vocab_size = 256
 
-    def encode(self, text: str) -> bytes:
+    def encode(self, text: str, add_special_tokens: bool = False) -> bytes:
         return text.encode("utf-8")
 
     def decode_one(self, token_id: int) -> str:
         return chr(token_id) if 32 <= token_id < 127 else " "
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return bytes(t & 0xFF for t in token_ids).decode("utf-8", errors="replace")
 
     def render_chat(self, messages: list[dict]) -> str:
         return plain_chat(messages)
 
 
 class HFTokenizer:
-    """A Hugging Face ``tokenizers`` tokenizer, plus the model's chat template when one is shipped."""
+    """A Hugging Face ``tokenizers`` tokenizer, plus the model's chat template when one is shipped.
+
+    The template is found the way transformers finds it (``chat_template.jinja`` and
+    ``additional_chat_templates/`` beside ``tokenizer.json`` first, then ``tokenizer_config.json``'s
+    ``chat_template``), so that chat prompts tokenize exactly as vLLM tokenizes them.
+    """
 
     def __init__(self, path: str | Path) -> None:
         from tokenizers import Tokenizer as _Tok
@@ -85,51 +110,34 @@ class HFTokenizer:
             raise ConfigError(f"{file}: not a Hugging Face tokenizer.json ({exc})") from None
         self.name = str(file)
         self.vocab_size = self._tok.get_vocab_size()
-        self._template = None
-        self._special: dict[str, str] = {}
-        config = file.parent / "tokenizer_config.json"
-        if config.is_file():
-            self._load_template(config)
-
-    def _load_template(self, config: Path) -> None:
-        try:
-            doc = json.loads(config.read_text())
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{config}:{exc.lineno}: invalid JSON ({exc.msg})") from None
-        source = doc.get("chat_template")
-        if isinstance(source, list):  # named templates: take the default one
-            source = next((t.get("template") for t in source if t.get("name") == "default"), None)
-        if not source:
-            return
-        try:
-            from jinja2.sandbox import ImmutableSandboxedEnvironment
-        except ImportError:
-            raise ConfigError(
-                f"{config}: has a chat template; install jinja2 (the 'gateway' extra) to render it"
-            ) from None
-        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-        self._template = env.from_string(source)
-        for key in ("bos_token", "eos_token"):
-            tok = doc.get(key)
-            if isinstance(tok, dict):
-                tok = tok.get("content")
-            if isinstance(tok, str):
-                self._special[key] = tok
+        found = find_chat_template(file.parent)
+        self.template_source = found[0] if found else None
+        self._template = compile_chat_template(*found) if found else None
+        self._special = special_tokens(file.parent)
 
     @property
     def has_chat_template(self) -> bool:
         return self._template is not None
 
-    def encode(self, text: str) -> list[int]:
-        return self._tok.encode(text, add_special_tokens=False).ids
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        return self._tok.encode(text, add_special_tokens=add_special_tokens).ids
 
     def decode_one(self, token_id: int) -> str:
         return self._tok.decode([token_id])
 
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return self._tok.decode(list(token_ids), skip_special_tokens=False)
+
     def render_chat(self, messages: list[dict]) -> str:
         if self._template is None:
             return plain_chat(messages)
-        return self._template.render(messages=messages, add_generation_prompt=True, **self._special)
+        return self._template.render(
+            messages=[_string_content(m) for m in messages],
+            tools=None,
+            documents=None,
+            add_generation_prompt=True,
+            **self._special,
+        )
 
 
 def make_tokenizer(path: str | Path | None) -> Tokenizer:
@@ -158,10 +166,21 @@ def prompt_text(body: dict, chat: bool, tokenizer: Tokenizer) -> str:
     return prompt
 
 
+def add_special_tokens(body: dict, chat: bool) -> bool:
+    """vLLM's default: special tokens (BOS) are added to completions, not to chat prompts."""
+    value = body.get("add_special_tokens")
+    if value is None:
+        return not chat
+    if not isinstance(value, bool):
+        raise PromptError("'add_special_tokens' must be a boolean")
+    return value
+
+
 def prompt_token_ids(body: dict, chat: bool, tokenizer: Tokenizer) -> Sequence[int]:
     """Token ids of a request's prompt; a completions prompt may also be given as token ids."""
     if not chat:
         prompt = body.get("prompt")
         if isinstance(prompt, list) and prompt and all(isinstance(t, int) for t in prompt):
             return prompt
-    return tokenizer.encode(prompt_text(body, chat, tokenizer))
+    text = prompt_text(body, chat, tokenizer)
+    return tokenizer.encode(text, add_special_tokens(body, chat))

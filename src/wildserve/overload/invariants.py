@@ -23,20 +23,18 @@ def check_cluster(ctl: KunServeController) -> None:
     for i, e in enumerate(engines):
         g = ctl.group_of[i]
         mem = e.memory
-        serving = i if g is None or g.costing is None else g.leader
-        blocks = engines[serving].pool.num_blocks
+        serving = g.leader if g is not None and g.is_pipeline else i
+        blocks = engines[serving].num_kv_blocks
         if not mem.fits(blocks):
             raise InvariantError(
                 f"instance {i}: {mem.param_bytes} B weights + {blocks} x {mem.block_bytes} B KV + "
                 f"{mem.reserve_bytes} B reserve > {mem.usable_bytes} B"
             )
-        if serving != i and (e.pool.num_used or e.has_work):
+        if serving != i and (e.num_used_blocks or e.has_work):
             raise InvariantError(f"instance {i} serves requests while a member of {g.members}")
-    seen = set()
     for g in ctl.groups:
-        if id(g) in seen or g.costing is None or g.split_s == g.split_s:
+        if not g.is_pipeline:
             continue  # not dropped yet, or already split (its members are checked above)
-        seen.add(id(g))
         covered = sorted(engines[m].memory.layers for m in g.members)
         reach = 0
         for lo, hi in covered:

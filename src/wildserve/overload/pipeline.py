@@ -15,8 +15,12 @@ schedules its batch once; each hop between stages sends the micro-batch's hidden
 iteration enters stage 0 once it has left the last stage), so a step lasts the steady-state period of
 that cyclic flow shop: the larger of the busiest stage's total work, the longest micro-batch round
 trip (its stage times plus its hops) and the busiest link's total transfer time. The bubble fraction
-is the share of stage time left idle: 1 - (sum of stage work) / (stages x period). The pipeline fill
-after a drop is not charged separately.
+is the share of stage time left idle: 1 - (sum of stage work) / (stages x period).
+
+Pipeline fill: the first step a new group runs starts with empty stages, so its tokens come out only
+when its last micro-batch leaves the last stage: the makespan of one pass of the flow shop
+(``fill_makespan``), longer than the steady-state period. With ``charge_fill`` the first step costs
+``max(period, makespan)``; later steps cost the period.
 """
 
 from __future__ import annotations
@@ -108,6 +112,21 @@ def cyclic_period(
     return period, work
 
 
+def fill_makespan(stage_times: list[list[np.ndarray]], hops: list[np.ndarray]) -> np.ndarray:
+    """When the last micro-batch leaves the last stage if the stages start empty (flow shop)."""
+    g, m = len(stage_times), len(hops)
+    prev: list[np.ndarray] = []
+    for s in range(g):
+        row: list[np.ndarray] = []
+        for j in range(m):
+            ready = row[j - 1] if j else np.zeros_like(stage_times[s][j])
+            if s:
+                ready = np.maximum(ready, prev[j] + hops[j])
+            row.append(ready + stage_times[s][j])
+        prev = row
+    return prev[-1]
+
+
 @dataclass
 class PipelineStats:
     """Stage time used and offered over the steps a pipeline group ran."""
@@ -116,6 +135,7 @@ class PipelineStats:
     num_steps: int = 0
     period_s: float = 0.0  # sum of step durations
     work_s: float = 0.0  # sum over steps and stages of stage compute time
+    fill_s: float = 0.0  # extra time of the first step: makespan - period (charge_fill)
 
     @property
     def bubble_fraction(self) -> float:
@@ -132,6 +152,7 @@ class PipelineCosting:
         stage_layers: Sequence[int],
         link_bw: float | None = None,
         num_microbatches: int = 0,
+        charge_fill: bool = False,
     ) -> None:
         if not stage_layers or min(stage_layers) < 1:
             raise ValueError(f"every stage needs at least one layer, got {list(stage_layers)}")
@@ -141,6 +162,7 @@ class PipelineCosting:
         self.num_microbatches = num_microbatches or len(stage_layers)
         self.stats = PipelineStats(len(stage_layers))
         self.last_work: np.ndarray = np.zeros(0)  # stage work of each step of the last call
+        self._fill_pending = charge_fill  # the next step is the first: the stages are empty
 
     def _stage_kwargs(self) -> list[dict]:
         g = len(self.stage_layers)
@@ -162,6 +184,7 @@ class PipelineCosting:
             np.array([cost.activation_transfer_time(sh.num_tokens, self.link_bw)]) for sh in shapes
         ]
         period, self.last_work = cyclic_period(times, hops)
+        self._charge_fill(period, times, hops)
         return float(period[0])
 
     def decode_run_times(self, out: SchedulerOutput, num_steps: int) -> np.ndarray:
@@ -174,7 +197,21 @@ class PipelineCosting:
         self._once_per_step(times)
         hops = [np.full(num_steps, cost.activation_transfer_time(n, self.link_bw)) for n in seqs]
         period, self.last_work = cyclic_period(times, hops)
+        self._charge_fill(period, times, hops)
         return period
+
+    def _charge_fill(
+        self, period: np.ndarray, times: list[list[np.ndarray]], hops: list[np.ndarray]
+    ) -> None:
+        """The group's first step lasts its fill makespan (module doc); later ones the period."""
+        if not self._fill_pending:
+            return
+        self._fill_pending = False
+        first = [[t[:1] for t in stage] for stage in times]
+        makespan = float(fill_makespan(first, [h[:1] for h in hops])[0])
+        if makespan > period[0]:
+            self.stats.fill_s = makespan - float(period[0])
+            period[0] = makespan
 
     def _once_per_step(self, times: list[list[np.ndarray]]) -> None:
         """Take the fixed step overhead back out of every stage-0 micro-batch but the first."""

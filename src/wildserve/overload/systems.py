@@ -3,7 +3,7 @@
 ``vllm``: vLLM v1 engines (recompute preemption of the newest request; new requests wait behind a
 free-block watermark). ``infercept``: the same engines whose preemption chooses discard, preserve or
 swap per request (``infercept.py``). ``llumnix``: freeness dispatch plus live migration
-(``llumnix.py``). ``kunserve``: drop layers into pipelines under overload (``kunserve.py``), with the
+(``migration.py``). ``kunserve``: drop layers into pipelines under overload (``kunserve.py``), with the
 running requests' KV exchanged; ``kunserve-recompute`` recomputes it instead. All but Llumnix route
 with the same policy (``least-requests`` unless told otherwise).
 """
@@ -21,7 +21,7 @@ from wildserve.metrics import RequestMetrics, summarize, time_between_tokens
 from wildserve.overload.infercept import InferCeptController
 from wildserve.overload.kunserve import KunServeConfig, KunServeController
 from wildserve.overload.layout import LayeredCluster, build_layered_cluster
-from wildserve.overload.llumnix import LlumnixController
+from wildserve.overload.migration import LlumnixController
 from wildserve.overload.timeline import SampledController, Timeline
 from wildserve.registry import Registry
 from wildserve.routing.policy import make_policy

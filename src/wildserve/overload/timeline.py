@@ -1,8 +1,9 @@
-"""Cluster state sampled on a fixed period: queue length, KV usage, layers dropped, work in flight.
+"""Cluster state sampled on a fixed period: queue length, KV usage and demand, layers dropped.
 
 Every system of the overload experiment runs under a controller derived from ``SampledController``,
-so their timelines come from the same sampler. Engines apply a fast-forwarded decode run when it
-starts, so a sample taken inside a run sees the run's end state (runs never cross an arrival).
+so their timelines come from the same sampler and their router sees serving units by the same rule
+(``dispatch.py``). Engines apply a fast-forwarded decode run when it starts, so a sample taken inside
+a run sees the run's end state (runs never cross an arrival).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from wildserve.engine import Engine
+from wildserve.overload.dispatch import unit_views
+from wildserve.routing.view import InstanceView
 from wildserve.sim.events import Call, Event
 from wildserve.sim.simulator import ClusterController, Simulator
 
@@ -25,6 +28,8 @@ class Timeline:
     num_waiting: list[int] = field(default_factory=list)  # queued requests, whole cluster
     num_running: list[int] = field(default_factory=list)
     kv_usage: list[float] = field(default_factory=list)  # used / total KV tokens over live pools
+    kv_demand_blocks: list[int] = field(default_factory=list)  # used + blocks the queues need
+    kv_blocks: list[int] = field(default_factory=list)  # KV blocks of the live pools
     layers_dropped: list[int] = field(default_factory=list)  # summed over GPUs (instances x tp)
     extra: dict[str, list[float]] = field(default_factory=dict)  # system-specific series
 
@@ -34,6 +39,8 @@ class Timeline:
             "num_waiting": self.num_waiting,
             "num_running": self.num_running,
             "kv_usage": self.kv_usage,
+            "kv_demand_blocks": self.kv_demand_blocks,
+            "kv_blocks": self.kv_blocks,
             "layers_dropped": self.layers_dropped,
         }
         out.update(self.extra)
@@ -55,6 +62,16 @@ class SampledController(ClusterController):
 
     def layers_dropped(self) -> int:
         return 0
+
+    def units(self) -> Sequence[Sequence[int]]:
+        """Instances serving as one unit, leader first (only units of more than one instance)."""
+        return ()
+
+    def route_views(
+        self, views: list[InstanceView]
+    ) -> tuple[Sequence[InstanceView], Sequence[int] | None]:
+        units = self.units()
+        return (unit_views(views, units) if units else views), self.targets()
 
     def extra_sample(self) -> dict[str, float]:
         return {}
@@ -78,16 +95,19 @@ class SampledController(ClusterController):
 
     def _sample(self, sim: Simulator, now: float) -> list[tuple[float, Event]]:
         tl = self.timeline
-        waiting = running = used = total = 0
+        waiting = running = used = total = demand = 0
         for e in self.live_engines():
-            waiting += len(e.scheduler.waiting)
-            running += len(e.scheduler.running)
-            used += e.pool.num_used
-            total += e.pool.num_blocks
+            waiting += e.num_waiting
+            running += e.num_running
+            used += e.num_used_blocks
+            total += e.num_kv_blocks
+            demand += e.queued_kv_demand()
         tl.time_s.append(now)
         tl.num_waiting.append(waiting)
         tl.num_running.append(running)
         tl.kv_usage.append(used / total if total else 0.0)
+        tl.kv_demand_blocks.append(used + demand)
+        tl.kv_blocks.append(total)
         tl.layers_dropped.append(self.layers_dropped())
         for k, v in self.extra_sample().items():
             tl.extra.setdefault(k, []).append(v)

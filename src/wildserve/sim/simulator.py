@@ -7,7 +7,8 @@ steps, but never past the next arrival, which is the only thing that can change 
 
 An optional ``ClusterController`` (overload handling, migration) hooks into the same loop: it hears
 every dispatch, step and step end, may hold an instance back, narrows the instances new requests may
-go to, bounds fast-forward runs by its own next event, and schedules ``Call`` and ``Wake`` events.
+go to (or reshapes the views the router sees, e.g. for a group of instances serving as one), bounds
+fast-forward runs by its own next event, and schedules ``Call`` and ``Wake`` events.
 """
 
 from __future__ import annotations
@@ -119,6 +120,16 @@ class ClusterController:
     def targets(self) -> Sequence[int] | None:
         """Instances a new request may be routed to, in view order (None: all of them)."""
         return None
+
+    def route_views(
+        self, views: list[InstanceView]
+    ) -> tuple[Sequence[InstanceView], Sequence[int] | None]:
+        """The views the router decides on and the instances it may pick (default: as built)."""
+        return views, self.targets()
+
+    def serving_instance(self, instance: int) -> int:
+        """The engine that serves a request routed to ``instance`` (default: that instance's)."""
+        return instance
 
     def may_step(self, instance: int) -> bool:
         """False holds the instance idle (it is woken later by a ``Wake`` event)."""
@@ -291,8 +302,12 @@ class Simulator:
             category=req.category,
         )
         views = self.view_source.views(route)
-        targets = self.controller.targets() if self.controller is not None else None
-        instance = self.policy.choose_among(route, views, targets)
+        if self.controller is None:
+            instance = self.policy.choose_among(route, views, None)
+        else:
+            shown, targets = self.controller.route_views(views)
+            chosen = self.policy.choose_among(route, shown, targets)
+            instance = self.controller.serving_instance(chosen)
         cat = self._categories.setdefault(req.category, len(self._categories))
         ereq = EngineRequest(
             req.request_id, req.arrival_s, req.prompt_tokens, req.output_tokens, hashes, cat, req

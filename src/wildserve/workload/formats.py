@@ -2,6 +2,10 @@
 
 A spec is ``builtin:NAME`` (shipped in the package), ``FORMAT:PATH`` (``mooncake``, ``bailian``,
 ``weka``, ``azure``) or a bare path whose format is sniffed from its first bytes.
+
+Besides its reader's options, every trace takes the output-length options of ``OUTPUT_OPTIONS``
+(``output_scale``, ``output_cap``, ``output_lengths``, ``output_seed``), applied after reading, so any
+command that passes ``-o KEY=VALUE`` to a trace can make it decode-heavy.
 """
 
 from __future__ import annotations
@@ -204,12 +208,50 @@ def _check_options(fmt: TraceFormat, options: dict[str, Any]) -> None:
         )
 
 
+# options every trace accepts: they reshape output lengths after the reader (see iter_trace)
+OUTPUT_OPTIONS = ("output_scale", "output_cap", "output_lengths", "output_seed")
+
+
 def iter_trace(spec: str = DEFAULT_TRACE, **options: Any) -> Iterator[Request]:
-    """Stream a trace's requests in arrival order with bounded memory; options go to the reader."""
+    """Stream a trace's requests in arrival order with bounded memory.
+
+    Options go to the reader, except the output-length options: ``output_lengths=NAME`` replaces
+    every output length by a draw from a named distribution (``reasoning``; seeded by
+    ``output_seed``, default 0), then ``output_scale`` multiplies them and ``output_cap`` caps them
+    (``workload.transforms.scale_outputs``; the cap also bounds the named distribution).
+    """
     fmt, path, defaults = resolve_spec(spec)
     merged = {**defaults, **options}
+    shaping = {k: merged.pop(k) for k in OUTPUT_OPTIONS if k in merged}
     _check_options(fmt, merged)
-    return fmt.read(path, **merged)
+    requests = fmt.read(path, **merged)
+    return _shape_outputs(requests, **shaping) if shaping else requests
+
+
+def _shape_outputs(
+    requests: Iterator[Request],
+    output_scale: float = 1.0,
+    output_cap: int | None = None,
+    output_lengths: str | None = None,
+    output_seed: int = 0,
+) -> Iterator[Request]:
+    import numpy as np
+
+    from wildserve.workload import transforms
+    from wildserve.workload.lengths import NAMED_LENGTHS, REASONING_CAP
+
+    if output_lengths is not None:
+        if output_lengths not in NAMED_LENGTHS:
+            raise ConfigError(
+                f"output_lengths '{output_lengths}': choose one of {', '.join(NAMED_LENGTHS)}"
+            )
+        dist = NAMED_LENGTHS[output_lengths](output_cap or REASONING_CAP)
+        requests = transforms.resample_outputs(requests, dist, np.random.default_rng(output_seed))
+    if not isinstance(output_scale, (int, float)) or isinstance(output_scale, bool):
+        raise ConfigError(f"output_scale must be a number, got {output_scale!r}")
+    if output_cap is not None and (not isinstance(output_cap, int) or isinstance(output_cap, bool)):
+        raise ConfigError(f"output_cap must be an integer, got {output_cap!r}")
+    return transforms.scale_outputs(requests, float(output_scale), output_cap)
 
 
 def renumber(requests: Iterable[Request]) -> list[Request]:

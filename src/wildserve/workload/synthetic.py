@@ -8,52 +8,14 @@ new user text) keeps turn k-1's full prompt blocks and gets fresh ids for the re
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from wildserve.errors import ConfigError
-from wildserve.registry import Registry
 from wildserve.workload.formats import renumber
+from wildserve.workload.lengths import LengthDist
 from wildserve.workload.request import Request
-
-Sampler = Callable[[np.random.Generator, "LengthDist", int], np.ndarray]
-LENGTH_DISTS: Registry[Sampler] = Registry("length distribution")
-
-
-@dataclass(frozen=True)
-class LengthDist:
-    """A token-count distribution, clipped to ``[low, high]`` and rounded to integers."""
-
-    kind: str = "lognormal"  # constant, uniform (low..high), exponential, lognormal
-    mean: float = 512.0
-    sigma: float = 1.0  # lognormal shape (std of the underlying normal)
-    low: int = 1
-    high: int = 32768
-
-    def __post_init__(self) -> None:
-        LENGTH_DISTS.get(self.kind)  # unknown kinds fail at construction, listing the choices
-        if not 0 <= self.low <= self.high:
-            raise ConfigError(
-                f"length bounds need 0 <= low <= high, got low={self.low} high={self.high}"
-            )
-        if self.mean < 0 or self.sigma < 0:
-            raise ConfigError(f"length mean and sigma must be >= 0, got {self.mean}, {self.sigma}")
-
-    def sample(self, rng: np.random.Generator, size: int) -> np.ndarray:
-        raw = LENGTH_DISTS.get(self.kind)(rng, self, size)
-        return np.clip(np.rint(raw), self.low, self.high).astype(np.int64)
-
-
-LENGTH_DISTS.add("constant", lambda rng, d, n: np.full(n, d.mean))
-LENGTH_DISTS.add("uniform", lambda rng, d, n: rng.integers(d.low, d.high, n, endpoint=True))
-LENGTH_DISTS.add("exponential", lambda rng, d, n: rng.exponential(d.mean, n))
-# mu chosen so that the (unclipped) mean is ``mean``
-LENGTH_DISTS.add(
-    "lognormal",
-    lambda rng, d, n: rng.lognormal(np.log(max(d.mean, 1e-9)) - d.sigma**2 / 2, d.sigma, n),
-)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Composable workload transforms: rate scaling, Poisson re-timing, windows, sampling, limits.
+"""Composable workload transforms: rate scaling, Poisson re-timing, windows, sampling, limits, outputs.
 
 Each takes requests in arrival order and returns them in arrival order. Transforms that change a time
 yield copies, so a loaded trace can be reused unchanged; none renumbers ids (``renumber`` does that).
@@ -14,6 +14,7 @@ import numpy as np
 
 from wildserve.errors import ConfigError
 from wildserve.workload.formats import renumber
+from wildserve.workload.lengths import LengthDist
 from wildserve.workload.request import Request
 
 
@@ -192,3 +193,36 @@ def burst(
             )
             next_id += 1
     return renumber(out)
+
+
+def scale_outputs(
+    requests: Iterable[Request], factor: float = 1.0, cap: int | None = None
+) -> Iterator[Request]:
+    """Multiply every output length by ``factor`` (rounded, at least 1), then cap it at ``cap``.
+
+    Turns a prompt-heavy trace decode-heavy while keeping its arrivals and prompts; with ``factor``
+    1 and a ``cap`` it only truncates long outputs.
+    """
+    if not factor > 0:
+        raise ConfigError(f"output scale factor must be > 0, got {factor}")
+    if cap is not None and cap < 1:
+        raise ConfigError(f"output cap must be >= 1, got {cap}")
+    return _scaled_outputs(requests, factor, cap)
+
+
+def _scaled_outputs(
+    requests: Iterable[Request], factor: float, cap: int | None
+) -> Iterator[Request]:
+    for r in requests:
+        n = max(1, round(r.output_tokens * factor)) if factor != 1.0 else r.output_tokens
+        if cap is not None:
+            n = min(n, cap)
+        yield r if n == r.output_tokens else dataclasses.replace(r, output_tokens=n)
+
+
+def resample_outputs(
+    requests: Iterable[Request], dist: LengthDist, rng: np.random.Generator
+) -> Iterator[Request]:
+    """Replace every output length by a draw from ``dist`` (one draw per request, in order)."""
+    for r in requests:
+        yield dataclasses.replace(r, output_tokens=max(1, int(dist.sample(rng, 1)[0])))

@@ -8,7 +8,7 @@ from tests.overload.conftest import burst_workload, small_cluster
 from tests.routing.conftest import req, view
 from wildserve.engine import RequestStatus
 from wildserve.overload.layout import Links, build_layered_cluster
-from wildserve.overload.llumnix import LlumnixController
+from wildserve.overload.migration import LlumnixController
 from wildserve.routing import make_policy
 from wildserve.routing.llumnix import freeness
 from wildserve.routing.policy import RoutingPolicy

@@ -1,0 +1,203 @@
+"""``wildserve experiment kunserve``: the KunServe regime map, with progress, a run cache and a report."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+_BOUNDS = "burst factors must be >= 1"
+
+
+def _floats(text: str, option: str) -> tuple[float, ...]:
+    """``a,b,c`` or ``start:stop:step`` (inclusive) as floats; one-line error naming the option."""
+    import numpy as np
+
+    from wildserve.errors import ConfigError
+
+    try:
+        if ":" in text:
+            lo, hi, step = (float(x) for x in text.split(":"))
+            if step <= 0 or hi < lo:
+                raise ValueError
+            return tuple(float(x) for x in np.round(np.arange(lo, hi + step / 2, step), 6))
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise ConfigError(
+            f"{option}: '{text}' is not a list a,b,c or a range start:stop:step"
+        ) from None
+
+
+def _targets(text: str) -> tuple[tuple[float, float], ...]:
+    """``kv/compute,kv/compute`` shares, each in (0, 1]."""
+    from wildserve.errors import ConfigError
+
+    out = []
+    for item in (t.strip() for t in text.split(",") if t.strip()):
+        try:
+            kv, compute = (float(x) for x in item.split("/"))
+        except ValueError:
+            raise ConfigError(
+                f"--base-targets: '{item}' is not KV/COMPUTE, e.g. 0.5/0.35"
+            ) from None
+        if not (0 < kv <= 1 and 0 < compute <= 1):
+            raise ConfigError(f"--base-targets: shares must be in (0, 1], got {item}")
+        out.append((kv, compute))
+    if not out:
+        raise ConfigError("--base-targets: none given")
+    return tuple(out)
+
+
+def _pick(text: str, known: dict, what: str) -> list:
+    from wildserve.errors import ConfigError
+
+    if text == "all":
+        return list(known.values())
+    out = []
+    for name in (t.strip() for t in text.split(",") if t.strip()):
+        if name not in known:
+            raise ConfigError(f"unknown {what} '{name}'; choose from {', '.join(known)}, or all")
+        out.append(known[name])
+    if not out:
+        raise ConfigError(f"no {what} given")
+    return out
+
+
+def kunserve(
+    setups: Annotated[str, typer.Option(help="comma-separated setup names, or all")] = "all",
+    workloads: Annotated[
+        str,
+        typer.Option(
+            help="comma-separated: azure-conv-x4, azure-code-x16, reasoning, weka; or all"
+        ),
+    ] = "all",
+    systems: Annotated[
+        str | None, typer.Option(help="comma-separated systems (default: the four compared)")
+    ] = None,
+    factors: Annotated[
+        str | None, typer.Option(help="burst factors: a,b,c or start:stop:step (default 2:6:0.25)")
+    ] = None,
+    base_targets: Annotated[
+        str | None,
+        typer.Option(
+            help="base loads as KV/prefill shares vLLM may use without a burst, e.g. 0.5/0.35,0.7/0.5"
+        ),
+    ] = None,
+    burst_start: Annotated[float | None, typer.Option(help="burst start (s)")] = None,
+    burst_len: Annotated[float | None, typer.Option(help="burst length (s)")] = None,
+    duration: Annotated[float | None, typer.Option(help="simulated arrivals (s)")] = None,
+    router: Annotated[str | None, typer.Option(help="router of every system but Llumnix")] = None,
+    seed: Annotated[
+        int, typer.Option(help="draws resampled outputs and WEKA's session starts")
+    ] = 0,
+    out: Annotated[
+        Path, typer.Option(help="folder for figures and results.json (report: <out>.md)")
+    ] = Path("docs/results/kunserve"),
+    report: Annotated[
+        Path | None, typer.Option(help="markdown report path (default: <out>.md)")
+    ] = None,
+    cache_dir: Annotated[
+        Path, typer.Option(help="finished runs are kept here and reused (resume)")
+    ] = Path("results/kunserve-runs"),
+    no_cache: Annotated[bool, typer.Option(help="neither read nor write the run cache")] = False,
+    jobs: Annotated[int, typer.Option(help="simulations in parallel (0: one per core)")] = 0,
+) -> None:
+    """The KunServe regime map: burst size swept finely per workload, setup and base load."""
+    from wildserve.console import RunCounter, make_console, make_progress
+    from wildserve.errors import ConfigError
+    from wildserve.experiments.kunserve import (
+        SETUPS,
+        WORKLOADS,
+        KunServeExperiment,
+        run_experiment,
+        run_key,
+    )
+    from wildserve.experiments.kunserve_analysis import group_by_pair, headline, points
+    from wildserve.experiments.kunserve_report import write_report
+    from wildserve.experiments.runcache import RunCache
+    from wildserve.io import atomic_write_json
+    from wildserve.overload.systems import SYSTEMS
+    from wildserve.routing import ROUTING_POLICIES
+    from wildserve.sim.parallel import default_jobs
+
+    if seed < 0 or jobs < 0:
+        raise ConfigError(f"--seed and --jobs must be >= 0, got {seed} and {jobs}")
+    exp = KunServeExperiment(
+        setups=_pick(setups, {s.name: s for s in SETUPS}, "setup"),
+        workloads=_pick(workloads, {w.name: w for w in WORKLOADS}, "workload"),
+        seed=seed,
+    )
+    if systems is not None:
+        exp.systems = tuple(s.strip() for s in systems.split(",") if s.strip())
+        for s in exp.systems:
+            SYSTEMS.get(s)  # fail before any work on a typo
+        if "kunserve" not in exp.systems or len(exp.systems) < 2:
+            raise ConfigError("--systems needs kunserve and at least one baseline")
+    if factors is not None:
+        exp.factors = _floats(factors, "--factors")
+        if not exp.factors or min(exp.factors) < 1:
+            raise ConfigError(f"--factors: {_BOUNDS}, got {factors}")
+    if base_targets is not None:
+        exp.base_targets = _targets(base_targets)
+    for name, value in (
+        ("burst_start_s", burst_start),
+        ("burst_s", burst_len),
+        ("duration_s", duration),
+    ):
+        if value is not None:
+            if not value > 0:
+                raise ConfigError(f"--{name.removesuffix('_s').replace('_', '-')} must be > 0")
+            setattr(exp, name, value)
+    if router is not None:
+        ROUTING_POLICIES.get(router)
+        exp.router = router
+    if not exp.pairs():
+        raise ConfigError("no (workload, setup) pair to run: every chosen setup skips them")
+    report = report if report is not None else out.with_suffix(".md")
+    console = make_console()
+    jobs = jobs or default_jobs(64)
+    cache = None if no_cache else RunCache(cache_dir)
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    with make_progress(console) as bar:
+        runs = RunCounter(console, bar, jobs)
+        doc = run_experiment(exp, jobs, runs.on_progress, runs.on_plan, cache)
+    wall = time.perf_counter() - t0
+    cpu = doc["config"]["cpu_s"]
+    every = [*doc["runs"], *doc["calibration"]]
+    cached = sum(r["summary"].get("cached", False) for r in every)
+    timing = (
+        f"Sweep: {len(doc['runs'])} runs + {len(doc['calibration'])} calibration runs; computing "
+        f"them took {cpu:.0f} s of CPU time ({cpu / 60 / max(1, jobs):.1f} min on {jobs} cores). "
+        f"This invocation took {wall:.0f} s of wall time, {cached} of the runs read from the run "
+        f"cache `{cache_dir}`. The machine was shared with other work while this ran, so wall "
+        "time overstates what the sweep needs."
+    )
+    featured = {}
+    pts = points(doc)
+    index = {r["key"]: r for r in doc["runs"]}
+    for (w, s), ps in group_by_pair(pts).items():
+        h = headline(ps)
+        if h is None or any(k.startswith(f"{w} ") for k in featured):
+            continue
+        b = h["best"]
+        title = f"{w} on {s}, base {b['base']:g}x, burst x{b['factor']:g}"
+        featured[title] = {
+            name: index[run_key(w, s, b["level"], b["factor"], name)] for name in exp.systems
+        }
+    command = "wildserve experiment kunserve " + " ".join(shlex.quote(a) for a in sys.argv[3:])
+    path = write_report(doc, report, out, command.strip(), timing, featured)
+    keep = {id(r) for runs_ in featured.values() for r in runs_.values()}
+    slim = dict(doc)
+    slim["runs"] = [
+        r
+        if id(r) in keep
+        else {**r, "summary": {k: v for k, v in r["summary"].items() if k != "per_second"}}
+        for r in doc["runs"]
+    ]
+    slim["wall_s"], slim["parent_cpu_s"] = wall, time.process_time() - cpu0
+    atomic_write_json(out / "results.json", slim)
+    console.print(f"report: {path} ({wall:.0f} s wall, {cpu:.0f} s simulation CPU)")
