@@ -14,12 +14,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -27,106 +23,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from _servers import cpu_seconds, start_engines, start_router, stop  # noqa: E402
 from wildserve.gateway.config import ReplayConfig  # noqa: E402
 from wildserve.gateway.replay import PromptBuilder, replay, summarize_records  # noqa: E402
 from wildserve.workload import load_trace  # noqa: E402
 from wildserve.workload.transforms import limit, rate_scale  # noqa: E402
-
-PY = sys.executable
-CLK = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=1) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.1)
-    raise TimeoutError(url)
-
-
-def spawn(args: list[str], health: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_http(health)
-    return proc
-
-
-def stop(procs: list[subprocess.Popen]) -> None:
-    for p in procs:
-        if p.poll() is None:
-            p.terminate()
-    for p in procs:
-        try:
-            p.wait(10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process and its descendants (all threads included)."""
-    children: dict[int, list[int]] = {}
-    stats: dict[int, float] = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            text = Path(f"/proc/{d}/stat").read_text()
-        except OSError:
-            continue
-        rest = text[text.rindex(")") + 2 :].split()
-        children.setdefault(int(rest[1]), []).append(int(d))
-        stats[int(d)] = (int(rest[11]) + int(rest[12])) / CLK
-    total, todo = 0.0, [pid]
-    while todo:
-        p = todo.pop()
-        total += stats.get(p, 0.0)
-        todo.extend(children.get(p, []))
-    return total
-
-
-def start_engines(n: int, speed: str) -> tuple[list[subprocess.Popen], list[str], list[str]]:
-    """``n`` emulated engines, each publishing KV events; returns processes, URLs, ZMQ endpoints."""
-    procs, urls, endpoints = [], [], []
-    for _ in range(n):
-        port, kv_port = free_port(), free_port()
-        url = f"http://127.0.0.1:{port}"
-        args = [PY, "-m", "wildserve.cli", "engine", "--model", "qwen2.5-7b", "--gpu", "h20",
-                "--speed", speed, "--port", str(port), "--kv-events-port", str(kv_port)]  # fmt: skip
-        procs.append(spawn(args, f"{url}/health"))
-        urls.append(url)
-        endpoints.append(f"tcp://127.0.0.1:{kv_port}")
-    return procs, urls, endpoints
-
-
-def start_router(kind: str, urls: list[str], endpoints: list[str]) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    if kind == "sglang-router":
-        args = [PY, "-m", "sglang_router.launch_router", "--host", "127.0.0.1", "--port", str(port),
-                "--policy", "cache_aware", "--log-level", "warn", "--worker-urls", *urls]  # fmt: skip
-        health = f"{url}/health"
-    else:
-        policy = kind.removesuffix("+kv-events")
-        args = [PY, "-m", "wildserve.cli", "gateway", "--policy", policy, "--port", str(port)]
-        for u, e in zip(urls, endpoints, strict=True):
-            args += ["--backend", u]
-            if kind.endswith("+kv-events"):
-                args += ["--kv-events", e]
-        health = f"{url}/health"
-    proc = spawn(args, health)
-    time.sleep(1.0)  # sglang-router activates workers just after it answers /health
-    return proc, url
-
 
 ROUTERS = ["lmetric", "sglang-router", "round-robin", "lmetric+kv-events"]
 

@@ -47,3 +47,49 @@ def test_simulator_with_router_local_views_releases_every_request():
     res = Simulator(engines, make_policy("lmetric"), views=views).run(reqs)
     assert res.metrics().num_finished == len(reqs)
     assert views.num_tracked == 0 and views.in_flight == [0] * 4 and views.queued_prefill == [0] * 4
+
+
+class _BlockLRU:
+    """The definition the radix index must reproduce: a per-block LRU, each insert touching its
+    blocks deepest first (so a request's deepest blocks are the oldest)."""
+
+    def __init__(self, capacity: int) -> None:
+        from collections import OrderedDict
+
+        self.capacity = capacity
+        self.blocks: OrderedDict[int, None] = OrderedDict()
+
+    def insert(self, hashes: list[int]) -> int:
+        before = self.match(hashes)
+        for h in reversed(hashes):
+            self.blocks[h] = None
+            self.blocks.move_to_end(h)
+        while len(self.blocks) > self.capacity:
+            self.blocks.popitem(last=False)
+        return before
+
+    def match(self, hashes: list[int]) -> int:
+        n = 0
+        while n < len(hashes) and hashes[n] in self.blocks:
+            n += 1
+        return n
+
+
+def test_radix_index_matches_a_per_block_lru_on_random_chained_prompts():
+    import numpy as np
+
+    from wildserve.blocks import token_block_hashes
+
+    rng = np.random.default_rng(3)
+    for capacity in (1, 7, 40, 300):
+        idx, ref = PrefixIndex(capacity), _BlockLRU(capacity)
+        stems = [rng.integers(0, 50, size=int(rng.integers(16, 400))).tolist() for _ in range(6)]
+        for _ in range(400):
+            stem = stems[int(rng.integers(len(stems)))]
+            cut = int(rng.integers(0, len(stem) + 1))
+            tail = rng.integers(0, 50, size=int(rng.integers(0, 120))).tolist()
+            hashes = token_block_hashes(stem[:cut] + tail, 4)
+            probe = token_block_hashes(stem[: int(rng.integers(0, len(stem) + 1))], 4)
+            assert idx.match(probe) == ref.match(probe)
+            assert idx.insert(hashes) == ref.insert(hashes)
+            assert len(idx) == len(ref.blocks) <= capacity

@@ -81,7 +81,7 @@ def lmetric(
         run_zero_score_demo,
     )
     from wildserve.experiments.lmetric_report import write_report
-    from wildserve.experiments.runcache import RunCache
+    from wildserve.experiments.runcache import RunCache, cache_dir_option
     from wildserve.io import atomic_write_json
     from wildserve.routing import ROUTING_POLICIES
     from wildserve.sim.parallel import default_jobs
@@ -124,7 +124,8 @@ def lmetric(
     t0 = time.perf_counter()
     with make_progress(console) as bar:
         runs = RunCounter(console, bar, jobs)
-        cache = RunCache(cache_dir) if cache_dir is not None else None
+        cache_path = cache_dir_option(cache_dir)
+        cache = RunCache(cache_path) if cache_path is not None else None
         doc, metrics = run_experiment(exp, jobs, runs.on_progress, runs.on_plan, cache)
         zero = run_zero_score_demo(jobs=jobs) if zero_score_demo else None
     doc["wall_s"] = time.perf_counter() - t0

@@ -52,6 +52,13 @@ def fingerprint(params: dict[str, Any]) -> str:
     return hashlib.sha256(blob + source_digest().encode()).hexdigest()[:24]
 
 
+def cache_dir_option(value: Path | str | None) -> Path | None:
+    """``--cache-dir``: a folder, or ``none`` / ``off`` / empty for no cache (not a folder so named)."""
+    if value is None or str(value).strip().lower() in ("", "none", "off"):
+        return None
+    return Path(value)
+
+
 class RunCache:
     """One JSON summary and one compressed metrics file per finished run."""
 

@@ -6,23 +6,41 @@ import asyncio
 import logging
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiohttp
+import orjson
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
 class Backend:
-    """One upstream server as the gateway sees it."""
+    """One upstream server as the gateway sees it.
+
+    Its in-flight count is read from the view source's per-backend counts (``counts``), the one place
+    that dispatch and release update, so the routing views and the metrics cannot disagree.
+    """
 
     index: int
     url: str
+    counts: list[int] = field(default_factory=list, repr=False)
     healthy: bool = True
     consecutive_failures: int = 0
-    in_flight: int = 0
     num_ejections: int = 0
+    models: frozenset[str] | None = None  # served model names; None until /v1/models answered
+
+    def __post_init__(self) -> None:
+        if len(self.counts) <= self.index:  # a backend on its own: a count of its own
+            self.counts.extend([0] * (self.index + 1 - len(self.counts)))
+
+    @property
+    def in_flight(self) -> int:
+        return self.counts[self.index]
+
+    def serves(self, model: str | None) -> bool:
+        """True if the backend serves ``model`` or its models are not known yet."""
+        return model is None or self.models is None or model in self.models
 
 
 class HealthChecker:
@@ -55,9 +73,24 @@ class HealthChecker:
         try:
             async with self.session.get(f"{b.url}/health", timeout=self.timeout) as resp:
                 await resp.read()
-                return resp.status == 200
-        except (TimeoutError, aiohttp.ClientError, OSError):
+                ok = resp.status == 200
+            if ok and b.models is None:
+                b.models = await self.served_models(b)
+            return ok
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            log.info("health check of %s failed: %r", b.url, exc)
             return False
+
+    async def served_models(self, b: Backend) -> frozenset[str] | None:
+        """The model ids of ``/v1/models``; None if the backend does not list them."""
+        async with self.session.get(f"{b.url}/v1/models", timeout=self.timeout) as resp:
+            if resp.status != 200:
+                return None
+            try:
+                doc = orjson.loads(await resp.read())
+                return frozenset(str(m["id"]) for m in doc["data"])
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                return None
 
     async def check_all(self) -> None:
         results = await asyncio.gather(*(self.check(b) for b in self.backends))
@@ -86,8 +119,8 @@ class HealthChecker:
 
     async def run(self) -> None:
         while True:
+            await self.check_all()  # at once on start: learns the served models
             await asyncio.sleep(self.interval_s)
-            await self.check_all()
 
 
 _METRIC_LINE = re.compile(rb"^(vllm:[a-z_]+)(?:\{[^}]*\})?\s+(\S+)", re.MULTILINE)

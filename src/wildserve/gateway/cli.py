@@ -52,6 +52,9 @@ def gateway(
     upstream_keepalive: Annotated[float, typer.Option(help=_h(_GW, "upstream_keepalive_s"))] = _d(
         _GW, "upstream_keepalive_s"
     ),
+    max_attempts: Annotated[int, typer.Option(help=_h(_GW, "max_attempts"))] = _d(
+        _GW, "max_attempts"
+    ),
     health_interval: Annotated[float, typer.Option(help=_h(_GW, "health_interval_s"))] = _d(
         _GW, "health_interval_s"
     ),
@@ -90,6 +93,7 @@ def gateway(
         connect_timeout_s=connect_timeout,
         read_timeout_s=read_timeout,
         upstream_keepalive_s=upstream_keepalive,
+        max_attempts=max_attempts,
         health_interval_s=health_interval,
         health_timeout_s=health_timeout,
         unhealthy_after=unhealthy_after,
@@ -251,3 +255,5 @@ def replay(
         }  # fmt: skip
         atomic_write_json(output_json, doc)
         console.print(f"results: {output_json}")
+    if summary["errors"]:  # a replay with failed requests is a failed replay (exit 1)
+        raise typer.Exit(1)

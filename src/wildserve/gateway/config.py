@@ -27,6 +27,9 @@ class GatewayConfig:
     connect_timeout_s: float = option(2.0, "connecting to a backend", gt=0)
     read_timeout_s: float = option(600.0, "longest wait for a backend's next bytes", gt=0)
     upstream_keepalive_s: float = option(15.0, "idle backend connections close after this", gt=0)
+    max_attempts: int = option(
+        3, "backends tried per request when they fail before the client gets a byte", ge=1
+    )
     health_interval_s: float = option(1.0, "seconds between health checks of each backend", gt=0)
     health_timeout_s: float = option(1.0, "a health check slower than this fails", gt=0)
     unhealthy_after: int = option(2, "consecutive failed health checks that eject a backend", ge=1)

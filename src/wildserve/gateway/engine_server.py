@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import orjson
 from aiohttp import web
 
-from wildserve.blocks import token_block_hashes
+from wildserve.blocks import load_native, token_block_hashes
 from wildserve.engine import Engine, EngineRequest
 from wildserve.gateway import openai_api as api
 from wildserve.gateway.config import EngineServerConfig
@@ -157,6 +157,7 @@ class EmulatedEngine:
 
     # ---- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
+        load_native()
         self._t0 = time.monotonic()
         self._wake = asyncio.Event()
         cfg = self.cfg
@@ -315,6 +316,9 @@ EMULATOR = web.AppKey("emulator", EmulatedEngine)
 async def _generate(request: web.Request, chat: bool) -> web.StreamResponse:
     emu = request.app[EMULATOR]
     body = await api.read_json_body(request)
+    model = body.get("model")
+    if model is not None and model != emu.cfg.api_model_name:  # absent: the served one (vLLM)
+        return api.model_not_found(model, [emu.cfg.api_model_name])
     try:
         tokens = prompt_token_ids(body, chat, emu.tokenizer)
         max_tokens = api.max_tokens(body, emu.cfg.default_max_tokens)

@@ -39,6 +39,13 @@ def error_response(status: int, message: str, code: str | None = None) -> web.Re
     )
 
 
+def model_not_found(model: object, served: list[str]) -> web.Response:
+    """OpenAI's answer to an unknown model: 404, ``code: model_not_found``."""
+    body = error_body(404, f"The model `{model}` does not exist. Served: {', '.join(served)}")
+    body["error"].update(type="invalid_request_error", param="model", code="model_not_found")
+    return web.Response(status=404, body=orjson.dumps(body), content_type="application/json")
+
+
 class OpenAIHTTPError(Exception):
     """Raised while reading a request; becomes an OpenAI-style error response."""
 
@@ -75,23 +82,42 @@ async def read_json_body(request: web.Request) -> dict:
 
 @web.middleware
 async def openai_errors(request: web.Request, handler):
-    """Map request-reading failures (bad JSON, too large) to OpenAI-style error responses."""
+    """Map request-reading failures (bad JSON, too large) and unknown routes (404, 405) to
+    OpenAI-style JSON errors."""
     try:
         return await handler(request)
     except OpenAIHTTPError as exc:
         return exc.response()
+    except web.HTTPMethodNotAllowed as exc:
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        resp = error_response(
+            405, f"method {request.method} not allowed on {request.path}; use {allowed}",
+            "method_not_allowed",
+        )  # fmt: skip
+        resp.headers["Allow"] = allowed
+        return resp
+    except web.HTTPNotFound:
+        return error_response(404, f"no route {request.method} {request.path}", "not_found")
+
+
+def check_generation(body: dict) -> None:
+    """The sampling fields both servers support, checked before any work: PromptError if not."""
+    n = body.get("n", 1)
+    if n is not None and n != 1:
+        raise PromptError(f"'n' must be 1 (one completion per request), got {n!r}")
+    value = body.get("max_completion_tokens", body.get("max_tokens"))
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+        raise PromptError("'max_tokens' must be a positive integer")
+    stream = body.get("stream", False)
+    if stream is not None and not isinstance(stream, bool):
+        raise PromptError("'stream' must be true or false")
 
 
 def max_tokens(body: dict, default: int) -> int:
+    """The request's output budget (after ``check_generation``'s checks)."""
+    check_generation(body)
     value = body.get("max_completion_tokens", body.get("max_tokens"))
-    if value is None:
-        return default
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise PromptError("'max_tokens' must be a positive integer")
-    n = body.get("n", 1)
-    if n != 1:
-        raise PromptError("only n=1 is supported")
-    return value
+    return default if value is None else value
 
 
 def include_usage(body: dict) -> bool:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import orjson
 
+from wildserve.errors import WildserveError
 from wildserve.gateway.config import ReplayConfig
 from wildserve.gateway.tokens import ByteTokenizer, Tokenizer
 from wildserve.metrics import RequestMetrics
@@ -168,12 +169,41 @@ async def _send(session, url: str, body: dict, rec: ClientRecord, t0: float) -> 
 _JSON = {"Content-Type": "application/json"}
 
 
-async def fetch_model(url: str) -> str:
+async def check_reachable(url: str, timeout_s: float = 10.0) -> None:
+    """A TCP connect to ``url``'s host and port; a one-line WildserveError if nothing listens."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        _, writer = await asyncio.wait_for(
+            asyncio.open_connection(parts.hostname or "127.0.0.1", port), timeout_s
+        )
+    except (OSError, TimeoutError) as exc:
+        raise WildserveError(
+            f"cannot reach {url}: {exc!r} (is the server running? --url)"
+        ) from None
+    writer.close()
+
+
+async def fetch_model(url: str, timeout_s: float = 10.0) -> str:
+    """The first model ``url`` serves; a one-line WildserveError if it cannot be reached."""
     import aiohttp
 
-    async with aiohttp.ClientSession() as s, s.get(f"{url}/v1/models") as resp:
-        doc = orjson.loads(await resp.read())  # some routers label it text/plain
-        return doc["data"][0]["id"]
+    timeout = aiohttp.ClientTimeout(total=timeout_s)
+    try:
+        async with aiohttp.ClientSession(timeout=timeout) as s, s.get(f"{url}/v1/models") as resp:
+            raw = await resp.read()
+            if resp.status != 200:
+                raise WildserveError(f"{url}/v1/models answered HTTP {resp.status}: {raw[:120]!r}")
+            doc = orjson.loads(raw)  # some routers label it text/plain
+            return doc["data"][0]["id"]
+    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        raise WildserveError(
+            f"cannot reach {url}: {exc!r} (is the server running? --url)"
+        ) from None
+    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError):
+        raise WildserveError(f"{url}/v1/models did not list any model; pass --model") from None
 
 
 async def replay(
@@ -185,6 +215,8 @@ async def replay(
     """Send ``requests`` at their arrival times; returns one record per request sent."""
     import aiohttp
 
+    if cfg.model:
+        await check_reachable(cfg.url)
     model = cfg.model or await fetch_model(cfg.url)
     path = "/v1/chat/completions" if cfg.endpoint == "chat" else "/v1/completions"
     url = cfg.url.rstrip("/") + path

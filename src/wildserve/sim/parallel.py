@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import queue as queue_mod
+import signal
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, TypeVar
@@ -17,6 +18,8 @@ _QUEUE: Any = None
 def _init(queue: Any) -> None:
     global _QUEUE
     _QUEUE = queue
+    # Ctrl-C reaches the whole process group; the parent decides, and terminates the workers
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def report_progress(key: str, done: int, total: int) -> None:
@@ -48,27 +51,61 @@ def run_parallel(
                 _QUEUE = None
         return results
     ctx = mp.get_context("fork" if hasattr(os, "fork") else "spawn")
-    queue = ctx.Manager().Queue()
-    with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init, initargs=(queue,)) as pool:
-        futures = {key: pool.submit(fn, *args) for key, fn, args in tasks}
-        pending = set(futures)
-        while pending:
-            while not queue.empty():
-                msg = queue.get()
+    manager = ctx.Manager()
+    queue = manager.Queue()
+    pool = ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init, initargs=(queue,))
+    try:
+        results = _collect(pool, queue, tasks, on_progress)
+    except BaseException:  # Ctrl-C (or a failed task): stop every worker now, not after the queue
+        _stop_workers(pool)
+        raise
+    else:
+        pool.shutdown()
+    finally:
+        manager.shutdown()
+    return {key: results[key] for key, _, _ in tasks}
+
+
+def _collect(pool: ProcessPoolExecutor, queue: Any, tasks, on_progress) -> dict:
+    futures = {key: pool.submit(fn, *args) for key, fn, args in tasks}
+    results: dict = {}
+    pending = set(futures)
+    while pending:
+        while not queue.empty():
+            msg = queue.get()
+            if on_progress is not None:
+                on_progress(*msg)
+        for key in list(pending):
+            if futures[key].done():
+                results[key] = futures[key].result()
+                pending.discard(key)
+        if pending:
+            try:
+                msg = queue.get(timeout=0.2)
                 if on_progress is not None:
                     on_progress(*msg)
-            for key in list(pending):
-                if futures[key].done():
-                    results[key] = futures[key].result()
-                    pending.discard(key)
-            if pending:
-                try:
-                    msg = queue.get(timeout=0.2)
-                    if on_progress is not None:
-                        on_progress(*msg)
-                except queue_mod.Empty:
-                    continue
-    return {key: results[key] for key, _, _ in tasks}
+            except queue_mod.Empty:
+                continue
+    return results
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    """Cancel what has not started and terminate the workers (shutdown alone waits for them).
+
+    The task queue's feeder thread may be blocked writing a large task (a whole trace) into the pipe
+    of a worker that is gone; without ``cancel_join_thread`` the interpreter waits for it at exit,
+    forever (``ProcessPoolExecutor`` internals, read before ``shutdown`` clears them).
+    """
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    call_queue = getattr(pool, "_call_queue", None)
+    if call_queue is not None:
+        call_queue.cancel_join_thread()
+    pool.shutdown(wait=False, cancel_futures=True)
+    for p in processes:
+        if p.is_alive():
+            p.terminate()
+    for p in processes:
+        p.join(1.0)
 
 
 class _InlineQueue:

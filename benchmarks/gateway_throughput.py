@@ -1,0 +1,210 @@
+"""Router throughput and CPU per request at 64 connections: this gateway vs sglang-router, one run.
+
+For each router (fresh zero-delay engines each time, so every router starts from cold caches), and
+for each prompt size and mode (non-streamed, streamed), ``wrk`` (Debian's package: a compiled load
+generator, so the client is not the bottleneck) keeps ``--connections`` requests in flight against the
+router for ``--warmup`` then ``--duration`` seconds. Prompts are ``/v1/completions`` of one of
+``--tenants`` shared prefixes plus a unique suffix (``--unique-fraction`` of the prompt), ``max_tokens``
+4. Reported: requests/s, p50/p99 latency (wrk's), non-2xx answers, and the router's CPU per request:
+user + system time of the router process and its children (all threads) during the measured window,
+divided by the requests completed in it. Routers and engines share the machine's cores with wrk.
+
+    .venv/bin/pip install -e '.[test,gateway,compare]' && apt-get install -y wrk
+    .venv/bin/python benchmarks/gateway_throughput.py --output-json results/gateway_throughput.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from _servers import MODEL, cpu_seconds, start_engines, start_router, stop  # noqa: E402
+
+ROUTERS = ["lmetric", "lmetric+kv-events", "round-robin", "sglang-router"]
+
+# wrk's Lua: one body per request, built from a tenant prefix and a per-thread unique counter.
+_LUA = r"""
+local prefixes = {}
+local suffix_fill = ""
+local tenants, prefix_chars, suffix_chars, stream = %(tenants)d, %(prefix_chars)d, %(suffix_chars)d, "%(stream)s"
+local counter = 0
+local threads = {}
+thread_id = 0  -- a global: setup() sets each thread's own through thread:set
+
+function setup(thread)
+  thread:set("thread_id", #threads)
+  table.insert(threads, thread)
+end
+
+function init(args)
+  local letters = "abcdefghijklmnopqrstuvwxyz "
+  for t = 1, tenants do
+    local seed = t * 7919
+    local parts = {}
+    for i = 1, prefix_chars do
+      seed = (seed * 1103515245 + 12345) %% 2147483648
+      local k = (seed %% 27) + 1
+      parts[i] = letters:sub(k, k)
+    end
+    prefixes[t] = table.concat(parts)
+  end
+  suffix_fill = string.rep("z", math.max(0, suffix_chars - 16))
+  wrk.method = "POST"
+  wrk.headers["Content-Type"] = "application/json"
+end
+
+function request()
+  counter = counter + 1
+  local tenant = (counter %% tenants) + 1
+  local unique = string.format("%%04d%%012d", thread_id, counter)
+  local body = '{"model":"%(model)s","prompt":"' .. prefixes[tenant] .. unique .. suffix_fill ..
+    '","max_tokens":4,"stream":' .. stream .. '}'
+  return wrk.format(nil, "%(path)s", nil, body)
+end
+
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRK_JSON {"requests":%%d,"duration_us":%%d,"bytes":%%d,"status_errors":%%d,"connect":%%d,' ..
+    '"read":%%d,"write":%%d,"timeout":%%d,"p50_us":%%d,"p90_us":%%d,"p99_us":%%d,"max_us":%%d}\n',
+    summary.requests, summary.duration, summary.bytes, e.status, e.connect, e.read, e.write,
+    e.timeout, latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max))
+end
+"""
+
+
+def lua_script(prompt_chars: int, tenants: int, unique_fraction: float, stream: bool) -> str:
+    suffix = max(16, round(prompt_chars * unique_fraction))
+    return _LUA % {
+        "tenants": tenants,
+        "prefix_chars": prompt_chars - suffix,
+        "suffix_chars": suffix,
+        "stream": "true" if stream else "false",
+        "model": MODEL,
+        "path": "/v1/completions",
+    }
+
+
+def run_wrk(url: str, script: Path, seconds: float, connections: int, threads: int) -> dict:
+    cmd = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{max(1, round(seconds))}s",
+           "--timeout", "10s", "-s", str(script), url]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    for line in out.splitlines():
+        if line.startswith("WRK_JSON "):
+            return json.loads(line.removeprefix("WRK_JSON "))
+    raise RuntimeError(f"wrk printed no summary:\n{out}")
+
+
+def measure(router_pid: int, engine_pids: list[int], url: str, script: Path, args) -> dict:
+    run_wrk(url, script, args.warmup, args.connections, args.wrk_threads)
+    cpu0 = cpu_seconds(router_pid)
+    eng0 = sum(cpu_seconds(p) for p in engine_pids)
+    stats = run_wrk(url, script, args.duration, args.connections, args.wrk_threads)
+    cpu = cpu_seconds(router_pid) - cpu0
+    eng = sum(cpu_seconds(p) for p in engine_pids) - eng0
+    n = max(1, stats["requests"])
+    errors = stats["status_errors"] + stats["connect"] + stats["read"] + stats["timeout"]
+    return {
+        "requests": stats["requests"],
+        "req_per_s": stats["requests"] / (stats["duration_us"] / 1e6),
+        "p50_ms": stats["p50_us"] / 1e3,
+        "p99_ms": stats["p99_us"] / 1e3,
+        "errors": errors,
+        "router_cpu_s": cpu,
+        "cpu_us_per_request": cpu / n * 1e6,
+        "engines_cpu_us_per_request": eng / n * 1e6,
+        "router_threads": _threads(router_pid),
+    }
+
+
+def _threads(pid: int) -> int:
+    """Threads of the router process and its children (sglang-router's runtime is multi-threaded)."""
+    from _servers import descendants
+
+    return sum(len(os.listdir(f"/proc/{p}/task")) for p in [pid, *descendants(pid)])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--routers", default=",".join(ROUTERS))
+    ap.add_argument("--backends", type=int, default=4)
+    ap.add_argument("--prompt-chars", default="2000,20000")
+    ap.add_argument("--modes", default="plain,stream", help="plain (non-streamed) and/or stream")
+    ap.add_argument("--connections", type=int, default=64)
+    ap.add_argument("--wrk-threads", type=int, default=2)
+    ap.add_argument("--duration", type=float, default=15.0, help="measured seconds per cell")
+    ap.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds before each")
+    ap.add_argument("--tenants", type=int, default=16)
+    ap.add_argument("--unique-fraction", type=float, default=0.1)
+    ap.add_argument("--output-json", type=Path, default=None)
+    args = ap.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk not found: apt-get install -y wrk")
+    sizes = [int(x) for x in args.prompt_chars.split(",")]
+    modes = args.modes.split(",")
+    routers = args.routers.split(",")
+    tmp = Path(tempfile.mkdtemp(prefix="gateway-throughput-"))
+    results: dict = {"args": vars(args) | {"output_json": str(args.output_json)}, "cells": []}
+    t0 = time.perf_counter()
+    for router in routers:
+        engines, urls, endpoints = start_engines(args.backends, "inf", router.endswith("kv-events"))
+        proc = None
+        try:
+            proc, url = start_router(router, urls, endpoints)
+            for size in sizes:
+                for mode in modes:
+                    script = tmp / f"{size}-{mode}.lua"
+                    script.write_text(lua_script(size, args.tenants, args.unique_fraction,
+                                                 mode == "stream"))  # fmt: skip
+                    cell = {"router": router, "prompt_chars": size, "mode": mode}
+                    cell |= measure(proc.pid, [e.pid for e in engines], url, script, args)
+                    results["cells"].append(cell)
+                    print(f"{size:>6} chars {mode:6s} {router:18s} {cell['req_per_s']:8.0f} req/s  "
+                          f"p50 {cell['p50_ms']:6.1f} ms  p99 {cell['p99_ms']:6.1f} ms  "
+                          f"CPU {cell['cpu_us_per_request']:6.0f} us/req (engines "
+                          f"{cell['engines_cpu_us_per_request']:.0f})  threads "
+                          f"{cell['router_threads']}  errors {cell['errors']}",
+                          flush=True)  # fmt: skip
+        finally:
+            stop([p for p in [proc, *engines] if p is not None])
+    results["wall_s"] = time.perf_counter() - t0
+    print(markdown(results["cells"]))
+    if args.output_json is not None:
+        from wildserve.io import atomic_write_json
+
+        atomic_write_json(args.output_json, results)
+        print(f"results: {args.output_json}")
+
+
+def markdown(cells: list[dict]) -> str:
+    """One row per (prompt, mode, router), with req/s and CPU per request against sglang-router."""
+    base = {(c["prompt_chars"], c["mode"]): c for c in cells if c["router"] == "sglang-router"}
+    lines = [
+        "| prompt | mode | router | req/s | p50 ms | p99 ms | router CPU us/req | "
+        "req/s vs sglang | CPU vs sglang | errors |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for c in sorted(cells, key=lambda c: (c["prompt_chars"], c["mode"])):
+        ref = base.get((c["prompt_chars"], c["mode"]))
+        rate = f"{c['req_per_s'] / ref['req_per_s']:.2f}x" if ref else ""
+        cpu = f"{c['cpu_us_per_request'] / ref['cpu_us_per_request']:.2f}x" if ref else ""
+        lines.append(
+            f"| {c['prompt_chars']:,} chars | {c['mode']} | {c['router']} | {c['req_per_s']:,.0f} | "
+            f"{c['p50_ms']:.1f} | {c['p99_ms']:.1f} | {c['cpu_us_per_request']:,.0f} | {rate} | "
+            f"{cpu} | {c['errors']} |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
