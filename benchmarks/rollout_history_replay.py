@@ -32,7 +32,7 @@ from wildserve.io import atomic_write_json
 from wildserve.rollout.config import SamplingConfig, SpecConfig
 from wildserve.rollout.drafters import DRAFTERS, Draft, Drafter, DrafterContext
 from wildserve.rollout.drafters.lookup import START, SuffixTrie
-from wildserve.rollout.engine import generate
+from wildserve.rollout.generation import generate
 from wildserve.rollout.models import load_smollm2
 from wildserve.rollout.planner import DraftPlanner
 from wildserve.rollout.prompts import make_problems

@@ -46,6 +46,7 @@ def _register() -> None:
     experiment_app.command("kvcache")(kvcache_experiment.kvcache)
     experiment_app.command("kunserve")(kunserve_cli.kunserve)
     app.command("rollout")(rollout_cli.rollout)
+    app.command("rollout-train")(rollout_cli.train)
 
 
 def main() -> None:

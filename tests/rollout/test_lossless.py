@@ -18,7 +18,7 @@ import torch
 from tests.rollout.conftest import tiny_llama
 from wildserve.rollout.config import SamplingConfig, SpecConfig
 from wildserve.rollout.drafters import DRAFTERS, Draft, Drafter, DrafterContext
-from wildserve.rollout.engine import generate
+from wildserve.rollout.generation import generate
 from wildserve.rollout.planner import DraftPlanner
 from wildserve.rollout.sampling import sampling_probs
 from wildserve.rollout.state import SeqState

@@ -8,7 +8,7 @@ import torch
 
 from wildserve.rollout.config import RolloutConfig, SamplingConfig, SpecConfig
 from wildserve.rollout.drafters import DrafterContext
-from wildserve.rollout.engine import generate
+from wildserve.rollout.generation import generate
 from wildserve.rollout.planner import DraftPlanner
 from wildserve.rollout.prompts import make_problems
 from wildserve.rollout.runner import build_drafters, run_rollouts

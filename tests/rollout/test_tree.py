@@ -7,8 +7,8 @@ from collections import Counter
 import pytest
 import torch
 
-from tests.rollout.test_engine import GREEDY, PROMPTS
-from tests.rollout.test_engine import run as run_greedy
+from tests.rollout.test_generation import GREEDY, PROMPTS
+from tests.rollout.test_generation import run as run_greedy
 from tests.rollout.test_lossless import (
     LENGTH,
     PROMPT,

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from wildserve.rollout.config import RolloutConfig, SamplingConfig, SpecConfig
+from wildserve.rollout.config import RolloutConfig, SamplingConfig, SpecConfig, TrainConfig
 
 
 def _default(cls: type, name: str) -> Any:
@@ -120,3 +122,95 @@ def rollout(
             output_json,
             {"args": args, "sampling": repr(sampling), "spec_config": repr(spec_cfg), "rows": rows},
         )
+
+
+def _config_command(cls: type, run: Callable[..., None], extra: list[inspect.Parameter]):
+    """A typer command whose options are ``cls``'s fields (default, help, ``ge`` bound) plus
+    ``extra``; ``run(config, **extra)`` gets the built config, so defaults live only in ``cls``."""
+    params = list(extra)
+    for f in fields(cls):
+        kind = type(f.default)
+        flag = f"--{f.name.replace('_', '-')}"
+        if kind is bool:
+            flag = f"{flag}/--no-{f.name.replace('_', '-')}"
+        option = typer.Option(
+            f.default,
+            flag,
+            help=f.metadata.get("help"),
+            min=f.metadata.get("ge") if kind in (int, float) else None,
+        )
+        params.append(
+            inspect.Parameter(
+                f.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind
+            )
+        )
+    names = {p.name for p in extra}
+
+    def command(**kwargs: Any) -> None:
+        config = cls(**{k: v for k, v in kwargs.items() if k not in names})
+        run(config, **{k: v for k, v in kwargs.items() if k in names})
+
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    command.__doc__ = run.__doc__
+    return command
+
+
+def _train(config: TrainConfig, out: Path, threads: int, steps: int) -> None:
+    """GRPO + LoRA on SmolLM2 over the word problems, rollouts from the speculative loop; resumes
+    from OUT/checkpoint.pt; writes metrics.json, steps/*.json.gz and reward/entropy/acceptance plots."""
+    import numpy as np
+    import torch
+
+    from wildserve.console import make_console, make_progress
+    from wildserve.rollout.models import MODELS
+    from wildserve.rollout.prompts import make_problems
+    from wildserve.rollout.train import GRPOTrainer, plot_run, word_problem_task
+
+    if threads > 0:
+        torch.set_num_threads(threads)
+    console = make_console(120)
+    loaded = MODELS.get("smollm2")()
+    problems = make_problems(config.num_problems, np.random.default_rng(config.seed))
+    trainer = GRPOTrainer(loaded.model, word_problem_task(loaded, problems), config, out)
+    with make_progress(console, description_width=24) as progress:
+        task = progress.add_task("GRPO steps", total=config.num_steps, completed=trainer.step)
+
+        def on_step(r) -> None:
+            progress.advance(task)
+            hist = r.tokens_per_forward.get("T1", {}).get("history", 0.0)
+            console.print(
+                f"step {r.step}: reward {r.mean_reward:.3f} entropy {r.mean_entropy:.3f} "
+                f"len {r.mean_len:.0f} history tok/fwd (T=1) {hist:.3f} cpu {r.cpu_s}"
+            )
+
+        trainer.run(None if steps <= 0 else steps, on_step=on_step)
+    plot_run(out)
+    console.print(f"wrote {out}/metrics.json and plots")
+
+
+train = _config_command(
+    TrainConfig,
+    _train,
+    [
+        inspect.Parameter(
+            "out",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=typer.Option(..., "--out", help="run folder (resumed if it has a checkpoint)"),
+            annotation=Path,
+        ),
+        inspect.Parameter(
+            "threads",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=typer.Option(1, "--threads", min=0, help="torch CPU threads (0: default)"),
+            annotation=int,
+        ),
+        inspect.Parameter(
+            "steps",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=typer.Option(
+                0, "--steps", min=0, help="stop after this many more steps (0: all)"
+            ),
+            annotation=int,
+        ),
+    ],
+)

@@ -1,8 +1,8 @@
-"""Configuration dataclasses of the rollout engine; defaults live here and nowhere else."""
+"""Configuration dataclasses of speculative rollout; defaults live here and nowhere else."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from wildserve.errors import ConfigError
 from wildserve.registry import Registry
@@ -105,3 +105,59 @@ class RolloutConfig:
             raise ConfigError(
                 f"epochs ({self.epochs}) and samples_per_prompt ({self.samples_per_prompt}) must be >= 1"
             )
+
+
+@dataclass(frozen=True, slots=True)
+class TrainConfig:
+    """One RL run; ``steps`` = epochs x ceil(num_problems / prompts_per_step)."""
+
+    num_problems: int = field(default=16, metadata={"help": "training problems", "ge": 1})
+    prompts_per_step: int = field(default=4, metadata={"help": "problems per RL step", "ge": 1})
+    group_size: int = field(
+        default=8, metadata={"help": "responses per problem (GRPO group)", "ge": 2}
+    )
+    epochs: int = field(default=4, metadata={"help": "passes over the problems", "ge": 1})
+    max_new_tokens: int = field(default=128, metadata={"help": "response length cap", "ge": 1})
+    temperature: float = field(default=1.0, metadata={"help": "rollout temperature", "gt": 0})
+    learning_rate: float = field(default=5e-4, metadata={"help": "Adam step size", "gt": 0})
+    lora_rank: int = field(default=16, metadata={"help": "LoRA rank", "ge": 1})
+    lora_alpha: float = field(default=32.0, metadata={"help": "LoRA alpha", "gt": 0})
+    micro_batch: int = field(default=4, metadata={"help": "responses per backward pass", "ge": 1})
+    draft_len: int = field(default=6, metadata={"help": "history drafter's live budget", "ge": 1})
+    adaptive_draft_len: bool = field(
+        default=True,
+        metadata={"help": "planner picks k from measured costs (fast, not bit-reproducible)"},
+    )
+    measure_budget: int = field(default=8, metadata={"help": "largest k measured", "ge": 1})
+    measure_model_rows: int = field(
+        default=8,
+        metadata={"help": "rollouts per step the model drafters are measured on", "ge": 0},
+    )
+    eval_temperature: float = field(default=0.7, metadata={"help": "second temperature", "gt": 0})
+    eval_samples: int = field(
+        default=8, metadata={"help": "extra samples per step at eval_temperature", "ge": 0}
+    )
+    early_exit_layers: int = field(
+        default=24, metadata={"help": "early-exit drafter depth", "ge": 1}
+    )
+    quant_bits: int = field(
+        default=3, metadata={"help": "re-quantized drafter bits (0: off)", "ge": 0}
+    )
+    quant_group: int = field(default=32, metadata={"help": "quantization group size", "ge": 1})
+    seed: int = field(default=0, metadata={"help": "seed of problems, sampling and LoRA init"})
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if "ge" in f.metadata and value < f.metadata["ge"]:
+                raise ConfigError(f"{f.name} must be >= {f.metadata['ge']}, got {value}")
+            if "gt" in f.metadata and value <= f.metadata["gt"]:
+                raise ConfigError(f"{f.name} must be > {f.metadata['gt']}, got {value}")
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return -(-self.num_problems // self.prompts_per_step)
+
+    @property
+    def num_steps(self) -> int:
+        return self.epochs * self.steps_per_epoch

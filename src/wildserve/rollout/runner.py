@@ -12,7 +12,7 @@ import torch
 
 from wildserve.rollout.config import SPEC_MODES, RolloutConfig, SamplingConfig, SpecConfig
 from wildserve.rollout.drafters import DRAFTERS, Drafter, DrafterContext
-from wildserve.rollout.engine import GenerationStats, generate
+from wildserve.rollout.generation import GenerationStats, generate
 from wildserve.rollout.models import LoadedModel
 from wildserve.rollout.planner import DraftPlanner
 from wildserve.rollout.prompts import WordProblem, reward

@@ -40,10 +40,23 @@ class Draft:
     parents: list[int] | None = None
 
     def __post_init__(self) -> None:
-        if self.parents is not None:
-            assert self.q is None, "tree drafts are deterministic"
-            assert len(self.parents) == len(self.tokens)
-            assert all(-1 <= p < i for i, p in enumerate(self.parents)), "parents come first"
+        # real checks, not asserts: a malformed tree silently breaks losslessness (python -O strips
+        # asserts); siblings must differ because verification accepts at most one child per token
+        if self.parents is None:
+            return
+        if self.q is not None:
+            raise ValueError("tree drafts are deterministic: q must be None")
+        if len(self.parents) != len(self.tokens):
+            raise ValueError(f"{len(self.parents)} parents for {len(self.tokens)} tree tokens")
+        seen: set[tuple[int, int]] = set()
+        for i, (tok, parent) in enumerate(zip(self.tokens, self.parents, strict=True)):
+            if not -1 <= parent < i:
+                raise ValueError(f"tree token {i} has parent {parent}: parents must come first")
+            if (parent, tok) in seen:
+                raise ValueError(
+                    f"tree token {i} repeats sibling token {tok} under parent {parent}"
+                )
+            seen.add((parent, tok))
 
     @property
     def depth(self) -> int:

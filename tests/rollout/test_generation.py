@@ -11,7 +11,7 @@ from tests.rollout.test_lossless import CyclingDrafter
 from wildserve.rollout.config import SamplingConfig, SpecConfig
 from wildserve.rollout.decoupled import DecoupledDrafter
 from wildserve.rollout.drafters import DRAFTERS, DrafterContext
-from wildserve.rollout.engine import generate
+from wildserve.rollout.generation import generate
 from wildserve.rollout.planner import DraftPlanner
 from wildserve.rollout.state import SeqState, SeqStatus
 
