@@ -18,7 +18,7 @@ import time
 
 from wildserve.engine.block_pool import BlockPool
 from wildserve.kvcache import make_eviction_policy
-from wildserve.kvcache.sim import replay
+from wildserve.kvcache.replay import replay
 from wildserve.kvcache.stream import load_stream
 
 GOAL = 2e6

@@ -13,8 +13,8 @@ from tests.kvcache.conftest import SPECS, WA_TEST, random_streams
 from wildserve.engine import Engine, EngineConfig, EngineRequest
 from wildserve.engine.block_pool import BlockPool
 from wildserve.errors import ConfigError
-from wildserve.kvcache import make_eviction_policy
-from wildserve.kvcache.sim import replay
+from wildserve.kvcache import AccessHints, make_eviction_policy
+from wildserve.kvcache.replay import replay
 from wildserve.perf.linear import LinearCostModel
 
 
@@ -43,9 +43,8 @@ def drive_pool(stream, spec: str, capacity: int):
         hint_of: dict[int, float] = {}
 
         def hinted(block_ids, now, depth0, category, parent=-1, hints=None):
-            on_access_many(
-                block_ids, now, depth0, category, parent, [hint_of[b] for b in block_ids]
-            )
+            nxt = AccessHints.make(next_use=[hint_of[b] for b in block_ids])
+            on_access_many(block_ids, now, depth0, category, parent, nxt)
 
         policy.on_access_many = hinted  # type: ignore[method-assign]
     hits = []

@@ -9,6 +9,7 @@ import pytest
 from wildserve.errors import ConfigError, UnknownNameError
 from wildserve.kvcache import (
     EVICTION_POLICIES,
+    AccessHints,
     GDSFPolicy,
     LFUPolicy,
     LRUPolicy,
@@ -88,8 +89,8 @@ def test_gdsf_ages_out_a_block_that_stopped_being_used():
 
 def test_opt_evicts_furthest_next_use_then_deepest():
     p = OPTPolicy()
-    p.on_access_many([0, 1, 2], 0.0, 0, 0, hints=[5.0, 9.0, 9.0])  # depths 0, 1, 2
-    p.on_access_many([3], 0.0, 0, 0, hints=[math.inf])
+    p.on_access_many([0, 1, 2], 0.0, 0, 0, hints=AccessHints.make(next_use=[5.0, 9.0, 9.0]))
+    p.on_access_many([3], 0.0, 0, 0, hints=AccessHints.make(next_use=[math.inf]))
     p.push_many([2, 1, 0, 3], 0.0)
     assert p.pop_many(4, 1.0) == [3, 2, 1, 0]
 

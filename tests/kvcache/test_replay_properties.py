@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from tests.kvcache.conftest import SPECS, WA_TEST, random_streams
 from tests.kvcache.reference import RefCache, brute_next_use
-from wildserve.kvcache.sim import ideal_hits, replay
+from wildserve.kvcache.replay import ideal_hits, replay
 
 _SETTINGS = settings(max_examples=60, deadline=None)
 

@@ -12,6 +12,7 @@ import math
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
+from wildserve.kvcache import AccessHints
 from wildserve.kvcache.policy import EvictionPolicy, LRUPolicy
 
 # (kind, block_hash) with kind "stored" or "removed"; the gateway's emulated engine publishes these.
@@ -196,7 +197,7 @@ class BlockPool:
 
     def _history_hints(
         self, block_ids: Sequence[int], now: float, category: int
-    ) -> list[list[float]] | None:
+    ) -> AccessHints | None:
         """Per block: seconds since its hash was last accessed, that access's category and how many
         accesses came before (inf, -1, 0 if none within ``policy.history_s``); notes this access.
         None when the policy does not learn from the history."""
@@ -205,24 +206,24 @@ class BlockPool:
             return None
         max_age = self.policy.history_s
         ages: list[float] = []
-        cats: list[float] = []
-        counts: list[float] = []
+        cats: list[int] = []
+        counts: list[int] = []
         for b in block_ids:
             h = self.block_hash[b]
             prev = hist.pop(h, None)
             if prev is None or now - prev[0] > max_age:
                 ages.append(math.inf)
-                cats.append(-1.0)
-                counts.append(0.0)
+                cats.append(-1)
+                counts.append(0)
                 hist[h] = (now, category, 1)
             else:
                 ages.append(now - prev[0])
-                cats.append(float(prev[1]))
-                counts.append(float(prev[2]))
+                cats.append(prev[1])
+                counts.append(prev[2])
                 hist[h] = (now, category, prev[2] + 1)
         while hist and now - next(iter(hist.values()))[0] > max_age:
             hist.popitem(last=False)
-        return [ages, cats, counts]
+        return AccessHints.make(age_s=ages, prev_category=cats, prior_accesses=counts)
 
     def release(self, block_ids: Sequence[int], now: float) -> None:
         """Drop one reference to each block, tail first, so deeper blocks are evicted earlier."""

@@ -86,7 +86,7 @@ class Engine:
         if policy.offline_only:
             raise ConfigError(
                 f"eviction policy '{config.eviction_policy}' needs the future; use it offline "
-                "(wildserve.kvcache.sim)"
+                "(wildserve.kvcache.replay)"
             )
         self.pool = BlockPool(num_blocks, policy)
         self.host = self._host_tier(config, cost_model, memory, host_memory)

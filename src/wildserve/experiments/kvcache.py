@@ -43,7 +43,7 @@ class KVCacheExperiment:
 
 # ---- part 1: offline sweeps --------------------------------------------------------------------
 def _sweep_task(trace: str, spec: str, fractions: tuple[float, ...], max_requests: int) -> list:
-    from wildserve.kvcache.sim import capacity_grid, replay
+    from wildserve.kvcache.replay import capacity_grid, replay
 
     _, stream = _streams(trace, max_requests)
     caps = capacity_grid(stream, fractions)

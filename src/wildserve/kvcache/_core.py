@@ -1,10 +1,12 @@
 """Numba kernels every eviction policy shares: one definition serves the block pool and the replay.
 
 A policy is six small jitted hooks over its *arena*: one flat int64 array holding a header, per-block
-fields (field-major: field ``f`` of block ``s`` sits at ``HDR + f * n + s``) and a policy region
-(per-category tables). Floats are stored by bit pattern (``getf``/``putf``). One array, not a tuple
-of arrays, because numba reference-counts every array passed to a call it does not inline: with two
-or more array arguments a hook call costs ~100 ns instead of ~2 ns.
+fields (field-major: field ``f`` of block ``s`` sits at ``HDR + f * n + s``) and a policy region of
+per-class tables (class-major: entry ``j`` of class ``c`` in table ``t`` sits at ``tab(a, t, c) + j``;
+the header records each table's offset and width, so the generic code can grow and widen every
+policy's arena). Floats are stored by bit pattern (``getf``/``putf``). One array, not a tuple of
+arrays, because numba reference-counts every array passed to a call it does not inline: with two or
+more array arguments a hook call costs ~100 ns instead of ~2 ns.
 
 The generic drivers below own what is the same for every policy: the per-block structure (flags,
 prefix-tree parent and child count, push sequence, depth), the leaf-only rule (a non-leaf that reaches
@@ -13,9 +15,10 @@ under its own key), and the offline replay loop, which mirrors ``engine.BlockPoo
 The Python per-operation API (``ArrayPolicy``) and the replay call the same drivers and hooks, so the
 engine and the simulator cannot make different decisions.
 
-Hooks, each ``@njit``:
+Hooks, each ``@njit`` (``policy.Hooks``; most policies get theirs generated, see ``kvcache``):
   on_push(A, s, now)                          block s became evictable (its push seq is set)
-  on_access(A, s, now, depth, cat, h0, h1, h2, fill)   a hit, or the fill when ``fill`` (first)
+  on_access(A, s, now, depth, cat, hint, fill)   a hit, or the fill when ``fill`` (first); ``hint``
+                                              is this access's ``Hint`` (what the caller knows)
   insert(A, s) / delete(A, s)                 add s to / take s out of the candidate order
   peek(A, now) -> int                         the candidate to evict first, -1 when there is none
   on_evict(A, s)                              s left the cache
@@ -26,6 +29,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numba as nb
 import numpy as np
@@ -41,11 +45,11 @@ def drop_stale_numba_cache(package: Path) -> bool:
     of this file (and RWA inlines WA's hooks): after an edit here they would load stale machine code.
     A read-only install (where nothing is edited) is left alone.
     """
-    digest = hashlib.sha1(b"".join(p.read_bytes() for p in sorted(package.glob("*.py"))))
+    digest = source_digest(package)
     cache = package / "__pycache__"
     stamp = cache / "numba-sources.sha1"
     try:
-        if stamp.read_text() == digest.hexdigest():
+        if stamp.read_text() == digest:
             return False
     except OSError:
         pass
@@ -53,21 +57,30 @@ def drop_stale_numba_cache(package: Path) -> bool:
         cache.mkdir(exist_ok=True)
         for f in [*cache.glob("*.nbi"), *cache.glob("*.nbc")]:
             f.unlink(missing_ok=True)
-        stamp.write_text(digest.hexdigest())
+        stamp.write_text(digest)
     except OSError:
         return False
     return True
 
 
+def source_digest(package: Path) -> str:
+    """Hash of the package's sources: generated kernels carry it in their names (see ``_codegen``)."""
+    return hashlib.sha1(b"".join(p.read_bytes() for p in sorted(package.glob("*.py")))).hexdigest()
+
+
 drop_stale_numba_cache(Path(__file__).parent)
 
 # ---- arena layout --------------------------------------------------------------------------------
-HDR = 32  # header words
-# blocks, per-block fields, policy region offset, per-category tables
+HDR = 48  # header words
+# blocks, per-block fields, policy region offset, classes (rows of every per-class table)
 H_N, H_NF, H_EXTRA, H_NCAT = 0, 1, 2, 3
 H_NEVICT, H_SEQ, H_LEAF, H_NPARK = 4, 5, 6, 7  # evictable count, push counter, leaf-only, parked
 H_HSIZE, H_HEAD, H_TAIL = 8, 9, 10  # heap size; head and tail of a single list
-H_PAR = 16  # policy scalars live in words 16..31
+H_NTAB = 11  # per-class tables in the region
+H_TAB = 16  # table t: offset in the region at word H_TAB + 2t, width (words per class) at +1
+MAX_TABLES = 8
+H_PAR = 32  # policy scalars live in words 32..47
+NUM_PAR = HDR - H_PAR
 
 # generic per-block fields; a policy's own fields start at NUM_GENERIC
 F_FLAGS, F_PARENT, F_NCHILD, F_SEQ, F_DEPTH = 0, 1, 2, 3, 4
@@ -77,12 +90,56 @@ GENERIC_DEFAULTS = (0, -1, 0, 0, 0)
 KNOWN = 1  # the policy saw the block's fill: it holds content the policy tracks
 EVICTABLE = 2  # reference count 0: the pool handed it to the policy
 PARKED = 4  # evictable but not a leaf: out of the candidate order until it becomes one
-# Hints: per access three numbers (h0, h1, h2) the caller may know and the policy may read. OPT reads
-# the next use (h0, a request index); WA and RA read the access history: seconds since this block's
-# content was last accessed (h0), that access's category (h1) and how many accesses of the content
-# came before this one (h2); (inf, -1, 0) when there is none. Arrays of shape (3, n); (3, 0) means
-# no hints, and then each hook gets NO_HINT (NaN) in h0: "the caller knows nothing".
+# Hints: what the caller knows about an access, by name. OPT reads the next use (a request index,
+# known only offline); WA and its relatives read the access history: seconds since this block's
+# content was last accessed, that access's category and how many accesses of the content came
+# before this one ((inf, -1, 0) when there is none). A caller passes ``AccessHints`` (one array per
+# name, one entry per access; an empty array: unknown) and each hook gets that access's ``Hint``,
+# with NO_HINT (NaN) in a float it was not told: "the caller knows nothing".
 NO_HINT = np.nan
+
+
+class AccessHints(NamedTuple):
+    """Per-access hints for ``on_access_many`` and the replay; an empty array means "not known"."""
+
+    next_use: np.ndarray  # float64: request index of the content's next use (offline only)
+    age_s: np.ndarray  # float64: seconds since the content's previous access (inf: none)
+    prev_category: np.ndarray  # int64: that previous access's category (-1: none)
+    prior_accesses: np.ndarray  # int64: accesses of the content before this one
+
+    @classmethod
+    def make(
+        cls,
+        next_use: Sequence[float] | np.ndarray | None = None,
+        age_s: Sequence[float] | np.ndarray | None = None,
+        prev_category: Sequence[int] | np.ndarray | None = None,
+        prior_accesses: Sequence[int] | np.ndarray | None = None,
+    ) -> AccessHints:
+        """Hints from whatever the caller knows (lists or arrays); the rest stay unknown."""
+
+        def arr(x, dtype) -> np.ndarray:
+            if x is None:
+                return np.zeros(0, dtype)
+            return np.ascontiguousarray(x, dtype)
+
+        return cls(
+            arr(next_use, np.float64),
+            arr(age_s, np.float64),
+            arr(prev_category, np.int64),
+            arr(prior_accesses, np.int64),
+        )
+
+
+NO_HINTS = AccessHints.make()
+
+
+class Hint(NamedTuple):
+    """One access's hints, as ``on_access`` hooks see them."""
+
+    next_use: float
+    age_s: float
+    prev_category: int
+    prior_accesses: int
 
 
 def float_bits(x: float) -> int:
@@ -93,33 +150,54 @@ def float_bits(x: float) -> int:
 def new_arena(
     num_slots: int,
     slot_defaults: Sequence[int],
-    extra: np.ndarray,
+    tables: Sequence[tuple[int, int]],
     leaf_only: bool,
-    num_categories: int = 1,
+    num_classes: int = 1,
 ) -> np.ndarray:
-    """A fresh arena: header, ``len(slot_defaults)`` per-block fields, then the policy region."""
+    """A fresh arena: header, per-block fields (initial words ``slot_defaults``), then one table of
+    ``width`` words per class for each ``(width, initial word)`` in ``tables``."""
+    if len(tables) > MAX_TABLES:
+        raise ValueError(f"an arena holds at most {MAX_TABLES} per-class tables")
     nf = len(slot_defaults)
-    a = np.empty(HDR + nf * num_slots + len(extra), np.int64)
+    size = num_classes * sum(w for w, _ in tables)
+    a = np.empty(HDR + nf * num_slots + size, np.int64)
     a[:HDR] = 0
-    a[H_N], a[H_NF], a[H_EXTRA], a[H_NCAT] = num_slots, nf, HDR + nf * num_slots, num_categories
+    a[H_N], a[H_NF], a[H_EXTRA], a[H_NCAT] = num_slots, nf, HDR + nf * num_slots, num_classes
     a[H_LEAF] = int(leaf_only)
     a[H_HEAD] = a[H_TAIL] = -1
+    a[H_NTAB] = len(tables)
     for f, d in enumerate(slot_defaults):
         a[HDR + f * num_slots : HDR + (f + 1) * num_slots] = d
-    a[HDR + nf * num_slots :] = extra
+    off = 0
+    base = HDR + nf * num_slots
+    for t, (width, fill) in enumerate(tables):
+        a[H_TAB + 2 * t], a[H_TAB + 2 * t + 1] = off, width
+        a[base + off : base + off + num_classes * width] = fill
+        off += num_classes * width
     return a
 
 
 def grow_arena(
-    a: np.ndarray, num_slots: int, slot_defaults: Sequence[int], extra: np.ndarray | None = None
+    a: np.ndarray,
+    num_slots: int,
+    slot_defaults: Sequence[int],
+    tables: Sequence[tuple[int, int]],
+    num_classes: int | None = None,
 ) -> np.ndarray:
-    """A copy of arena ``a`` with room for ``num_slots`` blocks (and a new policy region if given)."""
-    n, nf = int(a[H_N]), int(a[H_NF])
-    region = a[int(a[H_EXTRA]) :] if extra is None else extra
-    out = new_arena(num_slots, slot_defaults, region, bool(a[H_LEAF]), int(a[H_NCAT]))
-    out[H_NCAT + 1 : HDR] = a[H_NCAT + 1 : HDR]
+    """A copy of arena ``a`` with room for ``num_slots`` blocks and ``num_classes`` classes (new
+    blocks and classes start from the initial words; the policy scalars are kept)."""
+    n, nf, old_c = int(a[H_N]), int(a[H_NF]), int(a[H_NCAT])
+    new_c = old_c if num_classes is None else num_classes
+    out = new_arena(num_slots, slot_defaults, tables, bool(a[H_LEAF]), new_c)
+    keep = [w for w in range(H_NCAT + 1, HDR) if not H_TAB <= w < H_TAB + 2 * MAX_TABLES]
+    out[keep] = a[keep]
     for f in range(nf):
         out[HDR + f * num_slots : HDR + f * num_slots + n] = a[HDR + f * n : HDR + (f + 1) * n]
+    src, dst = int(a[H_EXTRA]), int(out[H_EXTRA])
+    for t, (width, _) in enumerate(tables):
+        s0, d0 = src + int(a[H_TAB + 2 * t]), dst + int(out[H_TAB + 2 * t])
+        m = min(old_c, new_c) * width
+        out[d0 : d0 + m] = a[s0 : s0 + m]
     return out
 
 
@@ -143,6 +221,17 @@ def f2i(typingctx, x):
 def at(a, f, s):
     """Index of per-block field ``f`` of block ``s``."""
     return HDR + f * a[H_N] + s
+
+
+def tab_index(a: np.ndarray, t: int, c: int) -> int:
+    """``tab`` for Python callers (reading a policy's tables)."""
+    return int(a[H_EXTRA] + a[H_TAB + 2 * t] + c * a[H_TAB + 2 * t + 1])
+
+
+@nb.njit(cache=True, inline="always")
+def tab(a, t, c):
+    """Index of the first word of class ``c``'s row in per-class table ``t``."""
+    return a[H_EXTRA] + a[H_TAB + 2 * t] + c * a[H_TAB + 2 * t + 1]
 
 
 @nb.njit(cache=True, inline="always")
@@ -362,7 +451,7 @@ def pop_one(peek, delete, insert, on_evict, a, now):
 
 
 @nb.njit(cache=True, inline="always")
-def access_one(on_access, a, s, now, depth, cat, parent, h0, h1, h2):
+def access_one(on_access, a, s, now, depth, cat, parent, hint):
     _check(a, s)
     fl = at(a, F_FLAGS, s)
     fill = (a[fl] & KNOWN) == 0
@@ -372,26 +461,29 @@ def access_one(on_access, a, s, now, depth, cat, parent, h0, h1, h2):
         if a[H_LEAF] != 0 and parent >= 0:
             a[at(a, F_PARENT, s)] = parent
             a[at(a, F_NCHILD, parent)] += 1
-    on_access(a, s, now, depth, cat, h0, h1, h2, fill)
+    on_access(a, s, now, depth, cat, hint, fill)
 
 
 OP_PUSH, OP_REMOVE, OP_POP, OP_ACCESS = 0, 1, 2, 3
 
 
 @nb.njit(cache=True, inline="always")
-def _hint(hints, i):
-    """Access ``i``'s hints, or (NO_HINT, -1, 0) when the caller passed none."""
-    if hints.shape[1] == 0:
-        return NO_HINT, -1.0, 0.0
-    return hints[0, i], hints[1, i], hints[2, i]
+def hint_of(hints, i):
+    """Access ``i``'s ``Hint``: what ``hints`` says, NO_HINT / -1 / 0 for what it leaves unknown."""
+    nxt = hints.next_use[i] if len(hints.next_use) else NO_HINT
+    age = hints.age_s[i] if len(hints.age_s) else NO_HINT
+    cat = hints.prev_category[i] if len(hints.prev_category) else -1
+    prior = hints.prior_accesses[i] if len(hints.prior_accesses) else 0
+    return Hint(nxt, age, cat, prior)
 
 
 @nb.njit(cache=True, inline="always")
 def run_op(on_push, on_access, insert, delete, peek, on_evict,
            op, a, ids, num, now, depth0, cat, parent0, hints):  # fmt: skip
-    """One batch operation of the Python API; each policy binds its hooks in a two-line wrapper.
+    """One batch operation of the Python API; ``_codegen`` binds each policy's hooks in a wrapper.
 
-    (A closure factory would be shorter, but numba cannot cache closures across processes.)
+    (A closure would be shorter, but numba cannot cache closures over jitted functions across
+    processes: their pickled form carries a per-process id.)
     """
     if op == OP_PUSH:
         for s in ids:
@@ -408,8 +500,7 @@ def run_op(on_push, on_access, insert, delete, peek, on_evict,
         prev = parent0
         for i in range(len(ids)):
             s = ids[i]
-            h0, h1, h2 = _hint(hints, i)
-            access_one(on_access, a, s, now, depth0 + i, cat, prev, h0, h1, h2)
+            access_one(on_access, a, s, now, depth0 + i, cat, prev, hint_of(hints, i))
             prev = s
     return np.empty(0, np.int64)
 
@@ -457,8 +548,7 @@ def replay(on_push, on_access, insert, delete, peek, on_evict, tracks, a,
                 remove_one(delete, a, s)
             ref[s] += 1
             if tracks:
-                h0, h1, h2 = _hint(hints, start + d)
-                access_one(on_access, a, s, now, d, cat, prev, h0, h1, h2)
+                access_one(on_access, a, s, now, d, cat, prev, hint_of(hints, start + d))
             prev = s
         need = n - h
         fresh = min(need, capacity - num_empty_used)
@@ -502,8 +592,7 @@ def replay(on_push, on_access, insert, delete, peek, on_evict, tracks, a,
                 copy_next[s] = copy_head[x]
                 copy_head[x] = s
             if tracks:
-                h0, h1, h2 = _hint(hints, start + d)
-                access_one(on_access, a, s, now, d, cat, prev, h0, h1, h2)
+                access_one(on_access, a, s, now, d, cat, prev, hint_of(hints, start + d))
             prev = s
         if num_cached > max_cached:
             max_cached = num_cached

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from wildserve.kvcache.sim import capacity_for, ideal_hits, replay
+from wildserve.kvcache.replay import capacity_for, ideal_hits, replay
 from wildserve.kvcache.stream import BlockStream
 
 TARGETS = (0.90, 0.95, 0.99)

@@ -1,105 +1,100 @@
-"""Policies whose victim is the smallest static key in a heap: LFU, GDSF and Belady's OPT.
+"""Policies whose victim is the smallest static key in a heap (``KeyedPolicy``): LFU, GDSF, OPT.
 
-As in SGLang's ``evict_policy.py``, each policy is just the key it gives a block when it is
+As in SGLang's ``evict_policy.py``, such a policy is just the key it gives a block when the block is
 accessed; the smallest (key, then push order) is evicted first. A block's key cannot change while it
-is evictable (nobody accesses it), so one indexed binary heap serves every one of them.
+is evictable (nobody accesses it), so one indexed binary heap serves every one of them. A subclass
+gives ``key``, a jitted ``(arena, block, now, depth, category, hint, count) -> (primary, secondary)``
+where ``count`` is the block's accesses since it was filled, and optionally ``evicted``, a jitted
+``(arena, block)`` hook called when a block leaves; the hooks and kernels are generated from them.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any, ClassVar
 
 import numba as nb
 
 from wildserve.kvcache import _core
+from wildserve.kvcache._codegen import specialize
 from wildserve.kvcache._core import at, getf, putf
-from wildserve.kvcache.policy import EVICTION_POLICIES, ArrayPolicy, _nop_evict, _nop_push
+from wildserve.kvcache.hooks import nop_evict, nop_push
+from wildserve.kvcache.policy import EVICTION_POLICIES, ArrayPolicy, Hooks
 
 # per-block fields after the generic ones: heap slot, heap position, key1, key2 (floats), count
-_HEAP, _HPOS, _K1, _K2, _COUNT = range(_core.NUM_GENERIC, _core.NUM_GENERIC + 5)
-_L = _core.H_PAR  # GDSF's inflation value (float)
+HEAP, HPOS, K1, K2, COUNT = range(_core.NUM_GENERIC, _core.NUM_GENERIC + 5)
 
 
 @nb.njit(cache=True)
-def _insert(a, s):
-    _core.heap_push(a, _HEAP, _HPOS, _K1, _K2, s)
+def heap_insert(a, s):
+    _core.heap_push(a, HEAP, HPOS, K1, K2, s)
 
 
 @nb.njit(cache=True)
-def _delete(a, s):
-    _core.heap_delete(a, _HEAP, _HPOS, _K1, _K2, s)
+def heap_delete(a, s):
+    _core.heap_delete(a, HEAP, HPOS, K1, K2, s)
 
 
 @nb.njit(cache=True)
-def _peek(a, now):
-    return _core.heap_top(a, _HEAP)
+def heap_peek(a, now):
+    return _core.heap_top(a, HEAP)
 
 
-@nb.njit(cache=True)
-def _count(a, s, fill):
-    i = at(a, _COUNT, s)
+def _keyed_access(a, s, now, depth, cat, hint, fill):
+    """Count the access and store the block's key (KEY is bound per policy)."""
+    i = at(a, COUNT, s)
     a[i] = 1 if fill else a[i] + 1
-    return a[i]
+    k1, k2 = KEY(a, s, now, depth, cat, hint, a[i])  # noqa: F821
+    putf(a, at(a, K1, s), k1)
+    putf(a, at(a, K2, s), k2)
 
 
-class HeapPolicy(ArrayPolicy):
-    """Shared per-block fields of the heap-keyed policies."""
+class KeyedPolicy(ArrayPolicy):
+    """Evict the block with the smallest ``key`` (then the one released first)."""
 
-    slot_defaults = (-1, -1, 0, 0, 0)
+    key: ClassVar[Any]  # jitted (a, s, now, depth, cat, hint, count) -> (float, float)
+    evicted: ClassVar[Any] = nop_evict  # jitted (a, s): a block left the cache
+    block_fields = (-1, -1, 0, 0, 0)  # HEAP, HPOS, K1, K2, COUNT
+
+    @classmethod
+    def make_hooks(cls) -> Hooks | None:
+        if "key" not in dir(cls):
+            return None
+        access = specialize(_keyed_access, cls, "on_access", KEY=cls.key)
+        return Hooks(nop_push, access, heap_insert, heap_delete, heap_peek, cls.evicted)
 
 
 # ---- LFU -----------------------------------------------------------------------------------------
 @nb.njit(cache=True)
-def _lfu_access(a, s, now, depth, cat, h0, h1, h2, fill):
-    putf(a, at(a, _K1, s), float(_count(a, s, fill)))
-
-
-@nb.njit(cache=True)
-def _lfu_ops(op, a, ids, num, now, depth0, cat, parent0, hints):
-    return _core.run_op(_nop_push, _lfu_access, _insert, _delete, _peek, _nop_evict,
-                        op, a, ids, num, now, depth0, cat, parent0, hints)  # fmt: skip
-
-
-@nb.njit(cache=True)
-def _lfu_replay(a, req_start, blocks, times, cats, hints, num_dense, capacity, log):
-    return _core.replay(_nop_push, _lfu_access, _insert, _delete, _peek, _nop_evict, True,
-                        a, req_start, blocks, times, cats, hints, num_dense, capacity, log)  # fmt: skip
+def _lfu_key(a, s, now, depth, cat, hint, count):
+    return float(count), 0.0
 
 
 @EVICTION_POLICIES.register("lfu")
-class LFUPolicy(HeapPolicy):
+class LFUPolicy(KeyedPolicy):
     """Least frequently used since the block was filled; ties go to the one released first."""
 
     name = "lfu"
-    kernels = (_lfu_ops, _lfu_replay)
+    key = _lfu_key
 
 
 # ---- GDSF ----------------------------------------------------------------------------------------
+_L = _core.H_PAR  # GDSF's inflation value (float)
+
+
 @nb.njit(cache=True)
-def _gdsf_access(a, s, now, depth, cat, h0, h1, h2, fill):
+def _gdsf_key(a, s, now, depth, cat, hint, count):
     # H = L + frequency * cost / size, with cost = size = 1 block
-    putf(a, at(a, _K1, s), getf(a, _L) + float(_count(a, s, fill)))
+    return getf(a, _L) + float(count), 0.0
 
 
 @nb.njit(cache=True)
-def _gdsf_evict(a, s):
-    a[_L] = a[at(a, _K1, s)]  # inflate L to the evicted H: old popular blocks age out
-
-
-@nb.njit(cache=True)
-def _gdsf_ops(op, a, ids, num, now, depth0, cat, parent0, hints):
-    return _core.run_op(_nop_push, _gdsf_access, _insert, _delete, _peek, _gdsf_evict,
-                        op, a, ids, num, now, depth0, cat, parent0, hints)  # fmt: skip
-
-
-@nb.njit(cache=True)
-def _gdsf_replay(a, req_start, blocks, times, cats, hints, num_dense, capacity, log):
-    return _core.replay(_nop_push, _gdsf_access, _insert, _delete, _peek, _gdsf_evict, True,
-                        a, req_start, blocks, times, cats, hints, num_dense, capacity, log)  # fmt: skip
+def _gdsf_evicted(a, s):
+    a[_L] = a[at(a, K1, s)]  # inflate L to the evicted H: old popular blocks age out
 
 
 @EVICTION_POLICIES.register("gdsf")
-class GDSFPolicy(HeapPolicy):
+class GDSFPolicy(KeyedPolicy):
     """Greedy-Dual-Size-Frequency (Cherkasova 1998) with unit block size and cost.
 
     H = L + hits since fill; evict the smallest H and set L to it, so frequency counts of blocks that
@@ -107,31 +102,20 @@ class GDSFPolicy(HeapPolicy):
     """
 
     name = "gdsf"
-    kernels = (_gdsf_ops, _gdsf_replay)
+    key = _gdsf_key
+    evicted = _gdsf_evicted
 
 
 # ---- OPT (Belady) --------------------------------------------------------------------------------
 @nb.njit(cache=True)
-def _opt_access(a, s, now, depth, cat, h0, h1, h2, fill):
-    nxt = math.inf if math.isnan(h0) else h0  # no hint: as if never used again
-    putf(a, at(a, _K1, s), -nxt)  # furthest next use first
-    putf(a, at(a, _K2, s), -float(a[at(a, _core.F_DEPTH, s)]))  # then deepest first
-
-
-@nb.njit(cache=True)
-def _opt_ops(op, a, ids, num, now, depth0, cat, parent0, hints):
-    return _core.run_op(_nop_push, _opt_access, _insert, _delete, _peek, _nop_evict,
-                        op, a, ids, num, now, depth0, cat, parent0, hints)  # fmt: skip
-
-
-@nb.njit(cache=True)
-def _opt_replay(a, req_start, blocks, times, cats, hints, num_dense, capacity, log):
-    return _core.replay(_nop_push, _opt_access, _insert, _delete, _peek, _nop_evict, True,
-                        a, req_start, blocks, times, cats, hints, num_dense, capacity, log)  # fmt: skip
+def _opt_key(a, s, now, depth, cat, hint, count):
+    nxt = math.inf if math.isnan(hint.next_use) else hint.next_use  # no hint: never used again
+    # furthest next use first, then deepest first
+    return -nxt, -float(a[at(a, _core.F_DEPTH, s)])
 
 
 @EVICTION_POLICIES.register("opt")
-class OPTPolicy(HeapPolicy):
+class OPTPolicy(KeyedPolicy):
     """Belady: evict the block whose next use is furthest away (never used again: first).
 
     Ties go deepest first, so a parent never leaves before its cached children (a child's every use
@@ -144,4 +128,4 @@ class OPTPolicy(HeapPolicy):
     offline_only = True
     hint_kind = "next_use"
     prefix_closed = True
-    kernels = (_opt_ops, _opt_replay)
+    key = _opt_key

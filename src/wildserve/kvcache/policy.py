@@ -5,27 +5,58 @@ A policy only ever sees blocks that hold a reusable prefix and have no running r
 hit takes it back (``remove``) and asks it for a victim (``pop``); ``on_access`` reports every hit or
 fill so frequency- or workload-aware policies can learn. Time is passed in, never read.
 
-Every concrete policy is an ``ArrayPolicy``: its state lives in numpy arrays and its decisions in the
-jitted hooks of ``_core``, which the offline replay (``kvcache.sim``) calls too. A spec such as
-``"wa:leaf"`` picks the structural variant: ``any`` (default, vLLM: any evictable block may go) or
-``leaf`` (SGLang: only leaves of the prefix tree may go, so the cache stays prefix-closed).
+Every concrete policy is an ``ArrayPolicy``: its state lives in one numpy arena and its decisions in
+six jitted hooks (``Hooks``) that ``_core``'s drivers call, for the pool's per-operation API and for
+the offline replay (``kvcache.replay``) alike; the two kernels that bind them are generated per class
+(``_codegen``). A spec such as ``"wa:leaf@life_s=30"`` picks the structural variant, ``any`` (default,
+vLLM: any evictable block may go) or ``leaf`` (SGLang: only leaves of the prefix tree may go, so the
+cache stays prefix-closed), and keyword settings of the policy's class.
 """
 
 from __future__ import annotations
 
+import ast
+import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import ClassVar
+from dataclasses import dataclass
+from typing import Any, ClassVar, NamedTuple
 
-import numba as nb
 import numpy as np
 
 from wildserve.errors import ConfigError
-from wildserve.kvcache import _core
+from wildserve.kvcache import _codegen, _core
+from wildserve.kvcache._core import NO_HINTS, AccessHints
+from wildserve.kvcache.hooks import (
+    list_delete,
+    list_insert,
+    list_peek,
+    nop_access,
+    nop_evict,
+    nop_push,
+)
 from wildserve.registry import Registry
 
-_EMPTY_HINTS = np.zeros((3, 0), np.float64)
 _NO_IDS = np.zeros(0, np.int64)
+
+
+class Hooks(NamedTuple):
+    """The six jitted hooks of a policy (signatures in ``_core``'s docstring)."""
+
+    on_push: Any
+    on_access: Any
+    insert: Any
+    delete: Any
+    peek: Any
+    on_evict: Any
+
+
+@dataclass(frozen=True)
+class Table:
+    """A per-class table of the arena: ``width`` words per class, each starting as ``fill``."""
+
+    width: int
+    fill: int = 0
 
 
 class EvictionPolicy(ABC):
@@ -37,7 +68,8 @@ class EvictionPolicy(ABC):
     # binary-search instead of walking)
     prefix_closed: bool = False
     offline_only: ClassVar[bool] = False  # needs the future (next-use hints): not for a live engine
-    # which hints the caller should pass to on_access_many: None, "next_use" or "history"
+    # which ``AccessHints`` the caller should fill: None, "next_use" or "history" (age_s,
+    # prev_category, prior_accesses)
     hint_kind: ClassVar[str | None] = None
     history_s: float = 0.0  # for "history": how old an earlier access may be and still count
 
@@ -51,14 +83,11 @@ class EvictionPolicy(ABC):
         depth0: int,
         category: int,
         parent: int = -1,
-        hints: np.ndarray | Sequence[float] | None = None,
+        hints: AccessHints | None = None,
     ) -> None:
         """Consecutive blocks of one request (depths ``depth0``..); ``parent`` precedes the first.
 
-        ``hints``, shape (3, len(block_ids)), are what ``hint_kind`` asks for: next uses (row 0;
-        known only offline) or the access history (row 0: seconds since the block's content was
-        last accessed, inf if unknown; row 1: that access's category; row 2: how many accesses of
-        the content came before). A 1-D sequence is row 0.
+        ``hints`` carry, per block, what ``hint_kind`` asks for (see ``AccessHints``).
         """
         for i, b in enumerate(block_ids):
             self.on_access(b, now, depth0 + i, category)
@@ -106,42 +135,68 @@ def _as_ids(block_ids: Sequence[int]) -> np.ndarray:
 
 
 class ArrayPolicy(EvictionPolicy):
-    """A policy whose state is one arena array (see ``_core``) and whose logic is ``_core`` hooks.
+    """A policy whose state is one arena array (see ``_core``) and whose logic is six jitted hooks.
 
-    Subclasses set ``kernels = (ops, replay)``: two jitted wrappers that hand the policy's hooks to
-    ``_core.run_op`` and ``_core.replay``; ``slot_defaults`` gives the initial word of each of the
-    policy's own per-block fields, and ``_region`` its per-category tables.
+    A subclass gives its hooks by overriding ``make_hooks`` (or inherits a base that builds them from
+    a key function, as ``KeyedPolicy`` and ``AgeKeyedPolicy`` do); its two kernels are generated when
+    the class is defined. ``block_fields`` are the initial words of the policy's own per-block fields
+    (numbered from ``_core.NUM_GENERIC`` on), ``tables()`` its per-class tables and ``_init_header``
+    writes its scalars into header words ``_core.H_PAR``...
     """
 
-    kernels: ClassVar[tuple]  # (ops, replay)
-    slot_defaults: ClassVar[tuple[int, ...]] = ()
-    classes_per_category: ClassVar[int] = 1  # per-category tables the policy keeps per category
+    kernels: ClassVar[tuple[Any, Any]]  # (ops, replay), generated
+    block_fields: ClassVar[tuple[int, ...]] = ()
+    classes_per_category: ClassVar[int] = 1  # classes the policy keeps per request category
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        hooks = cls.make_hooks()
+        if hooks is None:  # an abstract base: no hooks yet
+            return
+        parent = next((b for b in cls.__mro__[1:] if "kernels" in vars(b)), None)
+        if (
+            parent is not None
+            and vars(parent).get("_hooks") == hooks
+            and (parent.tracks_access == cls.tracks_access)
+        ):
+            return  # same numba code as the parent (a Python-level subclass): share its kernels
+        cls._hooks = hooks
+        cls.kernels = _codegen.make_kernels(cls, hooks, cls.tracks_access)
+
+    @classmethod
+    def make_hooks(cls) -> Hooks | None:
+        """The class's six hooks, or None while the class is abstract."""
+        return None
 
     def __init__(self, leaf_only: bool = False, num_categories: int = 1) -> None:
+        if not hasattr(type(self), "kernels"):
+            raise TypeError(f"{type(self).__name__} is abstract: it has no hooks")
         self.leaf_only = leaf_only
         self.prefix_closed = leaf_only or type(self).prefix_closed
         self._num_slots = 0
         self._num_classes = max(1, num_categories) * self.classes_per_category
-        self._a = _core.new_arena(
-            0, self._defaults, self._region(self._num_classes), leaf_only, self._num_classes
-        )
+        self._a = _core.new_arena(0, self._defaults, self._table_spec(), leaf_only,
+                                  self._num_classes)  # fmt: skip
         self._init_header(self._a)
 
     # ---- state -------------------------------------------------------------------------------
     @property
     def _defaults(self) -> tuple[int, ...]:
-        return _core.GENERIC_DEFAULTS + self.slot_defaults
+        return _core.GENERIC_DEFAULTS + self.block_fields
 
-    def _region(self, num_classes: int) -> np.ndarray:
-        """The policy region for this many classes (none by default)."""
-        return np.zeros(0, np.int64)
+    def tables(self) -> tuple[Table, ...]:
+        """The policy's per-class tables, in the order its hooks number them (none by default)."""
+        return ()
+
+    def _table_spec(self) -> list[tuple[int, int]]:
+        return [(t.width, t.fill) for t in self.tables()]
 
     def _init_header(self, a: np.ndarray) -> None:
         """Write the policy's scalars into header words ``H_PAR``..."""
 
     def resize(self, num_blocks: int) -> None:
         if num_blocks > self._num_slots:
-            self._a = _core.grow_arena(self._a, num_blocks, self._defaults)
+            self._a = _core.grow_arena(self._a, num_blocks, self._defaults, self._table_spec())
             self._num_slots = num_blocks
 
     def _fit(self, ids: np.ndarray) -> np.ndarray:
@@ -152,7 +207,7 @@ class ArrayPolicy(EvictionPolicy):
     def __len__(self) -> int:
         return int(self._a[_core.H_NEVICT])
 
-    # ---- operations (each one call into the shared kernels) ----------------------------------
+    # ---- operations (each one call into the generated kernel) ----------------------------------
     def push(self, block_id: int, now: float) -> None:
         self.push_many([block_id], now)
 
@@ -183,14 +238,12 @@ class ArrayPolicy(EvictionPolicy):
         depth0: int,
         category: int,
         parent: int = -1,
-        hints: np.ndarray | Sequence[float] | None = None,
+        hints: AccessHints | None = None,
     ) -> None:
         ids = self._fit(_as_ids(block_ids))
-        h = _EMPTY_HINTS if hints is None else np.asarray(hints, np.float64)
-        if h.ndim == 1:
-            h = np.stack([h, np.full(len(h), -1.0), np.zeros(len(h))])
         if (category + 1) * self.classes_per_category > self._num_classes:
             self.ensure_categories(category + 1)
+        h = NO_HINTS if hints is None else hints
         self._op(_core.OP_ACCESS, ids, 0, now, depth0, category, parent, h)
 
     def _op(
@@ -202,7 +255,7 @@ class ArrayPolicy(EvictionPolicy):
         depth0: int = 0,
         category: int = 0,
         parent: int = -1,
-        hints: np.ndarray = _EMPTY_HINTS,
+        hints: AccessHints = NO_HINTS,
     ) -> np.ndarray:
         return self.kernels[0](op, self._a, ids, num, float(now), depth0, category, parent, hints)
 
@@ -212,16 +265,11 @@ class ArrayPolicy(EvictionPolicy):
         if num_categories * cpc <= self._num_classes:
             return
         n = cpc * max(num_categories, 2 * self._num_classes // cpc)
-        self._a = self._widen_region(self._a, self._num_classes, n)
-        self._a[_core.H_NCAT] = n
+        self._a = _core.grow_arena(self._a, self._num_slots, self._defaults, self._table_spec(), n)
         self._num_classes = n
 
-    def _widen_region(self, a: np.ndarray, old: int, new: int) -> np.ndarray:
-        """Copy of arena ``a`` with per-class tables for ``new`` classes (none by default)."""
-        return a
-
-    def replay_kernel(self):
-        """The jitted offline replay bound to this policy's hooks (``kvcache.sim`` calls it)."""
+    def replay_kernel(self) -> Any:
+        """The jitted offline replay bound to this policy's hooks (``kvcache.replay`` calls it)."""
         return self.kernels[1]
 
     @property
@@ -231,52 +279,6 @@ class ArrayPolicy(EvictionPolicy):
 
 
 # ---- LRU: vLLM v1's free-block queue -------------------------------------------------------------
-_NXT, _PRV = _core.NUM_GENERIC, _core.NUM_GENERIC + 1
-
-
-@nb.njit(cache=True)
-def _nop_push(a, s, now):
-    pass
-
-
-@nb.njit(cache=True)
-def _nop_access(a, s, now, depth, cat, h0, h1, h2, fill):
-    pass
-
-
-@nb.njit(cache=True)
-def _nop_evict(a, s):
-    pass
-
-
-@nb.njit(cache=True)
-def _lru_insert(a, s):
-    _core.list_insert(a, _NXT, _PRV, _core.H_HEAD, _core.H_TAIL, s)
-
-
-@nb.njit(cache=True)
-def _lru_delete(a, s):
-    _core.list_unlink(a, _NXT, _PRV, _core.H_HEAD, _core.H_TAIL, s)
-
-
-@nb.njit(cache=True)
-def _lru_peek(a, now):
-    return a[_core.H_HEAD]
-
-
-@nb.njit(cache=True)
-def _lru_ops(op, a, ids, num, now, depth0, cat, parent0, hints):
-    return _core.run_op(_nop_push, _nop_access, _lru_insert, _lru_delete, _lru_peek, _nop_evict,
-                        op, a, ids, num, now, depth0, cat, parent0, hints)  # fmt: skip
-
-
-@nb.njit(cache=True)
-def _lru_replay(a, req_start, blocks, times, cats, hints, num_dense, capacity, log):
-    return _core.replay(_nop_push, _nop_access, _lru_insert, _lru_delete, _lru_peek, _nop_evict,
-                        False, a, req_start, blocks, times, cats, hints, num_dense, capacity,
-                        log)  # fmt: skip
-
-
 @EVICTION_POLICIES.register("lru")
 class LRUPolicy(ArrayPolicy):
     """vLLM v1's free-block queue: evict the block released longest ago.
@@ -290,29 +292,54 @@ class LRUPolicy(ArrayPolicy):
     # Each request releases its blocks tail first, so a parent copy always sits behind its child in
     # the queue (or is in use): children go first, and the leaf-only variant is the same policy.
     prefix_closed = True
-    kernels = (_lru_ops, _lru_replay)
-    slot_defaults = (-1, -1)
+    block_fields = (-1, -1)  # next and previous in the queue (hooks.LIST_NEXT, LIST_PREV)
+
+    @classmethod
+    def make_hooks(cls) -> Hooks:
+        return Hooks(nop_push, nop_access, list_insert, list_delete, list_peek, nop_evict)
 
 
-def parse_policy_spec(spec: str) -> tuple[str, bool]:
-    """``NAME`` or ``NAME:VARIANT`` -> (registry name, leaf_only)."""
-    name, _, variant = spec.partition(":")
+def _literal(text: str) -> object:
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def parse_policy_spec(spec: str) -> tuple[str, bool, dict[str, object]]:
+    """``NAME[:VARIANT][@KEY=VALUE...]`` -> (registry name, leaf_only, keyword settings)."""
+    head, *settings = spec.split("@")
+    name, _, variant = head.partition(":")
     variant = variant or "any"
     if variant not in VARIANTS:
         raise ConfigError(
             f"eviction policy '{spec}': unknown variant '{variant}'; choose one of: "
             f"{', '.join(VARIANTS)}"
         )
+    kwargs: dict[str, object] = {}
+    for item in settings:
+        key, sep, value = item.partition("=")
+        if not sep or not key.isidentifier():
+            raise ConfigError(f"eviction policy '{spec}': setting '{item}' is not KEY=VALUE")
+        kwargs[key] = _literal(value)
     EVICTION_POLICIES.get(name)
-    return name, variant == "leaf"
+    return name, variant == "leaf", kwargs
 
 
 def make_eviction_policy(spec: str, **kwargs: object) -> EvictionPolicy:
-    """Build a policy from ``NAME[:any|:leaf]`` plus keyword settings of its class."""
-    name, leaf_only = parse_policy_spec(spec)
+    """Build a policy from ``NAME[:any|:leaf][@KEY=VALUE...]``; ``kwargs`` override the spec's."""
+    name, leaf_only, settings = parse_policy_spec(spec)
     cls = EVICTION_POLICIES.get(name)
+    settings.update(kwargs)
+    accepted = [p for p in inspect.signature(cls).parameters if p != "leaf_only"]
+    unknown = sorted(set(settings) - set(accepted))
+    if unknown:
+        raise ConfigError(
+            f"eviction policy '{spec}' has no setting {', '.join(unknown)}; "
+            f"its settings are: {', '.join(accepted) or '(none)'}"
+        )
     if issubclass(cls, ArrayPolicy):
-        return cls(leaf_only=leaf_only, **kwargs)  # type: ignore[call-arg]
+        return cls(leaf_only=leaf_only, **settings)  # type: ignore[call-arg]
     if leaf_only:
         raise ConfigError(f"eviction policy '{name}' has no leaf-only variant")
-    return cls(**kwargs)  # type: ignore[call-arg]
+    return cls(**settings)  # type: ignore[call-arg]

@@ -21,50 +21,34 @@ import math
 
 import numba as nb
 
-from wildserve.kvcache import _core
-from wildserve.kvcache.policy import EVICTION_POLICIES, _nop_evict
-from wildserve.kvcache.wa import (
-    _CAT,
-    _LAST,
-    WAPolicy,
-    _delete,
-    _insert,
-    _on_push,
-    _peek,
-    _record,
-)
+from wildserve.kvcache._core import at, getf
+from wildserve.kvcache.aged import CLS, LAST
+from wildserve.kvcache.policy import EVICTION_POLICIES
+from wildserve.kvcache.reuse_fit import record
+from wildserve.kvcache.wa import WAPolicy
 
 LEVELS = 3  # r0, r1, r2+
 
 
 @nb.njit(cache=True)
-def _rwa_on_access(a, s, now, depth, cat, h0, h1, h2, fill):
-    if math.isnan(h0):  # no history: the level is the number of hits this cache saw
+def rwa_observe(a, s, now, depth, cat, hint, fill):
+    if math.isnan(hint.age_s):  # no history: the level is the number of hits this cache saw
         if fill:
-            _record(a, s, now, cat * LEVELS, -1, 0.0)
+            cls = cat * LEVELS
+            record(a, now, cls, -1, 0.0)
         else:
-            prev = a[_core.at(a, _CAT, s)]
-            level = min(prev % LEVELS + 1, LEVELS - 1)
-            age = now - _core.getf(a, _core.at(a, _LAST, s))
-            _record(a, s, now, cat * LEVELS + level, prev, age)
-    elif h0 < math.inf:
-        prior = int(h2)  # accesses of this content before this one (>= 1 here)
-        prev = int(h1) * LEVELS + min(prior - 1, LEVELS - 1)
-        _record(a, s, now, cat * LEVELS + min(prior, LEVELS - 1), prev, h0)
+            prev = a[at(a, CLS, s)]
+            cls = cat * LEVELS + min(prev % LEVELS + 1, LEVELS - 1)
+            record(a, now, cls, prev, now - getf(a, at(a, LAST, s)))
+    elif hint.age_s < math.inf:
+        prior = hint.prior_accesses  # accesses of this content before this one (>= 1 here)
+        prev = hint.prev_category * LEVELS + min(prior - 1, LEVELS - 1)
+        cls = cat * LEVELS + min(prior, LEVELS - 1)
+        record(a, now, cls, prev, hint.age_s)
     else:
-        _record(a, s, now, cat * LEVELS, -1, 0.0)
-
-
-@nb.njit(cache=True)
-def _rwa_ops(op, a, ids, num, now, depth0, cat, parent0, hints):
-    return _core.run_op(_on_push, _rwa_on_access, _insert, _delete, _peek, _nop_evict,
-                        op, a, ids, num, now, depth0, cat, parent0, hints)  # fmt: skip
-
-
-@nb.njit(cache=True)
-def _rwa_replay(a, req_start, blocks, times, cats, hints, num_dense, capacity, log):
-    return _core.replay(_on_push, _rwa_on_access, _insert, _delete, _peek, _nop_evict, True,
-                        a, req_start, blocks, times, cats, hints, num_dense, capacity, log)  # fmt: skip
+        cls = cat * LEVELS
+        record(a, now, cls, -1, 0.0)
+    return cls
 
 
 @EVICTION_POLICIES.register("rwa")
@@ -72,5 +56,5 @@ class RWAPolicy(WAPolicy):
     """WA over (category, reuse level) classes (see the module docstring)."""
 
     name = "rwa"
-    kernels = (_rwa_ops, _rwa_replay)
+    observe = rwa_observe
     classes_per_category = LEVELS

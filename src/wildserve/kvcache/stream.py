@@ -13,6 +13,7 @@ import numpy as np
 
 from wildserve.blocks import ROOT_HASH, chain_hash
 from wildserve.errors import ConfigError
+from wildserve.kvcache._core import AccessHints
 from wildserve.kvcache.categories import Categories, categorize
 from wildserve.workload.request import Request
 
@@ -35,7 +36,7 @@ class BlockStream:
     # derived arrays, one of each kept (they are large): keyed by the replayed set (and max age)
     _order: tuple[int | None, np.ndarray] = field(default=(None, np.zeros(0, np.int64)), repr=False)
     _next_use: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
-    _history: dict[tuple[float, int], np.ndarray] = field(default_factory=dict, repr=False)
+    _history: dict[tuple[float, int], AccessHints] = field(default_factory=dict, repr=False)
 
     @property
     def num_requests(self) -> int:
@@ -86,8 +87,8 @@ class BlockStream:
         self._next_use = {key: out}
         return out
 
-    def history(self, max_age_s: float, capacity: int | None = None) -> np.ndarray:
-        """Access-history hints, shape (3, N): seconds since the block's previous replayed access,
+    def history(self, max_age_s: float, capacity: int | None = None) -> AccessHints:
+        """Access-history hints per access: seconds since the block's previous replayed access,
         that access's category, and how many accesses of the block came before this one; an access
         more than ``max_age_s`` after the previous one starts afresh: (inf, -1, 0). Read-only."""
         key, order = self._replay_order(capacity)
@@ -95,8 +96,9 @@ class BlockStream:
             return self._history[(max_age_s, key)]
         req = self.request_of_access()
         t = self.times[req]
-        out = np.empty((3, self.num_accesses))
-        out[0], out[1], out[2] = np.inf, -1.0, 0.0
+        age_s = np.full(self.num_accesses, np.inf)
+        prev_cat = np.full(self.num_accesses, -1, np.int64)
+        prior = np.zeros(self.num_accesses, np.int64)
         if len(order):
             age = np.full(len(order), np.inf)
             same = self.blocks[order[1:]] == self.blocks[order[:-1]]
@@ -105,10 +107,12 @@ class BlockStream:
             starts = np.flatnonzero(~linked)
             run_start = starts[np.cumsum(~linked) - 1]
             cur, prev = order[linked], order[np.flatnonzero(linked) - 1]
-            out[0, cur] = age[linked]
-            out[1, cur] = self.cats[req[prev]]
-            out[2, order] = np.arange(len(order)) - run_start
-        out.flags.writeable = False  # shared by every replay of this stream
+            age_s[cur] = age[linked]
+            prev_cat[cur] = self.cats[req[prev]]
+            prior[order] = np.arange(len(order)) - run_start
+        out = AccessHints.make(age_s=age_s, prev_category=prev_cat, prior_accesses=prior)
+        for x in out:
+            x.flags.writeable = False  # shared by every replay of this stream
         self._history = {(max_age_s, key): out}
         return out
 
