@@ -1,7 +1,7 @@
 """Router throughput and CPU per request at 64 connections: this gateway vs sglang-router, one run.
 
-For each router (fresh zero-delay engines each time, so every router starts from cold caches), and
-for each prompt size and mode (non-streamed, streamed), ``wrk`` (Debian's package: a compiled load
+For each prompt size and mode (non-streamed, streamed), and for each router in turn (fresh zero-delay
+engines each time, so every router starts from cold caches), ``wrk`` (Debian's package: a compiled load
 generator, so the client is not the bottleneck) keeps ``--connections`` requests in flight against the
 router for ``--warmup`` then ``--duration`` seconds. Prompts are ``/v1/completions`` of one of
 ``--tenants`` shared prefixes plus a unique suffix (``--unique-fraction`` of the prompt), ``max_tokens``
@@ -156,27 +156,30 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="gateway-throughput-"))
     results: dict = {"args": vars(args) | {"output_json": str(args.output_json)}, "cells": []}
     t0 = time.perf_counter()
-    for router in routers:
-        engines, urls, endpoints = start_engines(args.backends, "inf", router.endswith("kv-events"))
-        proc = None
-        try:
-            proc, url = start_router(router, urls, endpoints)
-            for size in sizes:
-                for mode in modes:
-                    script = tmp / f"{size}-{mode}.lua"
-                    script.write_text(lua_script(size, args.tenants, args.unique_fraction,
-                                                 mode == "stream"))  # fmt: skip
+    for (
+        size
+    ) in sizes:  # routers inner: each cell's routers are measured minutes, not an hour, apart
+        for mode in modes:
+            script = tmp / f"{size}-{mode}.lua"
+            script.write_text(
+                lua_script(size, args.tenants, args.unique_fraction, mode == "stream")
+            )
+            for router in routers:  # fresh engines each time: every router starts from cold caches
+                kv = router.endswith("kv-events")
+                engines, urls, endpoints = start_engines(args.backends, "inf", kv)
+                proc = None
+                try:
+                    proc, url = start_router(router, urls, endpoints)
                     cell = {"router": router, "prompt_chars": size, "mode": mode}
                     cell |= measure(proc.pid, [e.pid for e in engines], url, script, args)
-                    results["cells"].append(cell)
-                    print(f"{size:>6} chars {mode:6s} {router:18s} {cell['req_per_s']:8.0f} req/s  "
-                          f"p50 {cell['p50_ms']:6.1f} ms  p99 {cell['p99_ms']:6.1f} ms  "
-                          f"CPU {cell['cpu_us_per_request']:6.0f} us/req (engines "
-                          f"{cell['engines_cpu_us_per_request']:.0f})  threads "
-                          f"{cell['router_threads']}  errors {cell['errors']}",
-                          flush=True)  # fmt: skip
-        finally:
-            stop([p for p in [proc, *engines] if p is not None])
+                finally:
+                    stop([p for p in [proc, *engines] if p is not None])
+                results["cells"].append(cell)
+                print(f"{size:>6} chars {mode:6s} {router:18s} {cell['req_per_s']:8.0f} req/s  "
+                      f"p50 {cell['p50_ms']:6.1f} ms  p99 {cell['p99_ms']:6.1f} ms  "
+                      f"CPU {cell['cpu_us_per_request']:6.0f} us/req (engines "
+                      f"{cell['engines_cpu_us_per_request']:.0f})  threads "
+                      f"{cell['router_threads']}  errors {cell['errors']}", flush=True)  # fmt: skip
     results["wall_s"] = time.perf_counter() - t0
     print(markdown(results["cells"]))
     if args.output_json is not None:
