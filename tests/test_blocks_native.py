@@ -46,3 +46,40 @@ def test_out_of_range_ids_are_refused():
         token_block_hashes([1, -3, 4, 5], 2)
     with pytest.raises(ValueError, match="block_size"):
         token_block_hashes([1, 2], 0)
+
+
+def _trace_reference(hash_ids, trace_bs, prompt_tokens, bs):
+    """Trace-id chaining as plain CPython tuple hashes and splitmix64 on Python ints."""
+    mask = (1 << 64) - 1
+    num_full = min(prompt_tokens, len(hash_ids) * trace_bs) // bs
+    chain, h = [], ROOT_HASH
+    for x in hash_ids:
+        h = hash((h, x))
+        chain.append(h)
+    out = []
+    for e in range(num_full):
+        end = (e + 1) * bs - 1
+        x = (chain[end // trace_bs] & mask) ^ ((end * 0x9E3779B97F4A7C15) & mask)
+        x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & mask
+        x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & mask
+        x ^= x >> 31
+        out.append(x - (1 << 64) if x >= 1 << 63 else x)
+    return out
+
+
+def test_trace_block_hashes_match_cpython_tuple_hashes():
+    from wildserve.blocks import trace_block_hashes
+
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        trace_bs = int(rng.choice([16, 64, 512]))
+        bs = int(rng.choice([8, 16, 32]))
+        ids = rng.integers(-(2**63), 2**63 - 1, size=int(rng.integers(1, 30))).tolist()
+        if rng.random() < 0.5:
+            ids = [i % 10_000 for i in ids]
+        prompt = int(rng.integers(1, len(ids) * trace_bs + 50))
+        assert trace_block_hashes(ids, trace_bs, prompt, bs) == _trace_reference(
+            ids, trace_bs, prompt, bs
+        )
+    huge = [2**70, 3, -(2**80)]  # beyond int64: the CPython path
+    assert trace_block_hashes(huge, 16, 48, 16) == _trace_reference(huge, 16, 48, 16)

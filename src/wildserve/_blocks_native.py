@@ -70,3 +70,37 @@ def chain_token_blocks(tokens, block_size, parent):
         h = np.int64(_finish(acc, 2))
         out[b] = h
     return out
+
+
+@njit(cache=True, inline="always")
+def _pair_hash(h, x):
+    """CPython's ``hash((h, x))`` for two int64s."""
+    acc = _rotate(_P5 + _int_lane(h) * _P2) * _P1
+    acc = _rotate(acc + _int_lane(x) * _P2) * _P1
+    return np.int64(_finish(acc, 2))
+
+
+_PHI = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+
+
+@njit(cache=True)
+def trace_engine_hashes(hash_ids, parent, trace_block_size, num_full, block_size):
+    """``blocks.trace_block_hashes`` in one pass: chain the trace ids, then mix each engine block's
+    owner chain hash with its last token offset (splitmix64 finalizer), all in wrapping uint64."""
+    last = ((num_full * block_size) - 1) // trace_block_size
+    chain = np.empty(last + 1, dtype=np.int64)
+    h = np.int64(parent)
+    for t in range(last + 1):
+        h = _pair_hash(h, hash_ids[t])
+        chain[t] = h
+    out = np.empty(num_full, dtype=np.int64)
+    for e in range(num_full):
+        end = (e + 1) * block_size - 1
+        x = np.uint64(chain[end // trace_block_size]) ^ (np.uint64(end) * _PHI)
+        x = (x ^ (x >> np.uint64(30))) * _MIX1
+        x = (x ^ (x >> np.uint64(27))) * _MIX2
+        x ^= x >> np.uint64(31)
+        out[e] = np.int64(x)
+    return out

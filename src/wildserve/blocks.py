@@ -107,6 +107,14 @@ def trace_block_hashes(
     if num_full == 0:
         return []
     last_trace_block = ((num_full * block_size) - 1) // trace_block_size
+    try:
+        ids = np.asarray(hash_ids[: last_trace_block + 1], dtype=np.int64)
+    except OverflowError:  # ids beyond int64: CPython's own hashes below
+        pass
+    else:
+        return _native().trace_engine_hashes(
+            ids, ROOT_HASH, trace_block_size, num_full, block_size
+        ).tolist()
     chain = np.empty(last_trace_block + 1, dtype=np.int64)
     h = ROOT_HASH
     for t in range(last_trace_block + 1):

@@ -4,6 +4,13 @@ Modeled on vLLM v1's ``BlockPool``. A block is in exactly one of three states: i
 count > 0), cached and evictable (count 0, holds a prefix hash, owned by the eviction policy), or empty
 (count 0, no hash). New blocks come from the empty list first, and only then from evicting the
 policy's victim, so an eviction never happens while a block that holds nothing is available.
+
+Per-block state sits in numpy arrays and the hash index in one dict, so that the per-request work
+(a Mooncake prompt is ~750 blocks) is a few vectorized or C-level bulk operations rather than a Python
+loop per block. Every bulk path gives exactly what the block-by-block loop gives (same blocks, same
+order, same events); inputs it cannot prove that for (a hash repeated within what is cached, a hash
+another block already holds, hashes with copies) take the block-by-block path
+(``tests/engine/test_block_pool_reference.py`` checks both against the loop-per-block pool).
 """
 
 from __future__ import annotations
@@ -11,6 +18,9 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from itertools import takewhile
+
+import numpy as np
 
 from wildserve.kvcache import AccessHints
 from wildserve.kvcache.policy import EvictionPolicy, LRUPolicy
@@ -28,8 +38,9 @@ class BlockPool:
         self.num_blocks = num_blocks
         self.policy = policy if policy is not None else LRUPolicy()
         self.policy.resize(num_blocks)
-        self.ref_cnt: list[int] = [0] * num_blocks
-        self.block_hash: list[int | None] = [None] * num_blocks
+        self.ref_cnt = np.zeros(num_blocks, np.int64)
+        self.block_hash = np.zeros(num_blocks, np.int64)  # meaningful where has_hash
+        self.has_hash = np.zeros(num_blocks, np.bool_)
         self.hash_to_block: dict[int, int] = {}
         # Other in-use or evictable blocks registered under a hash another block already holds (two
         # requests computed the same prefix concurrently). The hash stays cached while any copy lives,
@@ -63,14 +74,8 @@ class BlockPool:
 
     def match_prefix(self, block_hashes: Sequence[int]) -> list[int]:
         """Block ids of the longest cached prefix of ``block_hashes`` (stops at the first miss)."""
-        lookup = self.hash_to_block.get
-        matched: list[int] = []
-        for h in block_hashes:
-            block_id = lookup(h)
-            if block_id is None:
-                break
-            matched.append(block_id)
-        return matched
+        table = self.hash_to_block
+        return list(map(table.__getitem__, takewhile(table.__contains__, block_hashes)))
 
     def num_matched(self, block_hashes: Sequence[int]) -> int:
         """Length in blocks of the longest cached prefix of ``block_hashes``.
@@ -82,12 +87,7 @@ class BlockPool:
         table = self.hash_to_block
         n = len(block_hashes)
         if n < 16 or not self.policy.prefix_closed:
-            k = 0
-            for h in block_hashes:
-                if h not in table:
-                    break
-                k += 1
-            return k
+            return sum(1 for _ in takewhile(table.__contains__, block_hashes))
         if block_hashes[0] not in table:
             return 0
         lo, step = 1, 1  # block_hashes[:lo] are all cached
@@ -113,18 +113,21 @@ class BlockPool:
 
     def num_evictable_in(self, block_ids: Sequence[int]) -> int:
         """How many of these cached blocks sit in the free pool (taking them shrinks it)."""
-        ref = self.ref_cnt
-        return sum(1 for b in block_ids if ref[b] == 0)
+        if not len(block_ids):
+            return 0
+        return int(np.count_nonzero(self.ref_cnt[block_ids] == 0))
 
     # ---- transitions -------------------------------------------------------------------------
     def acquire(self, block_ids: Sequence[int], now: float, category: int, depth0: int = 0) -> None:
         """Take cached blocks (a prefix hit) into use by one more request."""
+        if not len(block_ids):
+            return
         ref = self.ref_cnt
-        evictable = [b for b in block_ids if ref[b] == 0]
-        if evictable:
+        ids = np.asarray(block_ids, np.int64)
+        evictable = ids[ref[ids] == 0]
+        if len(evictable):
             self.policy.remove_many(evictable)
-        for b in block_ids:
-            ref[b] += 1
+        ref[ids] += 1  # a request's blocks are distinct blocks
         if self.policy.tracks_access and block_ids:
             hints = self._history_hints(block_ids, now, category)
             self.policy.on_access_many(block_ids, now, depth0, category, -1, hints)
@@ -145,12 +148,9 @@ class BlockPool:
             empty.clear()
             victims = self.policy.pop_many(num - len(out), now)
             self.num_evictions += len(victims)
-            for b in victims:
-                self._uncache(b)
+            self._uncache_many(victims)
             out += victims
-        ref = self.ref_cnt
-        for b in out:
-            ref[b] = 1
+        self.ref_cnt[out] = 1
         return out
 
     def cache(
@@ -168,14 +168,36 @@ class BlockPool:
         copy, so the hash stays cached until its last copy is evicted. ``parent`` is the request's
         block before the first one (-1 at the root): leaf-only policies track the prefix tree.
         """
+        num = len(block_ids)
+        if num != len(block_hashes):
+            raise ValueError(f"cache: {num} blocks but {len(block_hashes)} hashes")
+        if num == 0:
+            return
         table = self.hash_to_block
-        block_hash = self.block_hash
         sink = self.event_sink
+        ids = np.asarray(block_ids, np.int64)
+        has_hash = self.has_hash
+        if not has_hash[ids].any():
+            hashes = set(block_hashes)
+            if len(hashes) == num and table.keys().isdisjoint(hashes):
+                # every block is new and so is every hash: what the loop below does, in bulk
+                has_hash[ids] = True
+                self.block_hash[ids] = block_hashes
+                table.update(zip(block_hashes, block_ids))
+                if sink is not None:
+                    for h in block_hashes:
+                        sink("stored", h)
+                if self.policy.tracks_access:
+                    hints = self._history_hints(block_ids, now, category)
+                    self.policy.on_access_many(block_ids, now, depth0, category, parent, hints)
+                return
+        block_hash = self.block_hash
         filled: list[int] = []
         for b, h in zip(block_ids, block_hashes, strict=True):
-            if block_hash[b] is not None:
+            if has_hash[b]:
                 continue
             block_hash[b] = h
+            has_hash[b] = True
             if h in table:
                 self._copies.setdefault(h, []).append(b)
             else:
@@ -209,7 +231,7 @@ class BlockPool:
         cats: list[int] = []
         counts: list[int] = []
         for b in block_ids:
-            h = self.block_hash[b]
+            h = int(self.block_hash[b])
             prev = hist.pop(h, None)
             if prev is None or now - prev[0] > max_age:
                 ages.append(math.inf)
@@ -227,20 +249,19 @@ class BlockPool:
 
     def release(self, block_ids: Sequence[int], now: float) -> None:
         """Drop one reference to each block, tail first, so deeper blocks are evicted earlier."""
+        if not len(block_ids):
+            return
         ref = self.ref_cnt
-        block_hash = self.block_hash
-        evictable: list[int] = []
-        empty = self._empty
-        for b in reversed(block_ids):
-            r = ref[b] - 1
-            ref[b] = r
-            if r == 0:
-                if block_hash[b] is None:
-                    empty.append(b)
-                else:
-                    evictable.append(b)
-        if evictable:
-            self.policy.push_many(evictable, now)
+        ids = np.array(block_ids[::-1], np.int64)
+        ref[ids] -= 1
+        freed = ids[ref[ids] == 0]
+        if len(freed):
+            hashed = self.has_hash[freed]
+            if not hashed.all():
+                self._empty.extend(freed[~hashed].tolist())
+                freed = freed[hashed]
+            if len(freed):
+                self.policy.push_many(freed, now)
 
     def grow(self, num_new_blocks: int) -> None:
         """Add empty blocks (memory handed over to the KV region at run time), reusing retired ids."""
@@ -251,8 +272,9 @@ class BlockPool:
         fresh = num_new_blocks - reuse
         new_ids = [self._retired.pop() for _ in range(reuse)]
         start = len(self.ref_cnt)
-        self.ref_cnt.extend([0] * fresh)
-        self.block_hash.extend([None] * fresh)
+        self.ref_cnt = np.concatenate([self.ref_cnt, np.zeros(fresh, np.int64)])
+        self.block_hash = np.concatenate([self.block_hash, np.zeros(fresh, np.int64)])
+        self.has_hash = np.concatenate([self.has_hash, np.zeros(fresh, np.bool_)])
         new_ids += range(start, start + fresh)
         self.policy.resize(len(self.ref_cnt))
         self._empty[:0] = reversed(new_ids)
@@ -266,9 +288,7 @@ class BlockPool:
             raise ValueError(f"shrink by {num_blocks} of {self.num_blocks} blocks")
         # empty blocks first, then evicted cached ones; raises if too few are free
         ids = self.allocate(num_blocks, now)
-        ref = self.ref_cnt
-        for b in ids:
-            ref[b] = 0
+        self.ref_cnt[ids] = 0
         self._retired.extend(ids)
         self.num_blocks -= num_blocks
 
@@ -287,10 +307,22 @@ class BlockPool:
             n += 1
         return n
 
+    def _uncache_many(self, block_ids: list[int]) -> None:
+        """``_uncache`` each block in order; in bulk when no hash has copies and nobody listens."""
+        if self._copies or self.event_sink is not None or self.offload is not None:
+            for b in block_ids:
+                self._uncache(b)
+            return
+        ids = np.asarray(block_ids, np.int64)
+        self.has_hash[ids] = False
+        table = self.hash_to_block
+        for h in self.block_hash[ids].tolist():  # no copies: each block is its hash's only holder
+            del table[h]
+
     def _uncache(self, block_id: int) -> None:
         """Forget an evicted block's hash; the hash leaves the cache with its last copy."""
-        h = self.block_hash[block_id]
-        self.block_hash[block_id] = None
+        h = int(self.block_hash[block_id])
+        self.has_hash[block_id] = False
         copies = self._copies.get(h)
         if self.hash_to_block[h] == block_id:
             if copies:
