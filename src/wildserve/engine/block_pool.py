@@ -175,22 +175,28 @@ class BlockPool:
             return
         table = self.hash_to_block
         sink = self.event_sink
+        if not isinstance(block_ids, list):
+            block_ids = list(block_ids)
         ids = np.asarray(block_ids, np.int64)
         has_hash = self.has_hash
-        if not has_hash[ids].any():
-            hashes = set(block_hashes)
-            if len(hashes) == num and table.keys().isdisjoint(hashes):
-                # every block is new and so is every hash: what the loop below does, in bulk
-                has_hash[ids] = True
-                self.block_hash[ids] = block_hashes
-                table.update(zip(block_hashes, block_ids))
-                if sink is not None:
-                    for h in block_hashes:
+        if not has_hash[ids].any():  # every block is new: the loop below in one pass of the index
+            # setdefault registers a hash not held yet and returns the holder of one held already
+            # (earlier in this request too), exactly as the loop decides between holder and copy
+            holders = list(map(table.setdefault, block_hashes, block_ids))
+            has_hash[ids] = True
+            self.block_hash[ids] = block_hashes
+            if holders != block_ids:
+                for b, h, holder in zip(block_ids, block_hashes, holders, strict=True):
+                    if holder != b:
+                        self._copies.setdefault(h, []).append(b)
+            if sink is not None:
+                for b, h, holder in zip(block_ids, block_hashes, holders, strict=True):
+                    if holder == b:
                         sink("stored", h)
-                if self.policy.tracks_access:
-                    hints = self._history_hints(block_ids, now, category)
-                    self.policy.on_access_many(block_ids, now, depth0, category, parent, hints)
-                return
+            if self.policy.tracks_access:
+                hints = self._history_hints(block_ids, now, category)
+                self.policy.on_access_many(block_ids, now, depth0, category, parent, hints)
+            return
         block_hash = self.block_hash
         filled: list[int] = []
         for b, h in zip(block_ids, block_hashes, strict=True):
