@@ -156,7 +156,9 @@ def main() -> None:
 
 
 def _table(args: argparse.Namespace, base_src: Path | None) -> None:
-    print(f"trace {args.trace}{f' (first {args.limit})' if args.limit else ''}, {args.instances} instances")
+    print(
+        f"trace {args.trace}{f' (first {args.limit})' if args.limit else ''}, {args.instances} instances"
+    )
     print(f"load average before: {os.getloadavg()[0]:.2f} (other processes share the cores)")
     cols = f"{'policy':>16} {'CPU s':>7} {'req/s (CPU)':>12} {'engine steps':>13} {'events':>7}"
     if base_src is not None:

@@ -112,9 +112,11 @@ def trace_block_hashes(
     except OverflowError:  # ids beyond int64: CPython's own hashes below
         pass
     else:
-        return _native().trace_engine_hashes(
-            ids, ROOT_HASH, trace_block_size, num_full, block_size
-        ).tolist()
+        return (
+            _native()
+            .trace_engine_hashes(ids, ROOT_HASH, trace_block_size, num_full, block_size)
+            .tolist()
+        )
     chain = np.empty(last_trace_block + 1, dtype=np.int64)
     h = ROOT_HASH
     for t in range(last_trace_block + 1):

@@ -87,3 +87,48 @@ def test_no_costly_switch_without_a_cache_to_lose():
     # the same prefix cached everywhere: no instance is the holder
     assert p.choose(r, [view(0, run=9, queued=100, match=5), view(1, queued=150, match=5)]) == 1
     assert p.stats()["costly_switch_decisions"] == 0
+
+
+def _two_sessions(home_running: int, home_queued: int) -> tuple:
+    """Session A's follow-up (10 of 11 blocks cached on instance 0, which also serves session B's
+    decodes) and an idle instance 1 holding nothing of A."""
+    r = req(prompt=176, blocks=11)
+    home = view(0, run=home_running, queued=home_queued, match=10)
+    return r, [home, view(1)]
+
+
+def test_stay_variant_refuses_the_switch_lmetric_makes_for_its_batch_factor():
+    r, vs = _two_sessions(home_running=12, home_queued=0)
+    # LMetric: home (0 + 16) x 13 = 208 > idle (0 + 176) x 1 = 176: it moves and re-prefills 160
+    # tokens to avoid no backlog at all
+    lm = make_policy("lmetric")
+    assert lm.choose(r, vs) == 1 and lm.stats()["costly_switch_decisions"] == 1
+    stay = make_policy("lmetric-stay")
+    assert stay.stay_scores(*prefill_terms_of(r, vs), vs) == [208, float("inf")]
+    assert stay.choose(r, vs) == 0
+    assert stay.stats()["stays"] == 1 and stay.stats()["costly_switch_decisions"] == 0
+
+
+def test_stay_variant_switches_when_the_home_backlog_exceeds_the_re_prefill():
+    # behind 400 queued tokens at home, the idle instance's 176-token prefill is the shorter wait
+    r, vs = _two_sessions(home_running=12, home_queued=400)
+    assert make_policy("lmetric").choose(r, vs) == 1
+    stay = make_policy("lmetric-stay")
+    assert stay.choose(r, vs) == 1 and stay.stats()["stays"] == 0
+
+
+def test_stay_variant_is_lmetric_without_a_cache_holder_or_a_costly_choice():
+    r = req(prompt=160, blocks=10)
+    cases = [
+        [view(0, run=9, queued=100), view(1, queued=150)],  # nothing cached
+        [view(0, run=9, queued=100, match=5), view(1, queued=150, match=5)],  # cached everywhere
+        [view(0, run=3, queued=100, match=5), view(1, run=0, queued=0), view(2, wait=1, match=10)],
+    ]
+    for vs in cases:
+        assert make_policy("lmetric-stay").choose(r, vs) == make_policy("lmetric").choose(r, vs)
+
+
+def prefill_terms_of(r, vs):
+    from wildserve.routing.lmetric import prefill_terms
+
+    return prefill_terms(r, vs)

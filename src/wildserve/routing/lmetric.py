@@ -14,10 +14,18 @@ Two failure modes are counted at run time, at no change to the decision:
   uncached tokens) exceeds the backlog it avoids (the holder's queued prefill minus the chosen one's).
   Only the ``(requests + 1)`` factor can then win, and on long-context agent sessions each such move
   puts a whole context into another queue: the feedback loop behind LMetric's session collapse.
+
+``lmetric-stay`` (ours, not the paper's; ``lmetric`` is left as published) refuses exactly those
+moves: among the instances whose prefill work for this request (queued + uncached) is no more than
+the cache holder's, it takes LMetric's product minimum. The holder always qualifies, so a request
+leaves its cache only for an instance whose backlog plus re-prefill is no larger than what it would
+wait behind at home: the switch that shortens its prefill queue. It adds no knob: the veto compares
+the product's own first factor across two instances.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -127,6 +135,43 @@ class LMetric(RoutingPolicy):
             "zero_score_decisions": self.num_zero_score_decisions,
             "costly_switch_decisions": self.num_costly_switch_decisions,
         }
+
+
+@ROUTING_POLICIES.register("lmetric-stay")
+class LMetricStay(LMetric):
+    """LMetric without its costly switches (ours): a move must not add prefill work for the request."""
+
+    name = "lmetric-stay"
+
+    def __init__(
+        self, mitigate_zero: bool = False, tie_break: str = "lowest", seed: int = 0
+    ) -> None:
+        super().__init__(mitigate_zero, tie_break, seed)
+        self.num_stays = 0  # LMetric's own choice was a costly switch and was refused
+
+    def choose(self, request: RouteRequest, views: Sequence[InstanceView]) -> int:
+        queued, new = prefill_terms(request, views)
+        scores = self.stay_scores(queued, new, views)
+        if min(scores) > min(_products(queued, new, views)):
+            self.num_stays += 1
+        return self._choose(request, scores, queued, views)
+
+    @staticmethod
+    def stay_scores(
+        queued: Sequence[int], new: Sequence[int], views: Sequence[InstanceView]
+    ) -> list[float]:
+        """LMetric's products, infinite where the prefill work exceeds the cache holder's."""
+        scores: list[float] = list(_products(queued, new, views))
+        home = cache_holder(queued, new)
+        if home is not None:
+            limit = queued[home] + new[home]
+            for i, (q, n) in enumerate(zip(queued, new, strict=True)):
+                if q + n > limit:
+                    scores[i] = math.inf
+        return scores
+
+    def stats(self) -> dict:
+        return {**super().stats(), "stays": self.num_stays}
 
 
 def _products(
