@@ -10,14 +10,7 @@ from typing import Annotated
 
 import typer
 
-# Every `wildserve experiment ...` takes these (with --jobs): where its sweep's runs execute.
-ExecutorOption = Annotated[
-    str, typer.Option(help="where the sweep's runs execute: local (worker processes) or ray")
-]
-RayAddressOption = Annotated[
-    str | None,
-    typer.Option(help="with --executor ray: the cluster's ADDRESS, or auto (default: a local Ray)"),
-]
+from wildserve.experiments.sweep_options import ExecutorOption, RayAddressOption
 
 
 def _parse_seeds(text: str) -> tuple[int | None, ...]:

@@ -10,6 +10,8 @@ from typing import Annotated
 
 import typer
 
+from wildserve.experiments.sweep_options import ExecutorOption, RayAddressOption
+
 _BOUNDS = "burst factors must be >= 1"
 
 
@@ -105,6 +107,8 @@ def kunserve(
     ] = Path("results/kunserve-runs"),
     no_cache: Annotated[bool, typer.Option(help="neither read nor write the run cache")] = False,
     jobs: Annotated[int, typer.Option(help="simulations in parallel (0: one per core)")] = 0,
+    executor: ExecutorOption = "local",
+    ray_address: RayAddressOption = None,
 ) -> None:
     """The KunServe regime map: burst size swept finely per workload, setup and base load."""
     from wildserve.console import RunCounter, make_console, make_progress
@@ -119,10 +123,10 @@ def kunserve(
     from wildserve.experiments.kunserve_analysis import group_by_pair, headline, points
     from wildserve.experiments.kunserve_report import write_report
     from wildserve.experiments.runcache import RunCache
+    from wildserve.experiments.runner import make_executor
     from wildserve.io import atomic_write_json
     from wildserve.overload.systems import SYSTEMS
     from wildserve.routing import ROUTING_POLICIES
-    from wildserve.sim.parallel import default_jobs
 
     if seed < 0 or jobs < 0:
         raise ConfigError(f"--seed and --jobs must be >= 0, got {seed} and {jobs}")
@@ -159,19 +163,20 @@ def kunserve(
         raise ConfigError("no (workload, setup) pair to run: every chosen setup skips them")
     report = report if report is not None else out.with_suffix(".md")
     console = make_console()
-    jobs = jobs or default_jobs(64)
+    runner = make_executor(executor, jobs, ray_address)
+    jobs = getattr(runner, "jobs", 1)  # Ray: reported per core below
     cache = None if no_cache else RunCache(cache_dir)
     t0, cpu0 = time.perf_counter(), time.process_time()
     with make_progress(console) as bar:
-        runs = RunCounter(console, bar, jobs)
-        doc = run_experiment(exp, jobs, runs.on_progress, runs.on_plan, cache)
+        runs = RunCounter(console, bar, runner)
+        doc = run_experiment(exp, runner, runs.on_progress, runs.on_plan, cache)
     wall = time.perf_counter() - t0
     cpu = doc["config"]["cpu_s"]
     every = [*doc["runs"], *doc["calibration"]]
     cached = sum(r["summary"].get("cached", False) for r in every)
     timing = (
         f"Sweep: {len(doc['runs'])} runs + {len(doc['calibration'])} calibration runs; computing "
-        f"them took {cpu:.0f} s of CPU time ({cpu / 60 / max(1, jobs):.1f} min on {jobs} cores). "
+        f"them took {cpu:.0f} s of CPU time ({cpu / 60 / jobs:.1f} min on {jobs} cores). "
         f"This invocation took {wall:.0f} s of wall time, {cached} of the runs read from the run "
         f"cache `{cache_dir}`. The machine was shared with other work while this ran, so wall "
         "time overstates what the sweep needs."
