@@ -67,7 +67,9 @@ def test_a_sweep_runs_every_spec_once_and_a_cached_rerun_gives_the_same_bytes(
     specs, inputs, result = local_result
     assert list(result.outcomes) == [s.key for s in specs]
     assert result.num_computed == len(specs) == 6 and result.num_cached == 0
-    assert all(o.value["finished"] == 40 and o.metrics is not None for o in result.outcomes.values())
+    assert all(
+        o.value["finished"] == 40 and o.metrics is not None for o in result.outcomes.values()
+    )
     # the policies place requests differently: the runs are not copies of one another
     assert len({o.value["ttft"]["p99"] for o in result.outcomes.values()}) > 1
     cache = RunCache(tmp_path)
