@@ -192,3 +192,14 @@ def test_ray_resumes_from_the_cache_retries_once_and_reports_a_raising_run(
     assert "no-such-policy" in out["broken"].error and out["broken"].attempts == 2
     for s in specs:
         assert out[s.key].value == result[s.key].value
+
+
+@pytest.mark.parametrize("experiment", ["lmetric", "kunserve", "kvcache"])
+def test_every_experiment_takes_the_executor_options(experiment, tmp_path):
+    args = [sys.executable, "-m", "wildserve.cli", "experiment", experiment, "--executor", "slurm"]
+    done = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "wildserve: error: --executor: 'slurm' is neither local nor ray"
+    ]
+    assert not any(tmp_path.iterdir())  # nothing written
