@@ -287,7 +287,8 @@ def run_spec(
         "factor": factor,
         "system": system,
     }
-    return RunSpec(key, f"{__name__}:system_run", params, (workload.name,))
+    code = ("wildserve.experiments.kunserve_runs",)  # run_summary: what a run keeps
+    return RunSpec(key, f"{__name__}:system_run", params, (workload.name,), code=code)
 
 
 def prefill_tokens_per_s(cfg: ClusterConfig, chunk: int = 8192) -> float:

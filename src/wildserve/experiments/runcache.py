@@ -108,3 +108,20 @@ class RunCache:
 
 def _dumps(obj: Any) -> bytes:
     return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS)
+
+
+MISSING = {"missing": True, "cpu_s": 0.0}  # what a read-only cache returns for a run not yet done
+
+
+class ReadOnlyRunCache(RunCache):
+    """A run cache that never computes: a miss reads as a ``MISSING`` summary (render what is done).
+
+    The sweep runner runs nothing for such a miss; the run's value is the ``MISSING`` summary.
+    """
+
+    def get(self, fp: str) -> tuple[dict, RequestMetrics | None]:  # type: ignore[override]
+        hit = super().get(fp)
+        return hit if hit is not None else (dict(MISSING), None)
+
+    def put(self, fp: str, summary: Any, metrics: RequestMetrics | None = None) -> None:
+        raise AssertionError("a read-only run cache is never written")

@@ -47,6 +47,7 @@ class RunSpec:
     params: Mapping[str, Any]  # plain JSON values
     inputs: tuple[str, ...] = ()  # names of shared objects, passed after params in this order
     num_cpus: float = 1.0  # what a Ray task of this run requests
+    code: tuple[str, ...] = ()  # more modules whose source shapes the result (beside fn's own)
 
     def to_json(self) -> dict[str, Any]:
         return {"key": self.key, "fn": self.fn, "params": self.params, "inputs": list(self.inputs)}
@@ -57,7 +58,7 @@ class RunSpec:
             {
                 "format": _FORMAT,
                 "fn": self.fn,
-                "code": _module_digest(self.fn.partition(":")[0]),
+                "code": [_module_digest(m) for m in (self.fn.partition(":")[0], *self.code)],
                 "params": self.params,
                 "inputs": list(self.inputs),
             }
@@ -205,6 +206,9 @@ def run_sweep(
             todo.append(s)
             continue
         record, metrics = hit
+        if "value" not in record:  # a read-only cache's miss: nothing runs, its summary stands in
+            done[s.key] = RunOutcome(s, record, None)
+            continue
         done[s.key] = RunOutcome(
             s, record["value"], metrics, True, wall_s=record["wall_s"], cpu_s=record["cpu_s"]
         )
