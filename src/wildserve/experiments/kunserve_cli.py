@@ -100,6 +100,10 @@ def kunserve(
     report: Annotated[
         Path | None, typer.Option(help="markdown report path (default: <out>.md)")
     ] = None,
+    notes: Annotated[
+        Path | None,
+        typer.Option(help="markdown written by hand from these runs, placed after the timing"),
+    ] = None,
     cache_dir: Annotated[
         Path, typer.Option(help="finished runs are kept here and reused (resume)")
     ] = Path("results/kunserve-runs"),
@@ -169,6 +173,8 @@ def kunserve(
     report = report if report is not None else out.with_suffix(".md")
     console = make_console()
     jobs = jobs or default_jobs(64)
+    if notes is not None and not notes.is_file():
+        raise ConfigError(f"--notes: {notes} is not a file")
     if cached_only and no_cache:
         raise ConfigError("--cached-only reads the run cache: it cannot go with --no-cache")
     cache = None if no_cache else (ReadOnlyRunCache if cached_only else RunCache)(cache_dir)
@@ -220,7 +226,8 @@ def kunserve(
             name: index[run_key(w, s, b["level"], b["factor"], name)] for name in exp.systems
         }
     command = "wildserve experiment kunserve " + " ".join(shlex.quote(a) for a in sys.argv[3:])
-    path = write_report(doc, report, out, command.strip(), timing, featured)
+    reading = notes.read_text() if notes is not None else ""
+    path = write_report(doc, report, out, command.strip(), timing, featured, reading)
     keep = {id(r) for runs_ in featured.values() for r in runs_.values()}
     slim = dict(doc)
     slim["runs"] = [
