@@ -102,6 +102,10 @@ def kunserve(
     report: Annotated[
         Path | None, typer.Option(help="markdown report path (default: <out>.md)")
     ] = None,
+    notes: Annotated[
+        Path | None,
+        typer.Option(help="markdown written by hand from these runs, placed after the timing"),
+    ] = None,
     cache_dir: Annotated[
         Path, typer.Option(help="finished runs are kept here and reused (resume)")
     ] = Path("results/kunserve-runs"),
@@ -172,6 +176,8 @@ def kunserve(
         raise ConfigError("no (workload, setup) pair to run: every chosen setup skips them")
     report = report if report is not None else out.with_suffix(".md")
     console = make_console()
+    if notes is not None and not notes.is_file():
+        raise ConfigError(f"--notes: {notes} is not a file")
     runner = make_executor(executor, jobs, ray_address)
     jobs = getattr(runner, "jobs", 1)  # Ray: reported per core below
     if cached_only and no_cache:
@@ -223,7 +229,8 @@ def kunserve(
             name: index[run_key(w, s, b["level"], b["factor"], name)] for name in exp.systems
         }
     command = "wildserve experiment kunserve " + " ".join(shlex.quote(a) for a in sys.argv[3:])
-    path = write_report(doc, report, out, command.strip(), timing, featured)
+    reading = notes.read_text() if notes is not None else ""
+    path = write_report(doc, report, out, command.strip(), timing, featured, reading)
     keep = {id(r) for runs_ in featured.values() for r in runs_.values()}
     slim = dict(doc)
     slim["runs"] = [
