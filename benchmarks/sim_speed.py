@@ -31,9 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def _run_policy():
     """``run_policy`` and ``ClusterConfig`` wherever this checkout keeps them."""
     try:
-        from wildserve.sim.run import run_policy
-
         from wildserve.engine.cluster import ClusterConfig
+        from wildserve.sim.run import run_policy
     except ImportError:
         from wildserve.sim.build import ClusterConfig, run_policy
     return ClusterConfig, run_policy
