@@ -192,22 +192,22 @@ class RouterLocalViews:
             for i in range(len(self.indexes))
         ]
 
-    def on_dispatch(
-        self,
-        instance: int,
-        request: RouteRequest,
-        engine_request: object = None,
-        new_tokens: int | None = None,
+    def on_dispatch(self, instance_id: int, request: RouteRequest) -> None:
+        """Count the request in flight, its uncached tokens estimated from the router's own index."""
+        self.add_in_flight(instance_id, request)
+
+    def add_in_flight(
+        self, instance_id: int, request: RouteRequest, new_tokens: int | None = None
     ) -> None:
         """Count the request in flight; ``new_tokens`` overrides the index's uncached estimate
         (a view source with exact cache state, e.g. KV events, knows it better)."""
-        matched = self.indexes[instance].insert(request.block_hashes)
+        matched = self.indexes[instance_id].insert(request.block_hashes)
         if new_tokens is None:
             new_tokens = request.prompt_tokens - matched * self.block_size
         new = max(0, new_tokens)
-        self._requests[request.request_id] = _InFlight(instance, new)
-        self.in_flight[instance] += 1
-        self.queued_prefill[instance] += new
+        self._requests[request.request_id] = _InFlight(instance_id, new)
+        self.in_flight[instance_id] += 1
+        self.queued_prefill[instance_id] += new
 
     def on_first_token(self, request_id: object) -> None:
         state = self._requests.get(request_id)
@@ -222,13 +222,6 @@ class RouterLocalViews:
             return
         self.queued_prefill[state.instance] -= state.queued_prefill
         self.in_flight[state.instance] -= 1
-
-    def on_step(self, instance: int, result: object) -> None:
-        """Simulator adapter: a step's first tokens and finishes, as the router would observe them."""
-        for req in result.first_token:  # type: ignore[attr-defined]
-            self.on_first_token(req.request_id)
-        for req in result.finished:  # type: ignore[attr-defined]
-            self.on_finish(req.request_id)
 
     def reset_index(self, instance: int) -> None:
         """Forget what was sent to ``instance`` (it restarted with an empty cache)."""

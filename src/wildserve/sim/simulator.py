@@ -17,27 +17,14 @@ import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from wildserve.engine import Engine, EngineRequest, StepResult
 from wildserve.metrics import RequestMetrics
 from wildserve.routing.policy import RoutingPolicy
 from wildserve.routing.prefix_match import ClusterPrefixIndex, LazyPrefixMatch
-from wildserve.routing.view import InstanceView, RouteRequest
+from wildserve.routing.view import InstanceView, RouteRequest, ViewSource
 from wildserve.sim.events import Event, EventQueue
 from wildserve.workload.request import Request
-
-
-class ViewSource(Protocol):
-    """Builds the views a policy decides on and hears what happened to the requests it placed."""
-
-    def views(self, request: RouteRequest) -> list[InstanceView]: ...
-
-    def on_dispatch(
-        self, instance: int, request: RouteRequest, engine_request: EngineRequest
-    ) -> None: ...
-
-    def on_step(self, instance: int, result: StepResult) -> None: ...
 
 
 class ExactViews:
@@ -97,13 +84,15 @@ class ExactViews:
             match_blocks=match,
         )
 
-    def on_dispatch(
-        self, instance: int, request: RouteRequest, engine_request: EngineRequest
-    ) -> None:
-        """Exact views need no bookkeeping of their own."""
+    # exact views need no bookkeeping of their own
+    def on_dispatch(self, instance_id: int, request: RouteRequest) -> None:
+        pass
 
-    def on_step(self, instance: int, result: StepResult) -> None:
-        """Exact views need no bookkeeping of their own."""
+    def on_first_token(self, request_id: object) -> None:
+        pass
+
+    def on_finish(self, request_id: object) -> None:
+        pass
 
 
 def _zero(block_hashes: Sequence[int]) -> int:
@@ -303,7 +292,7 @@ class Simulator:
         )
         views = self.view_source.views(route)
         if self.controller is None:
-            instance = self.policy.choose_among(route, views, None)
+            instance = chosen = self.policy.choose_among(route, views, None)
         else:
             shown, targets = self.controller.route_views(views)
             chosen = self.policy.choose_among(route, shown, targets)
@@ -314,11 +303,10 @@ class Simulator:
         )
         self.engine_requests.append(ereq)
         self.instances[index] = instance
-        self.view_source.on_dispatch(instance, route, ereq)
+        self.policy.on_dispatch(chosen, route)
+        self.view_source.on_dispatch(instance, route)
         if not self.engines[instance].add_request(ereq, now):
-            on_finish = getattr(self.view_source, "on_finish", None)
-            if on_finish is not None:
-                on_finish(ereq.request_id)
+            self.view_source.on_finish(ereq.request_id)
             return None
         return instance
 
@@ -334,7 +322,11 @@ class Simulator:
                 return []
             result = engine.step(now, horizon=min(self.next_arrival_s, ctl.horizon(instance)))
             ctl.on_step(self, instance, result)
-        self.view_source.on_step(instance, result)
+        source = self.view_source
+        for req in result.first_token:
+            source.on_first_token(req.request_id)
+        for req in result.finished:
+            source.on_finish(req.request_id)
         if result.num_steps == 0:
             return []
         self.busy[instance] = True
