@@ -102,7 +102,7 @@ def _cluster_task(cfg: KVCacheExperiment, policy: str, blocks: int, host_gb: flo
         "ttft": s["ttft"],
         "queueing": s["queueing"],
         "finished": s["finished"],
-        "evictions": sum(e.pool.num_evictions for e in res.engines),
+        "evictions": sum(e.load().num_evictions for e in res.engines),
         "preemptions": sum(e.num_preemptions for e in res.engines),
         "host_hit_blocks": sum(e.host.num_hits for e in res.engines if e.host is not None),
         "wall_s": res.wall_s,
@@ -113,7 +113,7 @@ def gpu_blocks(instances: int = 1) -> int:
     """KV blocks one default instance gets from GPU memory."""
     from wildserve.sim.build import ClusterConfig, build_engines
 
-    return build_engines(ClusterConfig(num_instances=instances))[0].pool.num_blocks
+    return build_engines(ClusterConfig(num_instances=instances))[0].num_kv_blocks
 
 
 @dataclass

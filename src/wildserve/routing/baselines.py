@@ -171,7 +171,7 @@ class SglangCacheAware(RoutingPolicy):
 
 @ROUTING_POLICIES.register("linear-tuned")
 class LinearTuned(RoutingPolicy):
-    """``queued_prefill + new_tokens + w x requests``: LMetric's two indicators, combined linearly.
+    """``queued_prefill_tokens + new_tokens + w x requests``: LMetric's two indicators, combined linearly.
 
     The family the paper compares LMetric's product with: the same prefill backlog, the same uncached
     tokens and the same request count, added with one weight ``w`` (tokens per request) that has to be

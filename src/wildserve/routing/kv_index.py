@@ -177,7 +177,7 @@ class KVEventViews:
                     instance_id=i,
                     num_running=load.num_running,
                     num_waiting=waiting,
-                    queued_prefill_tokens=local.queued_prefill[i],
+                    queued_prefill_tokens=local.queued_prefill_tokens[i],
                     kv_usage=load.kv_usage,
                     block_size=self.index.block_size,
                     match_blocks=shared.for_instance(i, functools.partial(index_match, i)),

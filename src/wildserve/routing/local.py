@@ -165,7 +165,7 @@ class PrefixIndex:
 @dataclass(slots=True)
 class _InFlight:
     instance: int
-    queued_prefill: int  # 0 once the first token came back
+    queued_prefill_tokens: int  # 0 once the first token came back
 
 
 class RouterLocalViews:
@@ -175,7 +175,7 @@ class RouterLocalViews:
         self.block_size = block_size
         self.indexes = [PrefixIndex(capacity_blocks) for _ in range(num_instances)]
         self.in_flight = [0] * num_instances
-        self.queued_prefill = [0] * num_instances
+        self.queued_prefill_tokens = [0] * num_instances
         self._requests: dict[object, _InFlight] = {}
 
     def views(self, request: RouteRequest) -> list[InstanceView]:
@@ -185,7 +185,7 @@ class RouterLocalViews:
                 instance_id=i,
                 num_running=self.in_flight[i],
                 num_waiting=0,  # a router cannot tell waiting from running on its own
-                queued_prefill_tokens=self.queued_prefill[i],
+                queued_prefill_tokens=self.queued_prefill_tokens[i],
                 block_size=bs,
                 match_blocks=self.indexes[i].match,
             )
@@ -207,20 +207,20 @@ class RouterLocalViews:
         new = max(0, new_tokens)
         self._requests[request.request_id] = _InFlight(instance_id, new)
         self.in_flight[instance_id] += 1
-        self.queued_prefill[instance_id] += new
+        self.queued_prefill_tokens[instance_id] += new
 
     def on_first_token(self, request_id: object) -> None:
         state = self._requests.get(request_id)
-        if state is not None and state.queued_prefill:
-            self.queued_prefill[state.instance] -= state.queued_prefill
-            state.queued_prefill = 0
+        if state is not None and state.queued_prefill_tokens:
+            self.queued_prefill_tokens[state.instance] -= state.queued_prefill_tokens
+            state.queued_prefill_tokens = 0
 
     def on_finish(self, request_id: object) -> None:
         """Release everything the request held; unknown ids (already released) are ignored."""
         state = self._requests.pop(request_id, None)
         if state is None:
             return
-        self.queued_prefill[state.instance] -= state.queued_prefill
+        self.queued_prefill_tokens[state.instance] -= state.queued_prefill_tokens
         self.in_flight[state.instance] -= 1
 
     def reset_index(self, instance: int) -> None:

@@ -59,7 +59,7 @@ def make_view_source(name: str, engines: list[Engine]) -> ViewSource:
         return ExactViews(engines)
     if name == "router-local":
         return RouterLocalViews(
-            len(engines), engines[0].config.block_size, capacity_blocks=engines[0].pool.num_blocks
+            len(engines), engines[0].config.block_size, capacity_blocks=engines[0].num_kv_blocks
         )
     raise ConfigError(f"unknown view source '{name}'; choose one of: {', '.join(VIEW_SOURCES)}")
 
