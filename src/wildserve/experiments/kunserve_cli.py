@@ -121,8 +121,8 @@ def kunserve(
     from wildserve.experiments.runcache import RunCache
     from wildserve.io import atomic_write_json
     from wildserve.overload.systems import SYSTEMS
+    from wildserve.process_pool import default_jobs
     from wildserve.routing import ROUTING_POLICIES
-    from wildserve.sim.parallel import default_jobs
 
     if seed < 0 or jobs < 0:
         raise ConfigError(f"--seed and --jobs must be >= 0, got {seed} and {jobs}")

@@ -18,7 +18,7 @@ from typing import Annotated, Any
 
 import typer
 
-from wildserve.sim.parallel import report_progress
+from wildserve.process_pool import report_progress
 
 NO_HISTORY = "wa/no-history"  # WA fitted only on its own cache hits (the ablation)
 
@@ -85,7 +85,8 @@ def _categorized(trace: str, max_requests: int):
 
 def _cluster_task(cfg: KVCacheExperiment, policy: str, blocks: int, host_gb: float) -> dict:
     from wildserve.engine import EngineConfig
-    from wildserve.sim.build import ClusterConfig, run_policy
+    from wildserve.engine.cluster import ClusterConfig
+    from wildserve.sim.run import run_policy
 
     requests = _categorized(cfg.cluster_trace, cfg.max_requests)
     engine = EngineConfig(eviction_policy=policy, num_gpu_blocks=blocks, host_memory_gb=host_gb)
@@ -111,7 +112,7 @@ def _cluster_task(cfg: KVCacheExperiment, policy: str, blocks: int, host_gb: flo
 
 def gpu_blocks(instances: int = 1) -> int:
     """KV blocks one default instance gets from GPU memory."""
-    from wildserve.sim.build import ClusterConfig, build_engines
+    from wildserve.engine.cluster import ClusterConfig, build_engines
 
     return build_engines(ClusterConfig(num_instances=instances))[0].pool.num_blocks
 
@@ -133,7 +134,7 @@ def run(
     cluster: bool = True,
 ) -> Results:
     """Both parts; tasks run in ``jobs`` worker processes."""
-    from wildserve.sim.parallel import run_parallel
+    from wildserve.process_pool import run_parallel
 
     out = Results(cfg)
     specs = [p + v for p in cfg.policies for v in ("", ":leaf")] + [NO_HISTORY]
@@ -193,7 +194,7 @@ def kvcache(
 
     from wildserve.console import make_console, make_progress
     from wildserve.experiments.kvcache_report import write
-    from wildserve.sim.parallel import default_jobs
+    from wildserve.process_pool import default_jobs
 
     cfg = KVCacheExperiment(max_requests=max_requests, instances=instances)
     console = make_console()

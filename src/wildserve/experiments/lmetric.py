@@ -18,11 +18,12 @@ from typing import Any
 import numpy as np
 
 from wildserve.engine import EngineConfig
+from wildserve.engine.cluster import ClusterConfig
 from wildserve.experiments.runcache import RunCache, fingerprint
 from wildserve.metrics import RequestMetrics
+from wildserve.process_pool import report_progress, run_parallel
 from wildserve.routing.policy import make_policy
-from wildserve.sim.build import ClusterConfig, run_policy
-from wildserve.sim.parallel import report_progress, run_parallel
+from wildserve.sim.run import run_policy
 from wildserve.workload.formats import renumber
 from wildserve.workload.request import Request
 from wildserve.workload.seeding import load_seeded

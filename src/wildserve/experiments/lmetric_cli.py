@@ -83,8 +83,8 @@ def lmetric(
     from wildserve.experiments.lmetric_report import write_report
     from wildserve.experiments.runcache import RunCache, cache_dir_option
     from wildserve.io import atomic_write_json
+    from wildserve.process_pool import default_jobs
     from wildserve.routing import ROUTING_POLICIES
-    from wildserve.sim.parallel import default_jobs
 
     console = make_console()
     known = {w.name: w for w in DEFAULT_WORKLOADS}
