@@ -91,7 +91,8 @@ def _categorized(loaded: tuple):
 def cluster_run(params: dict, loaded: tuple) -> dict:
     """The cluster simulation under one eviction policy at one KV capacity (and host tier)."""
     from wildserve.engine import EngineConfig
-    from wildserve.sim.build import ClusterConfig, run_policy
+    from wildserve.engine.cluster import ClusterConfig
+    from wildserve.sim.run import run_policy
 
     policy, blocks, host_gb = params["policy"], params["blocks"], params["host_memory_gb"]
     requests = _categorized(loaded)
@@ -115,7 +116,7 @@ def cluster_run(params: dict, loaded: tuple) -> dict:
 
 def gpu_blocks(instances: int = 1) -> int:
     """KV blocks one default instance gets from GPU memory."""
-    from wildserve.sim.build import ClusterConfig, build_engines
+    from wildserve.engine.cluster import ClusterConfig, build_engines
 
     return build_engines(ClusterConfig(num_instances=instances))[0].num_kv_blocks
 

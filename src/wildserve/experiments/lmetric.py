@@ -18,11 +18,12 @@ from typing import Any
 import numpy as np
 
 from wildserve.engine import EngineConfig
+from wildserve.engine.cluster import ClusterConfig
 from wildserve.experiments.runcache import RunCache
 from wildserve.experiments.runner import Executor, RunResult, RunSpec, run_progress, run_sweep
 from wildserve.metrics import RequestMetrics
 from wildserve.routing.policy import make_policy
-from wildserve.sim.build import ClusterConfig, run_policy
+from wildserve.sim.run import run_policy
 from wildserve.workload.formats import renumber
 from wildserve.workload.request import Request
 from wildserve.workload.seeding import load_seeded

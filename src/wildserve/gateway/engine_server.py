@@ -38,7 +38,7 @@ def build_engine(cfg: EngineServerConfig) -> Engine:
     """
     import dataclasses
 
-    from wildserve.sim.build import ClusterConfig, build_engines
+    from wildserve.engine.cluster import ClusterConfig, build_engines
 
     cluster = ClusterConfig(
         model=cfg.model, gpu=cfg.gpu, tp=cfg.tp, num_instances=1, cost_model=cfg.cost_model,

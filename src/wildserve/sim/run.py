@@ -1,54 +1,16 @@
-"""Build a cluster of engines from names (model, GPU, cost model) and run one policy over a workload."""
+"""Run one routing policy over a workload on a fresh simulated cluster."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 
-from wildserve.engine import Engine, EngineConfig
-from wildserve.engine.memory import GpuMemory
+from wildserve.engine import Engine
+from wildserve.engine.cluster import ClusterConfig, build_engines
 from wildserve.errors import ConfigError
-from wildserve.perf import MemoryConfig, build_cost_model, get_gpu, get_model, kv_capacity
 from wildserve.routing.local import RouterLocalViews
 from wildserve.routing.policy import RoutingPolicy, make_policy
 from wildserve.sim.simulator import ExactViews, SimResult, Simulator, ViewSource
 from wildserve.workload.request import Request
-
-
-@dataclass
-class ClusterConfig:
-    """A homogeneous cluster: every instance runs the same model on the same GPUs."""
-
-    model: str = field(
-        default="qwen2.5-7b", metadata={"help": "model name (see `wildserve perf models`)"}
-    )
-    gpu: str = field(default="h20", metadata={"help": "GPU name: h100, h200, h20, a100, a800"})
-    tp: int = field(default=1, metadata={"help": "tensor-parallel GPUs per instance"})
-    num_instances: int = field(default=16, metadata={"help": "serving instances"})
-    cost_model: str = field(
-        default="analytic",
-        metadata={"help": "step-time model: analytic, or table (Vidur profiles)"},
-    )
-    engine: EngineConfig = field(default_factory=EngineConfig)
-
-
-def build_engines(cfg: ClusterConfig) -> list[Engine]:
-    """Engines sized from GPU memory; they share one (stateless) cost model."""
-    model = get_model(cfg.model)
-    gpu = get_gpu(cfg.gpu)
-    cost = build_cost_model(cfg.cost_model, model, gpu, cfg.tp)
-    ec = cfg.engine
-    cap = kv_capacity(
-        model,
-        gpu,
-        cfg.tp,
-        MemoryConfig(ec.gpu_memory_utilization, ec.max_num_batched_tokens, ec.max_num_seqs),
-    )
-    return [
-        Engine(ec, cost, instance_id=i, memory=GpuMemory.from_capacity(cap, ec.block_size))
-        for i in range(cfg.num_instances)
-    ]
-
 
 VIEW_SOURCES = ("exact", "router-local")
 
