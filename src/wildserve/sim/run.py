@@ -9,7 +9,8 @@ from wildserve.engine.cluster import ClusterConfig, build_engines
 from wildserve.errors import ConfigError
 from wildserve.routing.local import RouterLocalViews
 from wildserve.routing.policy import RoutingPolicy, make_policy
-from wildserve.sim.simulator import ExactViews, SimResult, Simulator, ViewSource
+from wildserve.routing.view import ViewSource
+from wildserve.sim.simulator import ExactViews, SimResult, Simulator
 from wildserve.workload.request import Request
 
 VIEW_SOURCES = ("exact", "router-local")
