@@ -201,7 +201,8 @@ class BlockPool:
                     if holder != b:
                         self._copies.setdefault(h, []).append(b)
             if self._listeners:
-                stored = [i for i, (b, holder) in enumerate(zip(block_ids, holders)) if holder == b]
+                pairs = enumerate(zip(block_ids, holders, strict=True))
+                stored = [i for i, (b, holder) in pairs if holder == b]
                 if stored:
                     self._emit_stored(stored, block_ids, block_hashes, parent, token_ids)
             if self.policy.tracks_access:
