@@ -61,6 +61,7 @@ class TraceAnalysis:
     single_use_block_share: float
     categories: list[CategoryStats]
     category_scheme: str
+    category_source: str = ""  # native or inferred types and turns
     curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
     capacity: dict[str, dict[str, int]] = field(default_factory=dict)
     reuse_times: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # for plots
@@ -167,6 +168,7 @@ def characterize(stream: BlockStream) -> TraceAnalysis:
         single_use_block_share=float((~multi).sum() / max(1, u)),
         categories=categories,
         category_scheme=stream.categories.scheme,
+        category_source=stream.categories.source,
         reuse_times=reuse_times,
     )
 

@@ -54,7 +54,7 @@ def markdown(a: TraceAnalysis, plots: dict[str, str], command: str = "") -> str:
         lines.append(f"| share of ideal hits: {k} | {_pct(v)} |")
     lines += [
         "",
-        f"## Categories ({a.category_scheme})",
+        f"## Categories ({a.category_scheme}, {a.category_source or 'given'} types and turns)",
         "",
         "| category | requests | access share | ideal hit ratio | share of hits | reuse prob. | "
         "reuse time p50 / p90 / p99 (s) | exp. rate (1/s) | KS vs exp. |",
