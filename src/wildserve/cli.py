@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
@@ -49,6 +50,26 @@ def _register() -> None:
     app.command("rollout-train")(rollout_cli.train)
 
 
+def _interrupted() -> None:
+    """Leave at once after Ctrl-C. By the time the interrupt reaches here every ``finally`` has run:
+    workers are stopped and atomic writes cleaned up. A normal interpreter exit would then spend
+    seconds joining pool threads and freeing whole traces, which breaks the 2 s promise."""
+    print("wildserve: interrupted", file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(130)
+
+
+def _from_ctrl_c(exc: BaseException) -> bool:
+    """Click turns KeyboardInterrupt into Abort and then ``sys.exit(1)``; find it in the chain."""
+    seen = exc.__context__
+    while seen is not None:
+        if isinstance(seen, KeyboardInterrupt):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def main() -> None:
     _register()
     try:
@@ -57,8 +78,11 @@ def main() -> None:
         print(f"wildserve: error: {exc}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
-        print("wildserve: interrupted", file=sys.stderr)
-        sys.exit(130)
+        _interrupted()
+    except SystemExit as exc:
+        if _from_ctrl_c(exc):
+            _interrupted()
+        raise
 
 
 if __name__ == "__main__":
