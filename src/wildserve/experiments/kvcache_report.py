@@ -112,50 +112,72 @@ def scheme_table(by_scheme: dict[str, dict[str, list[dict]]], main: str) -> list
 
 
 def wins(by_scheme: dict[str, dict[str, list[dict]]], main: str) -> list[str]:
-    """Plain statements of where each (WA kind, scheme) beats LRU and the best baseline."""
+    """Where each (WA kind, scheme) beats LRU and the best baseline, as a table."""
     rows = by_scheme[main]
     if "lru" not in rows or "opt" not in rows:
         return []
-    out = []
-    gapped = [i for i, b in enumerate(rows["lru"])
-              if gap_closed(b["hit_ratio"], b["hit_ratio"], rows["opt"][i]["hit_ratio"]) is not None]  # fmt: skip
+    lru, opt = rows["lru"], rows["opt"]
+    gapped = [i for i in range(len(lru))
+              if gap_closed(lru[i]["hit_ratio"], lru[i]["hit_ratio"], opt[i]["hit_ratio"]) is not None]  # fmt: skip
     if not gapped:
-        return ["* OPT is within half a point of LRU at every capacity: no policy can win here."]
+        return ["OPT is within half a point of LRU at every capacity: no policy can win here."]
+    out = ["| policy [scheme] | above LRU at | above the best baseline at | gap closed: min / "
+           "mean / max |", "| --- | --- | --- | ---: |"]  # fmt: skip
     for sch, specs in by_scheme.items():
         for k in (s for s in _closers(list(specs)) if not _is_leaf(s) and s != NO_HISTORY):
             over_lru, over_best, gaps = [], [], []
             for i in gapped:
                 x = specs[k][i]["hit_ratio"]
-                lru, opt = rows["lru"][i]["hit_ratio"], rows["opt"][i]["hit_ratio"]
-                frac = f"{rows['lru'][i]['fraction']:.0%}"
-                gaps.append(gap_closed(x, lru, opt))
-                if x > lru + 1e-4:
+                frac = f"{lru[i]['fraction']:.0%}"
+                gaps.append(gap_closed(x, lru[i]["hit_ratio"], opt[i]["hit_ratio"]) or 0.0)
+                if x > lru[i]["hit_ratio"] + 1e-4:
                     over_lru.append(frac)
                 if x > best_baseline(rows, i)[1] + 1e-4:
                     over_best.append(frac)
-            lo, hi = min(gaps), max(gaps)
-            out.append(f"* `{k}` [{sch}]: above LRU at {', '.join(over_lru) or 'no capacity'}; "
-                       f"above the best baseline at {', '.join(over_best) or 'no capacity'}; "
-                       f"gap closed {lo:+.0%} to {hi:+.0%} over the {len(gapped)} capacities "
-                       "with a gap.")  # fmt: skip
+            out.append(f"| {k} [{sch}] | {', '.join(over_lru) or 'none'} | "
+                       f"{', '.join(over_best) or 'none'} | {min(gaps):+.0%} / "
+                       f"{sum(gaps) / len(gaps):+.0%} / {max(gaps):+.0%} |")  # fmt: skip
     return out
 
 
-def indicator_table(ind: list[dict]) -> list[str]:
+def mean_gap_closed(rows: dict[str, list[dict]], spec: str, max_fraction: float) -> float | None:
+    """Mean share of the LRU->OPT gap ``spec`` closes over capacities up to ``max_fraction``."""
+    if not {"lru", "opt", spec} <= set(rows):
+        return None
+    gaps = [gap_closed(x["hit_ratio"], b["hit_ratio"], o["hit_ratio"])
+            for x, b, o in zip(rows[spec], rows["lru"], rows["opt"], strict=True)
+            if b["fraction"] <= max_fraction + 1e-9]  # fmt: skip
+    gaps = [g for g in gaps if g is not None]
+    return sum(gaps) / len(gaps) if gaps else None
+
+
+def indicator_table(ind: list[dict], outcome: dict[str, str]) -> list[str]:
     head = ["trace", "categories (>= 1% of accesses)", "reuse-time spread (max/min mean)",
             "reuse-prob. spread", "single-turn reuse share", "KS from exp.",
-            "largest category share", "ideal hit ratio"]  # fmt: skip
+            "largest category share", "ideal hit ratio",
+            "measured: mean gap closed at <= 10% (wa / wa-paper / wa-paper@refit_s=60)"]  # fmt: skip
     out = ["| " + " | ".join(head) + " |", "| --- |" + " ---: |" * (len(head) - 1)]
     for r in ind:
         if "error" in r:
-            out.append(f"| {r['trace']} | cannot be evaluated: {r['error']} |" + " |" * 6)
+            out.append(f"| {r['trace']} | cannot be evaluated: {r['error']} |" + " |" * 7)
             continue
         out.append(
             f"| {r['trace']} | {r['categories_used']:.0f} of {r['categories']} | "
             f"{r['reuse_time_spread']:.2f} | {_pct(r['reuse_probability_spread'])} | "
             f"{_pct(r['single_turn_reuse_share'])} | {r['ks_from_exponential']:.2f} | "
-            f"{_pct(r['largest_category_share'])} | {_pct(r['ideal_hit_ratio'])} |"
+            f"{_pct(r['largest_category_share'])} | {_pct(r['ideal_hit_ratio'])} | "
+            f"{outcome.get(r['trace'], '-')} |"
         )
+    return out
+
+
+def _outcomes(results) -> dict[str, str]:
+    main = results.config.schemes[0]
+    out = {}
+    for trace, by_scheme in results.sweeps.items():
+        gaps = [mean_gap_closed(by_scheme[main], s, 0.1)
+                for s in ("wa", "wa-paper", "wa-paper@refit_s=60")]  # fmt: skip
+        out[trace] = " / ".join("-" if g is None else f"{g:+.0%}" for g in gaps)
     return out
 
 
@@ -257,8 +279,8 @@ def _trace_section(results, trace: str, out_dir: Path, report_dir: Path) -> list
         f"{info['block_size']}-token blocks, working set {info['blocks']:,} blocks; "
         f"categories ({main}): {info['categories']}.",
         "",
-        "Where each workload-aware policy wins (any block may be evicted; capacities where OPT is "
-        "more than half a point above LRU):",
+        "Where each workload-aware policy wins (any block may be evicted; over the capacities where "
+        "OPT is more than half a point above LRU; above: by more than 0.01 points):",
         "",
         *wins(by_scheme, main),
         "",
@@ -280,6 +302,34 @@ def _trace_section(results, trace: str, out_dir: Path, report_dir: Path) -> list
                   *scheme_table(by_scheme, main), ""]  # fmt: skip
     rel = os.path.relpath(png, report_dir)
     return [*lines, f"![{trace}]({rel})", ""]
+
+
+def _defaults(spec: str) -> str:
+    import inspect
+
+    from wildserve.kvcache.policy import EVICTION_POLICIES
+
+    params = inspect.signature(EVICTION_POLICIES.get(spec)).parameters.values()
+    return ", ".join(f"{p.name}={p.default:g}" for p in params
+                     if isinstance(p.default, int | float) and not isinstance(p.default, bool)
+                     and p.name != "num_categories")  # fmt: skip
+
+
+def _method() -> list[str]:
+    return [
+        "The two workload-aware scores (`kvcache/wa.py`, `kvcache/wa_paper.py`), per category "
+        "c with reuse probability p_c and exponential reuse-time rate lam_c fitted on the access "
+        "history, for a block idle for a seconds; the smallest score is evicted first:",
+        "",
+        "* `wa` (ours, conditional): P_c(a) = p e^{-lam a} (1 - e^{-lam L}) / (1 - p + p e^{-lam a}),"
+        f" L = life_s; sliding-window refit ({_defaults('wa')}).",
+        "* `wa-paper` (the paper's, unconditional): S_c(a) = p_c (F_c(a + T) - F_c(a)) with F_c(t) "
+        "= 1 - e^{-lam_c t}, T = horizon_s; reuses closer than min_gap_s left out of the fit; fitted "
+        f"once on the first window_s seconds ({_defaults('wa-paper')}); `wa-paper@refit_s=60` "
+        "refits every 60 s on a sliding window_s window instead. Until its first fit WA-paper orders"
+        " blocks by age alone (LRU), so on a trace shorter than window_s it is LRU.",
+        "",
+    ]
 
 
 def write(results, out_dir: Path, command: str, report: Path | None = None) -> Path:
@@ -304,6 +354,7 @@ def write(results, out_dir: Path, command: str, report: Path | None = None) -> P
              f"first is the main tables'); capacities {', '.join(f'{f:.0%}' for f in cfg.fractions)}"
              " of each trace's working set (its distinct blocks). \"gap closed\" = (policy - LRU) /"
              " (OPT - LRU), \"-\" where OPT is within half a point of LRU.", ""]  # fmt: skip
+    lines += _method()
     for trace in cfg.traces:
         if trace in results.sweeps or trace in results.skipped:
             lines += _trace_section(results, trace, out_dir, report.parent)
@@ -311,7 +362,7 @@ def write(results, out_dir: Path, command: str, report: Path | None = None) -> P
         lines += ["## What predicts a WA win: the traces' WA indicators", "",
                   f"Measured with `wildserve cache analyze` definitions (scheme {cfg.schemes[0]}; "
                   "categories with >= 1% of accesses and >= 10 reuses).", "",
-                  *indicator_table(results.indicators), ""]  # fmt: skip
+                  *indicator_table(results.indicators, _outcomes(results)), ""]  # fmt: skip
     if results.cluster:
         png = plot_cluster(results.cluster, out_dir / "cluster_ttft.png")
         lines += [
