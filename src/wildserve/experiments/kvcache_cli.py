@@ -40,6 +40,9 @@ def kvcache(
         Path | None, typer.Option(help="markdown report path (default: OUT/kvcache.md)")
     ] = None,
     max_requests: Annotated[int, typer.Option(help="first N requests of each trace (0: all)")] = 0,
+    leaf: Annotated[
+        bool, typer.Option(help="also replay every policy leaf-only (SGLang), main scheme only")
+    ] = True,
     offline: Annotated[bool, typer.Option(help="run the offline capacity sweeps")] = True,
     cluster: Annotated[bool, typer.Option(help="run the cluster simulations")] = True,
     cluster_trace: Annotated[
@@ -59,7 +62,7 @@ def kvcache(
     from wildserve.experiments.kvcache_report import write
     from wildserve.sim.parallel import default_jobs
 
-    given: dict[str, Any] = {"max_requests": max_requests}
+    given: dict[str, Any] = {"max_requests": max_requests, "leaf_variants": leaf}
     if trace:
         given["traces"] = tuple(trace)
         given["indicator_traces"] = ()  # a user's own traces: only theirs
