@@ -129,24 +129,35 @@ def _stream(trace: str, scheme: str, max_requests: int):
 
 
 # ---- resumable tasks -------------------------------------------------------------------------
-def _cached(path: Path | None, fn: Callable[..., Any], *args: Any) -> Any:
-    """``fn(*args)``, or what an earlier run of the same task left at ``path``."""
-    if path is not None and path.exists():
-        return orjson.loads(path.read_bytes())
+@dataclass(frozen=True)
+class TaskFile:
+    """Where a task's result is kept; ``run=False``: never compute it (report what is there)."""
+
+    path: Path
+    run: bool = True
+
+
+def _cached(file: TaskFile | None, fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)``, or what an earlier run of the same task left in ``file`` (``None`` when
+    nothing is there and the task may not run)."""
+    if file is not None and file.path.exists():
+        return orjson.loads(file.path.read_bytes())
+    if file is not None and not file.run:
+        return None
     result = fn(*args)
-    if path is not None:
+    if file is not None:
         from wildserve.io import atomic_write_bytes
 
-        atomic_write_bytes(path, orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY))
+        atomic_write_bytes(file.path, orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY))
     return result
 
 
-def _task_path(runs_dir: Path | None, params: dict) -> Path | None:
+def _task_file(runs_dir: Path | None, params: dict, cached_only: bool = False) -> TaskFile | None:
     if runs_dir is None:
         return None
     from wildserve.experiments.runcache import fingerprint
 
-    return runs_dir / f"{params['kind']}-{fingerprint(params)}.json"
+    return TaskFile(runs_dir / f"{params['kind']}-{fingerprint(params)}.json", not cached_only)
 
 
 def _sweep(trace: str, spec: str, scheme: str, fractions: tuple[float, ...], max_requests: int):
@@ -166,8 +177,8 @@ def _sweep(trace: str, spec: str, scheme: str, fractions: tuple[float, ...], max
     return out
 
 
-def _sweep_task(path: Path | None, *args: Any) -> list:
-    return _cached(path, _sweep, *args)
+def _sweep_task(file: TaskFile | None, *args: Any) -> list:
+    return _cached(file, _sweep, *args)
 
 
 def _short(trace: str) -> str:
@@ -212,8 +223,8 @@ def _cluster(cfg: KVCacheExperiment, policy: str, blocks: int, host_gb: float) -
     }
 
 
-def _cluster_task(path: Path | None, *args: Any) -> dict:
-    return _cached(path, _cluster, *args)
+def _cluster_task(file: TaskFile | None, *args: Any) -> dict:
+    return _cached(file, _cluster, *args)
 
 
 def gpu_blocks(instances: int = 1) -> int:
@@ -246,6 +257,7 @@ class Results:
     cluster: list[dict] = field(default_factory=list)
     indicators: list[dict] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)  # trace -> why it has no sweeps
+    missing: list[str] = field(default_factory=list)  # tasks not finished (cached_only)
     engine_blocks_working_set: int = 0
 
 
@@ -268,8 +280,10 @@ def run(
     offline: bool = True,
     cluster: bool = True,
     runs_dir: Path | None = None,
+    cached_only: bool = False,
 ) -> Results:
-    """All parts; tasks run in ``jobs`` worker processes, finished ones kept in ``runs_dir``."""
+    """All parts; tasks run in ``jobs`` worker processes, finished ones kept in ``runs_dir``
+    (``cached_only``: run nothing, report what ``runs_dir`` holds; partial sweeps are left out)."""
     from wildserve.sim.parallel import run_parallel
 
     out = Results(cfg)
@@ -292,7 +306,8 @@ def run(
                     params = {"kind": "sweep", "trace": trace, "scheme": scheme, "spec": spec,
                               "fractions": cfg.fractions, "max_requests": m}  # fmt: skip
                     args = (trace, spec, scheme, cfg.fractions, m)
-                    tasks.append((key, _sweep_task, (_task_path(runs_dir, params), *args)))
+                    path = _task_file(runs_dir, params, cached_only)
+                    tasks.append((key, _sweep_task, (path, *args)))
         for trace in dict.fromkeys((*cfg.traces, *cfg.indicator_traces)):
             out.indicators.append(indicators(trace, cfg.schemes[0], m))
     if cluster:
@@ -313,12 +328,14 @@ def run(
                       "blocks": blocks, "host_gb": host_gb}  # fmt: skip
             for k in ("traces", "policies", "fractions", "schemes", "indicator_traces"):
                 params["config"].pop(k)  # what only part 1 reads
-            path = _task_path(runs_dir, params)
+            path = _task_file(runs_dir, params, cached_only)
             tasks.append((f"{policy} {blocks} {host_gb:g}", _cluster_task,
                           (path, cfg, policy, blocks, host_gb)))  # fmt: skip
     results = run_parallel(tasks, jobs, on_progress)
     for key, value in results.items():
-        if key in where:
+        if value is None:  # cached_only and not finished
+            out.missing.append(key)
+        elif key in where:
             trace, scheme, spec = where[key]
             out.sweeps.setdefault(trace, {}).setdefault(scheme, {})[spec] = value
         else:

@@ -50,6 +50,9 @@ def kvcache(
     ] = None,
     instances: Annotated[int | None, typer.Option(help="serving instances in the cluster")] = None,
     jobs: Annotated[int, typer.Option(help="tasks in parallel (0: one per core)")] = 0,
+    cached_only: Annotated[
+        bool, typer.Option(help="run nothing: report the finished tasks in OUT/runs")
+    ] = False,
     resume: Annotated[
         bool, typer.Option(help="reuse finished tasks kept in OUT/runs (same code and settings)")
     ] = True,
@@ -86,6 +89,7 @@ def kvcache(
             bar.update(ids[key], completed=done, total=total)
 
         results = run(cfg, jobs or default_jobs(64), on_progress, offline, cluster,
-                      runs_dir=out / "runs" if resume else None)  # fmt: skip
+                      runs_dir=out / "runs" if resume or cached_only else None,
+                      cached_only=cached_only)  # fmt: skip
     path = write(results, out, "wildserve " + shlex.join(sys.argv[1:]), report)
     console.print(f"report: {path}")

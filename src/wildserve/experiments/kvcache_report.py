@@ -268,7 +268,9 @@ def _trace_section(results, trace: str, out_dir: Path, report_dir: Path) -> list
     main = cfg.schemes[0]
     if trace in results.skipped:
         return [f"## {trace}", "", f"Not replayed: {results.skipped[trace]}.", ""]
-    by_scheme = results.sweeps[trace]
+    by_scheme = results.sweeps.get(trace, {})
+    if main not in by_scheme:
+        return [f"## {trace}", "", "Not finished yet (reported from finished tasks only).", ""]
     rows = by_scheme[main]
     info = results.streams[trace]
     png = plot_sweep(trace, rows, out_dir / f"hit_ratio_{_slug(trace)}.png")
@@ -354,9 +356,12 @@ def write(results, out_dir: Path, command: str, report: Path | None = None) -> P
              f"first is the main tables'); capacities {', '.join(f'{f:.0%}' for f in cfg.fractions)}"
              " of each trace's working set (its distinct blocks). \"gap closed\" = (policy - LRU) /"
              " (OPT - LRU), \"-\" where OPT is within half a point of LRU.", ""]  # fmt: skip
+    if results.missing:
+        lines += [f"**Partial report**: {len(results.missing)} tasks had not finished and are left "
+                  f"out: {', '.join(sorted(results.missing))}.", ""]  # fmt: skip
     lines += _method()
     for trace in cfg.traces:
-        if trace in results.sweeps or trace in results.skipped:
+        if trace in results.streams or trace in results.skipped:
             lines += _trace_section(results, trace, out_dir, report.parent)
     if results.indicators:
         lines += ["## What predicts a WA win: the traces' WA indicators", "",
