@@ -14,7 +14,6 @@ import pytest
 from typer.testing import CliRunner
 
 from wildserve.cli import _register, app
-from wildserve.experiments import kvcache as experiment
 from wildserve.experiments.kvcache import NO_HISTORY, KVCacheExperiment, run
 from wildserve.experiments.kvcache_report import gap_closed, write
 
@@ -54,7 +53,7 @@ def test_experiment_offline_bounds_and_a_host_tier_that_serves_evicted_prefixes(
         schemes=("type+turn",),
         indicator_traces=(),
     )
-    res = run(cfg, jobs=1)
+    res = run(cfg, 1)
     rows = res.sweeps[trace]["type+turn"]
     assert set(rows) == {"lru", "lru:leaf", "wa", "wa:leaf", "opt", "opt:leaf", NO_HISTORY}
     ideal = NUM_SESSIONS * PREFIX / (NUM_SESSIONS * (2 * PREFIX + EXTRA))  # repeats / accesses
@@ -109,7 +108,7 @@ def _invoke(*args):
     return CliRunner().invoke(app, ["experiment", "kvcache", *args])
 
 
-def test_the_command_takes_any_trace_format_and_resumes(tmp_path, monkeypatch):
+def test_the_command_takes_any_trace_format_and_resumes(tmp_path):
     specs = [sessions_trace(tmp_path / "m.jsonl"), _bailian(tmp_path / "b.jsonl"),
              _weka(tmp_path / "w.json"), _azure(tmp_path / "a.csv")]  # fmt: skip
     out = tmp_path / "out"
@@ -130,14 +129,16 @@ def test_the_command_takes_any_trace_format_and_resumes(tmp_path, monkeypatch):
     assert "no block ids" in azure["error"]
     text = (out / "kvcache.md").read_text()
     assert "cannot be evaluated" in text and "Not replayed" in text
-    assert len(list((out / "runs").glob("sweep-*.json"))) == 3 * (6 + 1)
-
-    def fail(*a):
-        raise AssertionError("a finished task ran again")
-
-    monkeypatch.setattr(experiment, "_sweep", fail)  # resumed: every task comes from runs/
+    files = sorted((out / "runs").glob("*.json"))
+    assert len(files) == 3 * (6 + 1)
+    stamps = [f.stat().st_mtime_ns for f in files]
     again = _invoke(*args, "--report", str(tmp_path / "again.md"))
     assert again.exit_code == 0, again.output
+    assert [f.stat().st_mtime_ns for f in files] == stamps  # resumed: nothing ran again
+    partial = _invoke(*args, "--cached-only", "--capacities", "50%", "--report",
+                      str(tmp_path / "partial.md"))  # fmt: skip
+    assert partial.exit_code == 0, partial.output
+    assert "Partial report" in (tmp_path / "partial.md").read_text()
     assert json.loads((out / "kvcache.json").read_text())["sweeps"] == doc["sweeps"]
     assert "](out/hit_ratio_" in (tmp_path / "again.md").read_text()  # PNG links relative
 

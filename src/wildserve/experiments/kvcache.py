@@ -8,8 +8,9 @@ LRU->OPT gap closed. Part 2 simulates the cluster (engine blocks, routing, queue
 capacities, and with a host-memory tier, to show what eviction does to queued TTFT. Part 3 measures
 each trace's WA indicators (``kvcache.analyze``), the properties that predict whether WA wins.
 
-Every finished task is kept under ``OUT/runs`` keyed by a fingerprint of its parameters and the
-source code (``experiments.runcache``): an interrupted run resumes where it stopped.
+Runs go through the sweep runner (``experiments.runner``): every finished run is kept in the run
+cache (``OUT/runs``) under a fingerprint of its parameters and the code, so an interrupted
+experiment resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -18,13 +19,11 @@ import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import orjson
-
 from wildserve.errors import ConfigError, WildserveError
-from wildserve.sim.parallel import report_progress
+from wildserve.experiments.runcache import RunCache
+from wildserve.experiments.runner import Executor, RunSpec, run_progress, run_sweep
 
 NO_HISTORY = "wa/no-history"  # WA fitted only on its own cache hits (the ablation)
 # policies whose decisions depend on the request categories (run under every scheme)
@@ -128,43 +127,14 @@ def _stream(trace: str, scheme: str, max_requests: int):
     return _STREAMS[key]
 
 
-# ---- resumable tasks -------------------------------------------------------------------------
-@dataclass(frozen=True)
-class TaskFile:
-    """Where a task's result is kept; ``run=False``: never compute it (report what is there)."""
-
-    path: Path
-    run: bool = True
-
-
-def _cached(file: TaskFile | None, fn: Callable[..., Any], *args: Any) -> Any:
-    """``fn(*args)``, or what an earlier run of the same task left in ``file`` (``None`` when
-    nothing is there and the task may not run)."""
-    if file is not None and file.path.exists():
-        return orjson.loads(file.path.read_bytes())
-    if file is not None and not file.run:
-        return None
-    result = fn(*args)
-    if file is not None:
-        from wildserve.io import atomic_write_bytes
-
-        atomic_write_bytes(file.path, orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY))
-    return result
-
-
-def _task_file(runs_dir: Path | None, params: dict, cached_only: bool = False) -> TaskFile | None:
-    if runs_dir is None:
-        return None
-    from wildserve.experiments.runcache import fingerprint
-
-    return TaskFile(runs_dir / f"{params['kind']}-{fingerprint(params)}.json", not cached_only)
-
-
-def _sweep(trace: str, spec: str, scheme: str, fractions: tuple[float, ...], max_requests: int):
+# ---- part 1: offline sweeps --------------------------------------------------------------------
+def sweep_run(params: dict, stream: Any) -> list:
+    """One policy's hit ratio at every capacity of one trace's block stream under one scheme."""
     from wildserve.kvcache.replay import capacity_grid, replay
 
-    stream = _stream(trace, scheme, max_requests)
-    caps = capacity_grid(stream, fractions)
+    spec = params["spec"]
+    caps = capacity_grid(stream, tuple(params["fractions"]))
+    progress = run_progress()
     out = []
     for i, c in enumerate(caps):
         if spec == NO_HISTORY:
@@ -173,12 +143,9 @@ def _sweep(trace: str, spec: str, scheme: str, fractions: tuple[float, ...], max
             r = replay(stream, spec, c)
         out.append({"capacity": c, "fraction": c / stream.num_blocks, "hit_ratio": r.hit_ratio,
                     "accesses_per_s": r.accesses_per_s})  # fmt: skip
-        report_progress(f"{_short(trace)} {spec} [{scheme}]", i + 1, len(caps))
+        if progress is not None:
+            progress(i + 1, len(caps))
     return out
-
-
-def _sweep_task(file: TaskFile | None, *args: Any) -> list:
-    return _cached(file, _sweep, *args)
 
 
 def _short(trace: str) -> str:
@@ -197,17 +164,16 @@ def _categorized(trace: str, scheme: str, max_requests: int):
     ]
 
 
-def _cluster(cfg: KVCacheExperiment, policy: str, blocks: int, host_gb: float) -> dict:
+def cluster_run(params: dict, requests: list) -> dict:
+    """The cluster simulation under one eviction policy at one KV capacity (and host tier)."""
     from wildserve.engine import EngineConfig
     from wildserve.sim.build import ClusterConfig, run_policy
 
-    requests = _categorized(cfg.cluster_trace, cfg.schemes[0], cfg.max_requests)
+    policy, blocks, host_gb = params["policy"], params["blocks"], params["host_memory_gb"]
     engine = EngineConfig(eviction_policy=policy, num_gpu_blocks=blocks, host_memory_gb=host_gb)
-    cluster = ClusterConfig(num_instances=cfg.instances, engine=engine)
-    key = f"{policy} {blocks} {host_gb:g}"
-    res = run_policy(requests, cluster, cfg.router,
-                     progress=lambda d, t: report_progress(key, d, t))  # fmt: skip
-    s = res.metrics().summary(cfg.instances, 5.0, 0.1)
+    cluster = ClusterConfig(num_instances=params["instances"], engine=engine)
+    res = run_policy(requests, cluster, params["router"], progress=run_progress())
+    s = res.metrics().summary(params["instances"], 5.0, 0.1)
     return {
         "policy": policy,
         "blocks_per_instance": blocks,
@@ -219,12 +185,7 @@ def _cluster(cfg: KVCacheExperiment, policy: str, blocks: int, host_gb: float) -
         "evictions": sum(e.pool.num_evictions for e in res.engines),
         "preemptions": sum(e.num_preemptions for e in res.engines),
         "host_hit_blocks": sum(e.host.num_hits for e in res.engines if e.host is not None),
-        "wall_s": res.wall_s,
     }
-
-
-def _cluster_task(file: TaskFile | None, *args: Any) -> dict:
-    return _cached(file, _cluster, *args)
 
 
 def gpu_blocks(instances: int = 1) -> int:
@@ -275,26 +236,24 @@ def _stream_info(stream) -> dict:
 
 def run(
     cfg: KVCacheExperiment,
-    jobs: int,
+    executor: Executor | int = 1,
     on_progress: Callable[[str, int, int], None] | None = None,
     offline: bool = True,
     cluster: bool = True,
-    runs_dir: Path | None = None,
-    cached_only: bool = False,
+    cache: RunCache | None = None,
 ) -> Results:
-    """All parts; tasks run in ``jobs`` worker processes, finished ones kept in ``runs_dir``
-    (``cached_only``: run nothing, report what ``runs_dir`` holds; partial sweeps are left out)."""
-    from wildserve.sim.parallel import run_parallel
-
+    """All parts as one sweep; ``executor``: where runs execute (an int: local workers); finished
+    runs are kept in ``cache`` (a ``ReadOnlyRunCache``: run nothing, report what is done)."""
     out = Results(cfg)
-    tasks: list = []
-    where: dict[str, tuple[str, str, str]] = {}  # task key -> (trace, scheme, spec)
+    runs: list[RunSpec] = []
+    shared: dict[str, Any] = {}
+    where: dict[str, tuple[str, str, str]] = {}  # run key -> (trace, scheme, spec)
     m = cfg.max_requests
     if offline:
         for trace in cfg.traces:
-            try:  # built once, before the fork
+            try:  # built once, shared by every run of the trace
                 for scheme in cfg.schemes:
-                    _stream(trace, scheme, m)
+                    shared[f"{trace} [{scheme}]"] = _stream(trace, scheme, m)
             except ConfigError as exc:  # e.g. no block ids (Azure): nothing to replay
                 out.skipped[trace] = str(exc)
                 continue
@@ -303,43 +262,39 @@ def run(
                 for spec in cfg.specs(scheme):
                     key = f"{trace} {scheme} {spec}"
                     where[key] = (trace, scheme, spec)
-                    params = {"kind": "sweep", "trace": trace, "scheme": scheme, "spec": spec,
-                              "fractions": cfg.fractions, "max_requests": m}  # fmt: skip
-                    args = (trace, spec, scheme, cfg.fractions, m)
-                    path = _task_file(runs_dir, params, cached_only)
-                    tasks.append((key, _sweep_task, (path, *args)))
+                    params = {"trace": trace, "scheme": scheme, "spec": spec,
+                              "fractions": list(cfg.fractions), "max_requests": m}  # fmt: skip
+                    runs.append(RunSpec(key, f"{__name__}:sweep_run", params,
+                                        (f"{trace} [{scheme}]",)))  # fmt: skip
         for trace in dict.fromkeys((*cfg.traces, *cfg.indicator_traces)):
             out.indicators.append(indicators(trace, cfg.schemes[0], m))
     if cluster:
-        requests = _requests(cfg.cluster_trace, m)
-        _stream(cfg.cluster_trace, cfg.schemes[0], m)
+        trace, scheme = cfg.cluster_trace, cfg.schemes[0]
+        shared["cluster"] = _categorized(trace, scheme, m)
         from wildserve.kvcache.stream import build_stream
 
-        out.engine_blocks_working_set = build_stream(requests, 16).num_blocks
+        out.engine_blocks_working_set = build_stream(_requests(trace, m), 16).num_blocks
         full = gpu_blocks()
-        runs: list[tuple[str, int, float]] = []
+        common = {"trace": trace, "scheme": scheme, "max_requests": m,
+                  "instances": cfg.instances, "router": cfg.router}  # fmt: skip
         for frac in cfg.cluster_capacities:
             blocks = max(1, round(frac * full))
-            runs += [(policy, blocks, 0.0) for policy in cfg.cluster_policies]
+            points = [(p, 0.0) for p in cfg.cluster_policies]
             if cfg.host_memory_gb > 0:
-                runs += [(policy, blocks, cfg.host_memory_gb) for policy in cfg.host_policies]
-        for policy, blocks, host_gb in runs:
-            params = {"kind": "cluster", "config": dataclasses.asdict(cfg), "policy": policy,
-                      "blocks": blocks, "host_gb": host_gb}  # fmt: skip
-            for k in ("traces", "policies", "fractions", "schemes", "indicator_traces"):
-                params["config"].pop(k)  # what only part 1 reads
-            path = _task_file(runs_dir, params, cached_only)
-            tasks.append((f"{policy} {blocks} {host_gb:g}", _cluster_task,
-                          (path, cfg, policy, blocks, host_gb)))  # fmt: skip
-    results = run_parallel(tasks, jobs, on_progress)
-    for key, value in results.items():
-        if value is None:  # cached_only and not finished
-            out.missing.append(key)
+                points += [(p, cfg.host_memory_gb) for p in cfg.host_policies]
+            for policy, host_gb in points:
+                params = {**common, "policy": policy, "blocks": blocks, "host_memory_gb": host_gb}
+                key = f"{policy} {blocks} {host_gb:g}"
+                runs.append(RunSpec(key, f"{__name__}:cluster_run", params, ("cluster",)))
+    sweep = run_sweep(runs, shared, executor, cache, on_progress).raise_on_failure()
+    for key, outcome in sweep.outcomes.items():
+        if isinstance(outcome.value, dict) and outcome.value.get("missing"):
+            out.missing.append(key)  # a read-only cache: not finished yet
         elif key in where:
             trace, scheme, spec = where[key]
-            out.sweeps.setdefault(trace, {}).setdefault(scheme, {})[spec] = value
+            out.sweeps.setdefault(trace, {}).setdefault(scheme, {})[spec] = outcome.value
         else:
-            out.cluster.append(value)
+            out.cluster.append({**outcome.value, "wall_s": outcome.wall_s})
     return out
 
 

@@ -9,6 +9,8 @@ from typing import Annotated, Any
 
 import typer
 
+from wildserve.experiments.sweep_options import ExecutorOption, RayAddressOption
+
 
 def _items(text: str | None) -> tuple[str, ...] | None:
     return None if text is None else tuple(x.strip() for x in text.split(",") if x.strip())
@@ -50,6 +52,8 @@ def kvcache(
     ] = None,
     instances: Annotated[int | None, typer.Option(help="serving instances in the cluster")] = None,
     jobs: Annotated[int, typer.Option(help="tasks in parallel (0: one per core)")] = 0,
+    executor: ExecutorOption = "local",
+    ray_address: RayAddressOption = None,
     cached_only: Annotated[
         bool, typer.Option(help="run nothing: report the finished tasks in OUT/runs")
     ] = False,
@@ -63,7 +67,8 @@ def kvcache(
     from wildserve.console import make_console, make_progress
     from wildserve.experiments.kvcache import KVCacheExperiment, parse_fractions, run
     from wildserve.experiments.kvcache_report import write
-    from wildserve.sim.parallel import default_jobs
+    from wildserve.experiments.runcache import ReadOnlyRunCache, RunCache
+    from wildserve.experiments.runner import make_executor
 
     given: dict[str, Any] = {"max_requests": max_requests, "leaf_variants": leaf}
     if trace:
@@ -88,8 +93,9 @@ def kvcache(
                 ids[key] = bar.add_task(key, total=total)
             bar.update(ids[key], completed=done, total=total)
 
-        results = run(cfg, jobs or default_jobs(64), on_progress, offline, cluster,
-                      runs_dir=out / "runs" if resume or cached_only else None,
-                      cached_only=cached_only)  # fmt: skip
+        runs = out / "runs"
+        cache = ReadOnlyRunCache(runs) if cached_only else RunCache(runs) if resume else None
+        results = run(cfg, make_executor(executor, jobs, ray_address), on_progress, offline,
+                      cluster, cache)  # fmt: skip
     path = write(results, out, "wildserve " + shlex.join(sys.argv[1:]), report)
     console.print(f"report: {path}")
