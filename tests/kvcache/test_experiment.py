@@ -135,12 +135,12 @@ def test_the_command_takes_any_trace_format_and_resumes(tmp_path):
     again = _invoke(*args, "--report", str(tmp_path / "again.md"))
     assert again.exit_code == 0, again.output
     assert [f.stat().st_mtime_ns for f in files] == stamps  # resumed: nothing ran again
+    assert json.loads((out / "kvcache.json").read_text())["sweeps"] == doc["sweeps"]
+    assert "](out/hit_ratio_" in (tmp_path / "again.md").read_text()  # PNG links relative
     partial = _invoke(*args, "--cached-only", "--capacities", "50%", "--report",
                       str(tmp_path / "partial.md"))  # fmt: skip
     assert partial.exit_code == 0, partial.output
     assert "Partial report" in (tmp_path / "partial.md").read_text()
-    assert json.loads((out / "kvcache.json").read_text())["sweeps"] == doc["sweeps"]
-    assert "](out/hit_ratio_" in (tmp_path / "again.md").read_text()  # PNG links relative
 
 
 def test_an_unknown_trace_format_is_one_line_error(tmp_path):
