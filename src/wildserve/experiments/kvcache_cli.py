@@ -41,6 +41,9 @@ def kvcache(
     report: Annotated[
         Path | None, typer.Option(help="markdown report path (default: OUT/kvcache.md)")
     ] = None,
+    notes: Annotated[
+        Path | None, typer.Option(help="a hand-written markdown reading, appended to the report")
+    ] = None,
     max_requests: Annotated[int, typer.Option(help="first N requests of each trace (0: all)")] = 0,
     leaf: Annotated[
         bool, typer.Option(help="also replay every policy leaf-only (SGLang), main scheme only")
@@ -97,5 +100,6 @@ def kvcache(
         cache = ReadOnlyRunCache(runs) if cached_only else RunCache(runs) if resume else None
         results = run(cfg, make_executor(executor, jobs, ray_address), on_progress, offline,
                       cluster, cache)  # fmt: skip
-    path = write(results, out, "wildserve " + shlex.join(sys.argv[1:]), report)
+    text = notes.read_text() if notes is not None else ""
+    path = write(results, out, "wildserve " + shlex.join(sys.argv[1:]), report, text)
     console.print(f"report: {path}")

@@ -334,7 +334,9 @@ def _method() -> list[str]:
     ]
 
 
-def write(results, out_dir: Path, command: str, report: Path | None = None) -> Path:
+def write(
+    results, out_dir: Path, command: str, report: Path | None = None, notes: str = ""
+) -> Path:
     """kvcache.json and the PNGs under ``out_dir``; the markdown at ``report`` (default:
     ``out_dir/kvcache.md``), linking the PNGs relative to it."""
     out_dir = Path(out_dir)
@@ -382,4 +384,6 @@ def write(results, out_dir: Path, command: str, report: Path | None = None) -> P
             f"![cluster]({os.path.relpath(png, report.parent)})",
             "",
         ]
+    if notes:
+        lines += ["## Reading (hand-written, `--notes`)", "", notes.strip(), ""]
     return atomic_write_text(report, "\n".join(lines))
