@@ -192,8 +192,8 @@ def resolve_spec(spec: str) -> tuple[TraceFormat, Path, dict[str, Any]]:
             spec,
             None,
             None,
-            f"unknown trace format '{prefix}'; choose one of: {', '.join(FORMATS.names())} "
-            "(or builtin:NAME, or a path whose format is sniffed)",
+            f"unknown trace format '{prefix}'; a trace spec is builtin:NAME "
+            f"({', '.join(BUILTINS.names())}), FORMAT:PATH ({', '.join(FORMATS.names())}) or a path",
         )
     if not path.exists():
         raise TraceFormatError(
