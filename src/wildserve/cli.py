@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
+from typing import Annotated
 
 import typer
 
 from wildserve.errors import WildserveError
 
+try:  # typer >= 0.24 vendors click
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError
+except ImportError:  # pragma: no cover - older typer on click
+    from click.exceptions import ClickException, NoArgsIsHelpError
+
 app = typer.Typer(
-    help="wildserve: LLM-serving research results you can run on real traces.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -20,8 +26,36 @@ experiment_app = typer.Typer(
 app.add_typer(experiment_app, name="experiment")
 
 
+def _version(value: bool) -> None:
+    if value:
+        from wildserve import __version__
+
+        typer.echo(f"wildserve {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="print the version and exit"
+        ),
+    ] = False,
+) -> None:
+    """wildserve: LLM-serving research results you can run on real traces."""
+
+
+_registered = False
+
+
 def _register() -> None:
-    """Attach each area's commands; area modules import their heavy dependencies lazily."""
+    """Attach each area's commands (once); area modules import their heavy dependencies lazily."""
+    global _registered
+    if _registered:
+        return
+    _registered = True
+    from wildserve.doctor import doctor
     from wildserve.experiments import cli as experiments_cli
     from wildserve.experiments import kunserve_cli
     from wildserve.experiments import kvcache as kvcache_experiment
@@ -47,18 +81,34 @@ def _register() -> None:
     experiment_app.command("kunserve")(kunserve_cli.kunserve)
     app.command("rollout")(rollout_cli.rollout)
     app.command("rollout-train")(rollout_cli.train)
+    app.command("doctor")(doctor)
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """Run one command line and return its exit status. Every expected failure (a bad option, a
+    bad input file, an empty trace) is one line on stderr and status 2; a traceback is a bug."""
+    _register()
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        status = app(args=args, prog_name="wildserve", standalone_mode=False)
+    except NoArgsIsHelpError as exc:
+        typer.echo(exc.ctx.get_help() if exc.ctx is not None else str(exc))
+        return 2
+    except ClickException as exc:  # usage errors: bad or out-of-range options, unknown commands
+        command = exc.ctx.command_path if getattr(exc, "ctx", None) is not None else "wildserve"
+        print(f"wildserve: error: {exc.format_message()} (see {command} --help)", file=sys.stderr)
+        return exc.exit_code
+    except WildserveError as exc:
+        print(f"wildserve: error: {exc}", file=sys.stderr)
+        return 2
+    except (KeyboardInterrupt, typer.Abort):
+        print("wildserve: interrupted", file=sys.stderr)
+        return 130
+    return status if isinstance(status, int) else 0
 
 
 def main() -> None:
-    _register()
-    try:
-        app()
-    except WildserveError as exc:
-        print(f"wildserve: error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("wildserve: interrupted", file=sys.stderr)
-        sys.exit(130)
+    sys.exit(run())
 
 
 if __name__ == "__main__":

@@ -85,6 +85,7 @@ def _categorized(trace: str, max_requests: int):
 
 def _cluster_task(cfg: KVCacheExperiment, policy: str, blocks: int, host_gb: float) -> dict:
     from wildserve.engine import EngineConfig
+    from wildserve.metrics import DEFAULT_SLO
     from wildserve.sim.build import ClusterConfig, run_policy
 
     requests = _categorized(cfg.cluster_trace, cfg.max_requests)
@@ -93,7 +94,7 @@ def _cluster_task(cfg: KVCacheExperiment, policy: str, blocks: int, host_gb: flo
     key = f"{policy} {blocks} {host_gb:g}"
     res = run_policy(requests, cluster, cfg.router,
                      progress=lambda d, t: report_progress(key, d, t))  # fmt: skip
-    s = res.metrics().summary(cfg.instances, 5.0, 0.1)
+    s = res.metrics().summary(cfg.instances, DEFAULT_SLO.ttft_slo, DEFAULT_SLO.tpot_slo)
     return {
         "policy": policy,
         "blocks_per_instance": blocks,

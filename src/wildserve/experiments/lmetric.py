@@ -19,7 +19,7 @@ import numpy as np
 
 from wildserve.engine import EngineConfig
 from wildserve.experiments.runcache import RunCache, fingerprint
-from wildserve.metrics import RequestMetrics
+from wildserve.metrics import DEFAULT_SLO, RequestMetrics
 from wildserve.routing.policy import make_policy
 from wildserve.sim.build import ClusterConfig, run_policy
 from wildserve.sim.parallel import report_progress, run_parallel
@@ -151,7 +151,7 @@ def _run(
         requests, cfg, make_policy(policy, **kwargs), progress=progress, view_source=view
     )
     metrics = result.metrics()
-    summary = metrics.summary(cfg.num_instances, ttft_slo_s=5.0, tpot_slo_s=0.1)
+    summary = metrics.summary(cfg.num_instances, DEFAULT_SLO.ttft_slo, DEFAULT_SLO.tpot_slo)
     summary["wall_s"] = result.wall_s
     summary["preemptions"] = sum(e.num_preemptions for e in result.engines)
     summary["policy_stats"] = result.extra.get("policy_stats")

@@ -51,8 +51,6 @@ def argmin(keys: Sequence[object]) -> int:
 class RoundRobin(RoutingPolicy):
     """Instances in turn, ignoring load and cache."""
 
-    name = "round-robin"
-
     def __init__(self) -> None:
         self._next = 0
 
@@ -65,8 +63,6 @@ class RoundRobin(RoutingPolicy):
 @ROUTING_POLICIES.register("least-requests")
 class LeastRequests(RoutingPolicy):
     """Fewest unfinished requests (running + waiting)."""
-
-    name = "least-requests"
 
     def choose(self, request: RouteRequest, views: Sequence[InstanceView]) -> int:
         return argmin([v.num_requests for v in views])

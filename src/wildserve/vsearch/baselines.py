@@ -104,8 +104,6 @@ class Laet(Method):
     """Learned adaptive early termination: one predicted budget per query, a model per K and a
     multiplier per (K, target)."""
 
-    name = "laet"
-
     calls_slot = 1
 
     def _fit(self, ctx: FitContext) -> None:
@@ -201,8 +199,6 @@ def mean_ndis_to_target(found_at: np.ndarray, k: int, target: float) -> float:
 @METHODS.register("darth")
 class Darth(Method):
     """Declarative recall: a recall@K regressor per K consulted on an adaptive schedule."""
-
-    name = "darth"
 
     calls_slot = 1
 

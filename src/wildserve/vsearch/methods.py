@@ -175,8 +175,6 @@ def tuning_key(k: int, target: float) -> tuple[int, float]:
 class FixedEf(Method):
     """The practitioner's oracle: the smallest ef whose validation recall meets the target, per K."""
 
-    name = "fixed-ef"
-
     uses_train_log = False
 
     def _fit(self, ctx: FitContext) -> None:
