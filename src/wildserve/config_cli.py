@@ -105,6 +105,7 @@ class ConfigParam:
     group: str  # keyword the built config is passed under
     cls: type
     field: str
+    repeatable: bool = False  # a list[str] field: the option may be given many times
 
 
 def _scalar(hint: Any) -> tuple[type, bool] | None:
@@ -131,6 +132,17 @@ def field_params(group: str, spec: Fields) -> list[tuple[inspect.Parameter, Conf
             continue
         if spec.only is not None and f.name not in spec.only:
             continue
+        flag = spec.flags.get(f.name, f.name.replace("_", "-"))
+        pname = flag.replace("-", "_")
+        help_text = f.metadata.get("help", "")
+        if hints[f.name] == list[str]:  # a repeatable option; the factory's value when not given
+            info = typer.Option(f"--{flag}", help=help_text)
+            param = inspect.Parameter(
+                pname, inspect.Parameter.KEYWORD_ONLY, default=None,
+                annotation=Annotated[list[str] | None, info],
+            )  # fmt: skip
+            out.append((param, ConfigParam(pname, group, spec.cls, f.name, repeatable=True)))
+            continue
         scalar = _scalar(hints[f.name])
         if scalar is None:
             if spec.only is not None:
@@ -139,16 +151,16 @@ def field_params(group: str, spec: Fields) -> list[tuple[inspect.Parameter, Conf
         kind, optional = scalar
         if f.default is dataclasses.MISSING:
             raise TypeError(f"{spec.cls.__name__}.{f.name} has no default")
-        flag = spec.flags.get(f.name, f.name.replace("_", "-"))
         decls = [f"--{flag}/--no-{flag}"] if kind is bool else [f"--{flag}"]
         extra: dict[str, Any] = {}
         if kind in (int, float):
             bounds = {k: v for k, v in f.metadata.items() if k in ("ge", "gt", "le", "lt")}
-            extra["parser"] = BoundedNumber(kind, bounds, f.metadata.get("allow_inf", False))
+            extra["parser"] = parser = BoundedNumber(kind, bounds, f.metadata.get("allow_inf", False))
+            if bounds:
+                help_text = f"{help_text} [{parser.describe()}]"
             extra["metavar"] = kind.__name__.upper()
         annotation = (kind | None) if optional else kind
-        info = typer.Option(*decls, help=f.metadata.get("help", ""), **extra)
-        pname = flag.replace("-", "_")
+        info = typer.Option(*decls, help=help_text, **extra)
         param = inspect.Parameter(
             pname,
             inspect.Parameter.KEYWORD_ONLY,
@@ -189,7 +201,10 @@ def config_options(**groups: type | Fields) -> Callable[[F], F]:
         def command(**kwargs: Any) -> Any:
             values: dict[str, dict[str, Any]] = {g: dict(s.fixed) for g, s in specs.items()}
             for pname, meta in generated.items():
-                values[meta.group][meta.field] = kwargs.pop(pname)
+                value = kwargs.pop(pname)
+                if value is None and meta.repeatable:
+                    continue  # not given: the field's default factory
+                values[meta.group][meta.field] = list(value) if meta.repeatable else value
             built = {g: specs[g].cls(**v) for g, v in values.items()}
             return fn(**built, **kwargs)
 
@@ -237,3 +252,49 @@ Jobs = Annotated[
         help="worker processes (0: one per core)",
     ),
 ]
+
+
+# ---- introspection (tests, tooling) -------------------------------------------------------------
+def _option_info(param: inspect.Parameter, hint: Any) -> tuple[Any, Any]:
+    """(typer OptionInfo or ArgumentInfo, bare annotation) of one command parameter."""
+    info = None
+    if typing.get_origin(hint) is Annotated:
+        args = typing.get_args(hint)
+        hint = args[0]
+        info = next((a for a in args[1:] if isinstance(a, typer.models.ParameterInfo)), None)
+    if info is None and isinstance(param.default, typer.models.ParameterInfo):
+        info = param.default
+    return info, hint
+
+
+def command_options(app: typer.Typer) -> list[tuple[tuple[str, ...], str, Any, Any]]:
+    """(command path, long flag, base type, BoundedNumber or None) of every option of every command
+    (hidden ones too); typer's own ``min``/``max`` count as bounds."""
+    out: list[tuple[tuple[str, ...], str, Any, Any]] = []
+
+    def walk(cmd: Any, path: tuple[str, ...]) -> None:
+        subs = getattr(cmd, "commands", None)
+        if subs:
+            for name, sub in subs.items():
+                walk(sub, (*path, name))
+            return
+        if cmd.callback is None:
+            return
+        target = inspect.unwrap(cmd.callback, stop=lambda f: hasattr(f, "__signature__"))
+        hints = typing.get_type_hints(target, include_extras=True)
+        for param in inspect.signature(target).parameters.values():
+            info, hint = _option_info(param, hints.get(param.name, param.annotation))
+            if not isinstance(info, typer.models.OptionInfo):
+                continue
+            scalar = _scalar(hint)
+            kind = scalar[0] if scalar else hint
+            decls = [d.split("/")[0] for d in (info.param_decls or ()) if d.startswith("--")]
+            flag = decls[0] if decls else "--" + param.name.replace("_", "-")
+            parser = info.parser if isinstance(info.parser, BoundedNumber) else None
+            if parser is None and kind in (int, float) and (info.min, info.max) != (None, None):
+                typer_bounds = {"ge": info.min, "le": info.max}
+                parser = BoundedNumber(kind, {k: v for k, v in typer_bounds.items() if v is not None})
+            out.append((path, flag, kind, parser))
+
+    walk(typer.main.get_command(app), ())
+    return out
