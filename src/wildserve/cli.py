@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import gc
+import os
 import sys
 from collections.abc import Sequence
 from typing import Annotated
@@ -103,16 +103,38 @@ def run(argv: Sequence[str] | None = None) -> int:
         print(f"wildserve: error: {exc}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, typer.Abort):
-        print("wildserve: interrupted", file=sys.stderr)
         return 130
+    except SystemExit as exc:
+        if _from_ctrl_c(exc):
+            return 130
+        raise
     return status if isinstance(status, int) else 0
+
+
+def _interrupted() -> None:
+    """Leave at once after Ctrl-C (typer reports it as status 130). By then every ``finally`` has run:
+    workers are stopped and atomic writes cleaned up. A normal interpreter exit would then spend
+    seconds joining pool threads and freeing whole traces, which breaks the 2 s promise."""
+    print("wildserve: interrupted", file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(130)
+
+
+def _from_ctrl_c(exc: BaseException) -> bool:
+    """Click turns KeyboardInterrupt into Abort and then ``sys.exit(1)``; find it in the chain."""
+    seen = exc.__context__
+    while seen is not None:
+        if isinstance(seen, KeyboardInterrupt):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def main() -> None:
     status = run()
-    # A simulation leaves millions of objects; the collector need not visit them all at exit
-    # (after Ctrl-C that walk took seconds). Files are closed and workers stopped by now.
-    gc.freeze()
+    if status == 130:
+        _interrupted()
     sys.exit(status)
 
 

