@@ -85,13 +85,24 @@ def _register() -> None:
     app.command("doctor")(doctor)
 
 
+_click_command = None
+
+
+def _command():
+    """The click command tree of ``app``, built once per process."""
+    global _click_command
+    if _click_command is None:
+        _register()
+        _click_command = typer.main.get_command(app)
+    return _click_command
+
+
 def run(argv: Sequence[str] | None = None) -> int:
     """Run one command line and return its exit status. Every expected failure (a bad option, a
     bad input file, an empty trace) is one line on stderr and status 2; a traceback is a bug."""
-    _register()
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        status = app(args=args, prog_name="wildserve", standalone_mode=False)
+        status = _command().main(args=args, prog_name="wildserve", standalone_mode=False)
     except NoArgsIsHelpError as exc:
         typer.echo(exc.ctx.get_help() if exc.ctx is not None else str(exc))
         return 2

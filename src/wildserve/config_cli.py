@@ -155,7 +155,9 @@ def field_params(group: str, spec: Fields) -> list[tuple[inspect.Parameter, Conf
         extra: dict[str, Any] = {}
         if kind in (int, float):
             bounds = {k: v for k, v in f.metadata.items() if k in ("ge", "gt", "le", "lt")}
-            extra["parser"] = parser = BoundedNumber(kind, bounds, f.metadata.get("allow_inf", False))
+            extra["parser"] = parser = BoundedNumber(
+                kind, bounds, f.metadata.get("allow_inf", False)
+            )
             if bounds:
                 help_text = f"{help_text} [{parser.describe()}]"
             extra["metavar"] = kind.__name__.upper()
@@ -293,7 +295,9 @@ def command_options(app: typer.Typer) -> list[tuple[tuple[str, ...], str, Any, A
             parser = info.parser if isinstance(info.parser, BoundedNumber) else None
             if parser is None and kind in (int, float) and (info.min, info.max) != (None, None):
                 typer_bounds = {"ge": info.min, "le": info.max}
-                parser = BoundedNumber(kind, {k: v for k, v in typer_bounds.items() if v is not None})
+                parser = BoundedNumber(
+                    kind, {k: v for k, v in typer_bounds.items() if v is not None}
+                )
             out.append((path, flag, kind, parser))
 
     walk(typer.main.get_command(app), ())

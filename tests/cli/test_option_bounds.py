@@ -17,7 +17,6 @@ from hypothesis import strategies as st
 from wildserve.cli import _register, app, run
 from wildserve.config_cli import BoundedNumber, command_options
 
-
 _register()
 _OPTIONS = command_options(app)
 
@@ -68,7 +67,9 @@ def _outside(kind: type, parser: BoundedNumber) -> st.SearchStrategy:
     else:
         finite = {"allow_nan": False, "allow_infinity": False}
         if "ge" in b:
-            choices.append(st.floats(max_value=b["ge"], exclude_max=True, min_value=-1e12, **finite))
+            choices.append(
+                st.floats(max_value=b["ge"], exclude_max=True, min_value=-1e12, **finite)
+            )
         if "gt" in b:
             choices.append(st.floats(max_value=b["gt"], min_value=-1e12, **finite))
         if "le" in b:
@@ -86,7 +87,7 @@ BOUNDED = [(p, f, k, parser) for p, f, k, parser in NUMERIC if parser is not Non
 @pytest.mark.parametrize(("path", "flag", "kind", "parser"), BOUNDED, ids=[
     f"{' '.join(p)} {f}" for p, f, _, _ in BOUNDED])  # fmt: skip
 def test_out_of_range_values_are_refused_while_parsing(path, flag, kind, parser, tmp_path_factory):
-    @settings(max_examples=6, deadline=None, derandomize=True,
+    @settings(max_examples=4, deadline=None, derandomize=True,
               suppress_health_check=list(HealthCheck))  # fmt: skip
     @given(_outside(kind, parser))
     def check(value: str) -> None:

@@ -10,6 +10,8 @@ from typing import Annotated
 
 import typer
 
+from wildserve.config_cli import Jobs, bounded
+
 
 def _parse_seeds(text: str) -> tuple[int | None, ...]:
     from wildserve.errors import ConfigError
@@ -51,10 +53,17 @@ def lmetric(
         str, typer.Option(help="trace spec of the WEKA sessions")
     ] = "builtin:weka-claude-code",
     max_requests: Annotated[
-        int, typer.Option(help="use the first N requests of each trace (0: all)")
+        int,
+        typer.Option(
+            parser=bounded(int, ge=0),
+            metavar="INT",
+            help="use the first N requests of each trace (0: all)",
+        ),
     ] = 0,
     view_source: Annotated[str, typer.Option(help="exact or router-local")] = "exact",
-    instances: Annotated[int, typer.Option(help="serving instances")] = 16,
+    instances: Annotated[
+        int, typer.Option(parser=bounded(int, ge=1), metavar="INT", help="serving instances")
+    ] = 16,
     zero_score_demo: Annotated[
         bool, typer.Option(help="also run the hot-prompt failure demo")
     ] = True,
@@ -62,7 +71,7 @@ def lmetric(
         "docs/results/lmetric.md"
     ),
     output_json: Annotated[Path | None, typer.Option(help="write all run summaries here")] = None,
-    jobs: Annotated[int, typer.Option(help="simulations in parallel (0: one per core)")] = 0,
+    jobs: Jobs = 0,
     cache_dir: Annotated[
         Path | None, typer.Option(help="keep finished runs here and reuse them (resume); none: off")
     ] = Path("results/lmetric-runs"),

@@ -18,6 +18,7 @@ from typing import Annotated, Any
 
 import typer
 
+from wildserve.config_cli import Jobs, bounded
 from wildserve.sim.parallel import report_progress
 
 NO_HISTORY = "wa/no-history"  # WA fitted only on its own cache hits (the ablation)
@@ -183,11 +184,21 @@ def kvcache(
     out: Annotated[Path, typer.Option(help="folder for kvcache.md, kvcache.json and the PNGs")] = (
         Path("results/kvcache")
     ),
-    max_requests: Annotated[int, typer.Option(help="first N requests of each trace (0: all)")] = 0,
+    max_requests: Annotated[
+        int,
+        typer.Option(
+            parser=bounded(int, ge=0), metavar="INT", help="first N requests of each trace (0: all)"
+        ),
+    ] = 0,
     offline: Annotated[bool, typer.Option(help="run the offline capacity sweeps")] = True,
     cluster: Annotated[bool, typer.Option(help="run the cluster simulations")] = True,
-    instances: Annotated[int, typer.Option(help="serving instances in the cluster part")] = 16,
-    jobs: Annotated[int, typer.Option(help="tasks in parallel (0: one per core)")] = 0,
+    instances: Annotated[
+        int,
+        typer.Option(
+            parser=bounded(int, ge=1), metavar="INT", help="serving instances in the cluster part"
+        ),
+    ] = 16,
+    jobs: Jobs = 0,
 ) -> None:
     """Hit ratio vs capacity for every eviction policy on the Mooncake and WEKA traces, and queued
     TTFT in the cluster simulator at two KV capacities (with and without a host-memory tier)."""

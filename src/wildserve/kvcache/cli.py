@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from wildserve.config_cli import OutDir, ReaderOptions, bounded
 from wildserve.workload.formats import DEFAULT_TRACE
 
 app = typer.Typer(help="Prefix-KV cache analysis of traces.", no_args_is_help=True)
@@ -19,18 +20,23 @@ def analyze(
     trace: Annotated[
         str, typer.Argument(help="builtin:NAME, FORMAT:PATH or a path (format sniffed)")
     ] = DEFAULT_TRACE,
-    out: Annotated[
-        Path | None, typer.Option(help="folder for report.md, analysis.json and PNGs")
-    ] = None,
+    out: OutDir = None,
     block_size: Annotated[
-        int | None, typer.Option(help="tokens per block (default: the trace's own)")
+        int | None,
+        typer.Option(
+            parser=bounded(int, ge=1),
+            metavar="INT",
+            help="tokens per block (default: the trace's own)",
+        ),
     ] = None,
     scheme: Annotated[str, typer.Option(help="categories: auto, native or inferred")] = "auto",
-    option: Annotated[
-        list[str] | None,
-        typer.Option("--option", "-o", help="reader option KEY=VALUE, e.g. -o max_idle_s=600"),
-    ] = None,
-    max_requests: Annotated[int, typer.Option(help="only the first N requests (0: all)")] = 0,
+    option: ReaderOptions = None,
+    max_requests: Annotated[
+        int,
+        typer.Option(
+            parser=bounded(int, ge=0), metavar="INT", help="only the first N requests (0: all)"
+        ),
+    ] = 0,
     capacity: Annotated[
         bool, typer.Option(help="search the capacity for 90/95/99% of the ideal hit ratio")
     ] = True,

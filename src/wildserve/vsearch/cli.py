@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 
+from wildserve.config_cli import bounded
 from wildserve.io import atomic_write_text
 from wildserve.vsearch.config import (
     ALL_METHODS,
@@ -21,6 +22,8 @@ from wildserve.vsearch.config import (
 app = typer.Typer(help="HNSW vector search with OMEGA early termination.", no_args_is_help=True)
 
 _IDX = IndexConfig()
+_SEED = bounded(int, ge=0)
+_POSITIVE = bounded(int, ge=1)
 _TRN = TrainConfig()
 _EXP = ExperimentConfig()
 
@@ -34,9 +37,11 @@ def build(
     data: str = typer.Option(..., help="glove, synthetic, or a .npy/.fvecs file"),
     out: Path = typer.Option(..., help="index file to write (.npz)"),
     metric: str = typer.Option(_IDX.metric, help="l2, ip or angular"),
-    m: int = typer.Option(_IDX.m, help="HNSW M"),
-    ef_construction: int = typer.Option(_IDX.ef_construction, help="HNSW efConstruction"),
-    seed: int = typer.Option(0, help="seed for synthetic data"),
+    m: int = typer.Option(_IDX.m, help="HNSW M", parser=bounded(int, ge=2), metavar="INT"),
+    ef_construction: int = typer.Option(
+        _IDX.ef_construction, help="HNSW efConstruction", parser=bounded(int, ge=1), metavar="INT"
+    ),
+    seed: int = typer.Option(0, help="seed for synthetic data", parser=_SEED, metavar="INT"),
 ) -> None:
     """Build an HNSW graph with faiss and save it in the flat layout the numba search reads."""
     import numpy as np
@@ -65,8 +70,12 @@ def train(
     ),
     ks: str = typer.Option("1,10,100", help="Ks the baselines are tuned for (omega: any K <= max)"),
     targets: str = typer.Option("0.9,0.95,0.99", help="recall targets to tune/calibrate for"),
-    ef: int = typer.Option(_TRN.ef, help="beam width of the training searches"),
-    seed: int = typer.Option(_TRN.seed, help="LightGBM, subsampling and split seed"),
+    ef: int = typer.Option(
+        _TRN.ef, help="beam width of the training searches", parser=_POSITIVE, metavar="INT"
+    ),
+    seed: int = typer.Option(
+        _TRN.seed, help="LightGBM, subsampling and split seed", parser=_SEED, metavar="INT"
+    ),
 ) -> None:
     """Fit one early-termination method (OMEGA: one K=1 model for every K) and save it."""
     import numpy as np
@@ -113,9 +122,16 @@ def search(
     index: Path = typer.Option(..., help="index from `vsearch build`"),
     model: Path | None = typer.Option(None, help="model from `vsearch train` (any method)"),
     queries: str = typer.Option(..., help="query vectors (.npy/.fvecs)"),
-    k: int = typer.Option(10, help="neighbours per query"),
-    target: float = typer.Option(0.95, help="average recall target"),
-    ef: int = typer.Option(_TRN.ef, help="beam width (without --model: a plain fixed-ef search)"),
+    k: int = typer.Option(10, help="neighbours per query", parser=_POSITIVE, metavar="INT"),
+    target: float = typer.Option(
+        0.95, help="average recall target", parser=bounded(float, gt=0, lt=1), metavar="FLOAT"
+    ),
+    ef: int = typer.Option(
+        _TRN.ef,
+        help="beam width (without --model: a plain fixed-ef search)",
+        parser=_POSITIVE,
+        metavar="INT",
+    ),
     out: Path | None = typer.Option(None, help="write ids to this .npy"),
     truth: Path | None = typer.Option(
         None, help="exact ids (.ivecs/.npy) to report recall against"
@@ -215,12 +231,31 @@ def experiment(
     targets: str = typer.Option(
         ",".join(map(str, _EXP.targets)), help="recall targets, comma-separated"
     ),
-    n_base: int = typer.Option(_EXP.n_base, help="base vectors kept (0 = all)"),
-    n_train: int = typer.Option(_EXP.n_train, help="training queries"),
-    n_val: int = typer.Option(_EXP.n_val, help="validation queries (baseline tuning)"),
-    n_test: int = typer.Option(_EXP.n_test, help="test queries (at most this many of --queries)"),
-    m: int = typer.Option(_IDX.m, help="HNSW M"),
-    ef: int = typer.Option(_TRN.ef, help="beam cap of training and early-stop searches"),
+    n_base: int = typer.Option(
+        _EXP.n_base, help="base vectors kept (0 = all)", parser=_SEED, metavar="INT"
+    ),
+    n_train: int = typer.Option(
+        _EXP.n_train, help="training queries", parser=bounded(int, ge=3), metavar="INT"
+    ),
+    n_val: int = typer.Option(
+        _EXP.n_val,
+        help="validation queries (baseline tuning)",
+        parser=bounded(int, ge=2),
+        metavar="INT",
+    ),
+    n_test: int = typer.Option(
+        _EXP.n_test,
+        help="test queries (at most this many of --queries)",
+        parser=_POSITIVE,
+        metavar="INT",
+    ),
+    m: int = typer.Option(_IDX.m, help="HNSW M", parser=bounded(int, ge=2), metavar="INT"),
+    ef: int = typer.Option(
+        _TRN.ef,
+        help="beam cap of training and early-stop searches",
+        parser=_POSITIVE,
+        metavar="INT",
+    ),
     ef_caps: str = typer.Option(
         "", help="further beam caps to re-run the learned methods at, e.g. 500,300"
     ),
@@ -228,13 +263,23 @@ def experiment(
         _EXP.equal_budget, help="also fit LAET and DARTH at OMEGA's preprocessing budget"
     ),
     methods: str = typer.Option(",".join(ALL_METHODS), help="methods to compare, comma-separated"),
-    repeats: int = typer.Option(3, help="timing repeats per cell (best and median kept)"),
-    darth_tune_steps: int = typer.Option(
-        BaselineConfig().darth_tune_steps, help="bisection steps of DARTH's stop level"
+    repeats: int = typer.Option(
+        3, help="timing repeats per cell (best and median kept)", parser=_POSITIVE, metavar="INT"
     ),
-    seed: int = typer.Option(_EXP.seed, help="seed of split, stream and models"),
+    darth_tune_steps: int = typer.Option(
+        BaselineConfig().darth_tune_steps,
+        help="bisection steps of DARTH's stop level",
+        parser=_SEED,
+        metavar="INT",
+    ),
+    seed: int = typer.Option(
+        _EXP.seed, help="seed of split, stream and models", parser=_SEED, metavar="INT"
+    ),
     jobs: int = typer.Option(
-        1, help="faiss threads for building and ground truth (searches are single-threaded)"
+        1,
+        help="faiss threads for building and ground truth (searches are single-threaded)",
+        parser=_POSITIVE,
+        metavar="INT",
     ),
     out: Path = typer.Option(
         Path("results/omega"), help="run folder: results.json, report.md, plots, cache/"

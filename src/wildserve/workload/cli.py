@@ -8,6 +8,7 @@ import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from wildserve.config_cli import ReaderOptions, bounded
 from wildserve.console import make_console
 from wildserve.errors import ConfigError
 from wildserve.workload import transforms
@@ -80,16 +81,19 @@ def info(
     spec: Annotated[
         str, typer.Argument(help="builtin:NAME, FORMAT:PATH or a path (format sniffed)")
     ] = DEFAULT_TRACE,
-    option: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--option", "-o", help="reader option KEY=VALUE, e.g. -o session_rate=0.2 for weka"
-        ),
-    ] = None,
+    option: ReaderOptions = None,
     rate_scale: Annotated[
-        float, typer.Option(help="divide inter-arrival times by this factor")
+        float,
+        typer.Option(
+            parser=bounded(float, gt=0),
+            metavar="FLOAT",
+            help="divide inter-arrival times by this factor",
+        ),
     ] = 1.0,
-    limit: Annotated[int | None, typer.Option(help="only the first N requests")] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option(parser=bounded(int, ge=1), metavar="INT", help="only the first N requests"),
+    ] = None,
 ) -> None:
     """Requests, duration, rate, length percentiles, sessions, categories and prefix-block reuse."""
     requests = iter_trace(spec, **parse_options(option or []))

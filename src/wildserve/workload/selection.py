@@ -18,7 +18,9 @@ class TraceSelection:
 
     trace: str = field(
         default=DEFAULT_TRACE,
-        metadata={"help": "trace spec: builtin:NAME, FORMAT:PATH or a path (`wildserve trace list`)"},
+        metadata={
+            "help": "trace spec: builtin:NAME, FORMAT:PATH or a path (`wildserve trace list`)"
+        },
     )
     seed: int | None = field(
         default=None,
