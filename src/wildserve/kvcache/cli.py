@@ -51,15 +51,18 @@ def analyze(
     from wildserve.kvcache.report import write_report
     from wildserve.kvcache.stream import load_stream
     from wildserve.workload.cli import parse_options
+    from wildserve.workload.selection import require_requests
 
     console = make_console()
     with Progress(
         SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console
     ) as bar:
         task = bar.add_task(f"loading {trace}", total=None)
-        _, stream = load_stream(
-            trace, block_size, scheme, max_requests or None, **parse_options(option or [])
+        reader_options = parse_options(option or [])
+        requests, stream = load_stream(
+            trace, block_size, scheme, max_requests or None, **reader_options
         )
+        require_requests(requests, trace, reader_options)
         bar.update(task, description=f"characterizing {stream.num_accesses:,} block accesses")
         result = characterize(stream)
         if capacity:

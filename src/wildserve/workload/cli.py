@@ -96,7 +96,10 @@ def info(
     ] = None,
 ) -> None:
     """Requests, duration, rate, length percentiles, sessions, categories and prefix-block reuse."""
-    requests = iter_trace(spec, **parse_options(option or []))
+    from wildserve.workload.selection import require_requests
+
+    reader_options = parse_options(option or [])
+    requests = iter_trace(spec, **reader_options)
     requests = transforms.rate_scale(requests, rate_scale)
     if limit is not None:
         requests = transforms.limit(requests, limit)
@@ -117,6 +120,8 @@ def info(
                 yield r
 
         summary = summarize(counted(requests))
+    if summary.num_requests == 0:
+        require_requests([], spec, reader_options)
     console.print(_table(spec, summary))
 
 

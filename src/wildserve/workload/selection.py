@@ -55,10 +55,9 @@ def require_requests(
     """Raise a one-line ConfigError when a trace (after its reader's windows and filters) is empty."""
     if requests:
         return
-    if reader_options:
-        shown = " ".join(f"-o {k}={v}" for k, v in reader_options.items())
-        raise ConfigError(
-            f"trace {spec} has no requests left after the reader options {shown}; "
-            "widen the window or the filter"
-        )
-    raise ConfigError(f"trace {spec} has no requests: the file holds none; nothing to run")
+    shown = "".join(f" -o {k}={v}" for k, v in (reader_options or {}).items())
+    with_options = f" (read with{shown})" if shown else ""
+    raise ConfigError(
+        f"trace {spec} has no requests{with_options}: the file, or what its reader options keep, "
+        "is empty; nothing to run"
+    )
