@@ -8,6 +8,8 @@ import pytest
 
 from tests.overload.conftest import burst_workload, small_cluster
 from wildserve.overload.dispatch import member_views, share, unit_views
+from wildserve.overload.kunserve import KunServeConfig, KunServeController
+from wildserve.overload.layout import build_layered_cluster
 from wildserve.overload.timeline import SampledController
 from wildserve.routing import make_policy
 from wildserve.routing.llumnix import freeness
@@ -71,3 +73,47 @@ def test_the_simulator_sends_a_members_share_to_its_leader():
     where = Counter(res.instances)
     assert where[1] == 0 and engines[1].num_finished == 0
     assert where[0] == 2 * where[2]  # round-robin over three views: the unit gets two turns
+
+
+class Watched(KunServeController):
+    """KunServe recording what the router is shown at every dispatch, next to the engines' state."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.seen: list[tuple[list[list[int]], list, list]] = []
+
+    def route_views(self, views):
+        shown, targets = super().route_views(views)
+        pipelines = [list(g.members) for g in self.groups if g.is_pipeline]
+        self.seen.append((pipelines, list(views), list(shown)))
+        return shown, targets
+
+
+def test_a_kunserve_group_is_routed_as_its_capacity_and_served_by_its_leader():
+    cluster = build_layered_cluster(small_cluster(4))
+    ctl = Watched(cluster, KunServeConfig())
+    res = Simulator(cluster.engines, make_policy("least-requests"), controller=ctl).run(
+        burst_workload(seed=1)
+    )
+    grouped = [(units, raw, shown) for units, raw, shown in ctl.seen if units]
+    assert grouped, "the burst must form a group while requests still arrive"
+    initial = ctl.initial_blocks
+    for units, raw, shown in grouped:
+        for members in units:
+            lead = raw[members[0]]
+            parts = [shown[m] for m in members]
+            # the unit's whole state, split over its members: g instances' worth of seats and KV
+            assert sum(p.num_running for p in parts) == lead.num_running
+            assert sum(p.num_waiting for p in parts) == lead.num_waiting
+            assert sum(p.num_kv_blocks for p in parts) == lead.num_kv_blocks
+            assert lead.num_kv_blocks > sum(initial[m] for m in members)  # the drop freed memory
+            assert max(p.num_kv_blocks for p in parts) - min(p.num_kv_blocks for p in parts) <= 1
+        alone = {i for i in range(4)} - {m for u in units for m in u}
+        assert all(shown[i] == raw[i] for i in alone)
+    # requests routed to a member while it was part of a pipeline were served by its leader
+    for g in ctl.groups:
+        for i, er in enumerate(res.requests):
+            if g.dropped_s <= er.arrival_s < g.split_s and res.instances[i] in g.members[1:]:
+                raise AssertionError(
+                    f"request {i} went to member {res.instances[i]} of {g.members}"
+                )

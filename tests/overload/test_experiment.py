@@ -11,16 +11,20 @@ import pytest
 
 from wildserve.experiments.kunserve import (
     _LOADED,
+    SETUPS,
+    WORKLOADS,
     KunServeExperiment,
     Setup,
     Workload,
     base_rate,
+    memory_facts,
     run_experiment,
     scenario_requests,
 )
 from wildserve.experiments.kunserve_analysis import drop_economics, points
 from wildserve.experiments.kunserve_report import write_report
 from wildserve.experiments.runcache import RunCache
+from wildserve.workload import load_trace
 
 SETUP = Setup("tiny", "qwen2.5-14b", "h100", num_instances=2)
 WORK = Workload("conv", "builtin:azure-conv", {"output_scale": 4}, nominal_rate=0.5)
@@ -125,6 +129,12 @@ def test_the_report_has_the_headline_the_acceptance_line_and_the_figures(swept, 
     )
     text = path.read_text()
     assert "## Headline" in text and "**Acceptance" in text and "| conv | tiny |" in text
+    # whole-slice p99, burst-window p99 and p99.9 and what pipelining costs in TBT, side by side
+    header = next(
+        line for line in text.splitlines() if line.startswith("| workload | setup | best")
+    )
+    for column in ("whole p99", "burst p99 / p99.9", "TBT p50 / p99"):
+        assert column in header
     assert "](k/map_conv.png)" in text and (tmp_path / "k" / "map_conv.png").stat().st_size > 0
     assert text.count("| 0.") + text.count("| 1.") > 0  # the per-point table has rows
 
@@ -151,6 +161,7 @@ def test_a_drop_buys_memory_but_little_decode_throughput():
         ["--base-targets", "0.5/1.5"],
         ["--duration", "-1"],
         ["--jobs", "-2"],
+        ["--cached-only", "--no-cache"],
     ],
 )
 def test_cli_rejects_bad_input_with_one_line(args, tmp_path, monkeypatch, capsys):
@@ -173,3 +184,67 @@ def test_the_installed_command_exits_2_on_a_typo():
         text=True,
     )
     assert res.returncode == 2 and res.stderr.count("\n") == 1 and "tpu" in res.stderr
+
+
+def test_the_setups_span_weight_shares_and_the_memory_a_drop_frees():
+    """The freed share sets the band: the shipped setups put weights at 41 %, 49 % and 68 %."""
+    facts = {s.name: memory_facts(KunServeExperiment().cluster(s)) for s in SETUPS}
+    share = {n: f["weights_share"] for n, f in facts.items()}
+    assert share["qwen2.5-14b@h100"] < share["llama-3-70b@h100-tp4"] < share["qwen2.5-14b@h100-48g"]
+    freed = {n: f["freed_blocks"]["2"] / f["cluster_blocks"] for n, f in facts.items()}
+    assert freed["qwen2.5-14b@h100"] < freed["qwen2.5-14b@h100-48g"]  # more weights, more freed
+    assert all(v > 0 for v in freed.values())
+    for f in facts.values():  # a larger drop frees more
+        ordered = [f["freed_blocks"][d] for d in sorted(f["freed_blocks"], key=int)]
+        assert ordered == sorted(ordered)
+
+
+def test_the_decode_heavy_workloads_are_shipped_and_shaped():
+    named = {w.name: w for w in WORKLOADS}
+    assert set(named) == {"azure-conv-x4", "azure-code-x16", "reasoning", "weka"}
+    conv, code = named["azure-conv-x4"].load(0), named["azure-code-x16"].load(0)
+    plain_conv, plain_code = load_trace("builtin:azure-conv"), load_trace("builtin:azure-code")
+    assert [r.output_tokens for r in conv] == [min(16384, 4 * r.output_tokens) for r in plain_conv]
+    assert [r.output_tokens for r in code] == [min(16384, 16 * r.output_tokens) for r in plain_code]
+    cot = named["reasoning"].load(0)
+    assert [r.prompt_tokens for r in cot] == [r.prompt_tokens for r in plain_conv]
+    assert (
+        np.mean([r.output_tokens for r in cot]) > 4000
+        and max(r.output_tokens for r in cot) <= 16384
+    )
+    assert [r.output_tokens for r in named["reasoning"].load(1)] != [r.output_tokens for r in cot]
+    weka = named["weka"].load(0)
+    assert (
+        len({r.session_id for r in weka}) > 1 and np.mean([r.prompt_tokens for r in weka]) > 20_000
+    )
+
+
+def test_cached_only_reports_the_complete_points_and_runs_nothing(swept, tmp_path):
+    import shutil
+
+    from wildserve.experiments.kunserve_analysis import complete_points
+    from wildserve.experiments.runcache import ReadOnlyRunCache
+
+    exp, _doc, cache = swept
+    shutil.copytree(cache.dir, tmp_path / "c")
+    # forget KunServe's run at burst x4: that point is incomplete, x1.5 still complete
+    again = run_experiment(exp, jobs=1, cache=RunCache(tmp_path / "c"))
+    x4 = [r for r in again["runs"] if r["factor"] == 4.0 and r["system"] == "kunserve"]
+    fps = {p.stem for p in (tmp_path / "c").glob("*.json")}
+    before = len(fps)
+    for p in (tmp_path / "c").glob("*.json"):
+        if orjson_summary(p) == {k: v for k, v in x4[0]["summary"].items() if k != "cached"}:
+            p.unlink()
+    assert len(list((tmp_path / "c").glob("*.json"))) == before - 1
+    ro = run_experiment(exp, jobs=1, cache=ReadOnlyRunCache(tmp_path / "c"))
+    kept, missing = complete_points(ro)
+    assert missing == ["conv/tiny/L0/x4"]
+    assert sorted({r["factor"] for r in kept["runs"]}) == [1.5]
+    assert [p["factor"] for p in points(kept)] == [1.5]
+    assert len(list((tmp_path / "c").glob("*.json"))) == before - 1  # nothing was computed
+
+
+def orjson_summary(path):
+    import orjson
+
+    return orjson.loads(path.read_bytes())

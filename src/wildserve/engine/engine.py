@@ -327,12 +327,15 @@ class Engine:
             self.config.max_fast_forward_steps,
             min(r.max_output_tokens - r.num_output_tokens for r in reqs),
         )
-        if k > 1:
-            k = self._max_steps_in_memory(reqs, k)
         durations = self.costing.decode_run_times(out, k)
         if k > 1:
+            # cut at the horizon first, then at memory: both cuts keep a prefix of the run (step
+            # times do not depend on how many are computed together), and the memory check, one
+            # pass over the batch per probe, then covers only the steps that can start
             starts = now + np.cumsum(durations) - durations
             k = max(1, bisect_left(starts, horizon))
+            if k > 1:
+                k = self._max_steps_in_memory(reqs, k)
             durations = durations[:k]
         return durations
 

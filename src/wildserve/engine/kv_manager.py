@@ -93,6 +93,17 @@ class KVCacheManager:
         num_computed = req.num_computed_tokens + len(new_computed_blocks) * bs
         num_required = cdiv(num_computed + num_new_tokens, bs)
         num_new_blocks = num_required - len(req.block_ids) - len(new_computed_blocks)
+        if (
+            num_new_blocks <= 0
+            and not new_computed_blocks
+            and reserve_blocks <= 0
+            and (not must_fit_tokens or cdiv(must_fit_tokens, bs) <= len(req.block_ids))
+        ):
+            # most decode steps: the tokens fit the request's last block, so nothing can fail
+            # (a pool never has fewer than zero free blocks) and reading the pool is skipped
+            if self.enable_prefix_caching:
+                self._cache_full_blocks(req, num_computed + num_new_tokens, now)
+            return True
         gpu_hits = new_computed_blocks
         num_host = 0
         if new_computed_blocks and new_computed_blocks[-1] == HOST_HIT:

@@ -97,6 +97,14 @@ def points(doc: dict) -> list[dict]:
     return out
 
 
+def complete_points(doc: dict) -> tuple[dict, list[str]]:
+    """``doc`` without the points that miss a run (a read-only cache), and those points' names."""
+    missing = {tuple(r[k] for k in POINT) for r in doc["runs"] if r["summary"].get("missing")}
+    kept = [r for r in doc["runs"] if tuple(r[k] for k in POINT) not in missing]
+    names = sorted(f"{w}/{s}/L{lv}/x{f:g}" for w, s, lv, f in missing)
+    return {**doc, "runs": kept}, names
+
+
 def band(pts: Iterable[dict], threshold: float) -> tuple[float, float] | None:
     """The excess range of the points whose ratio reaches ``threshold`` (None: no such point)."""
     xs = [p["excess"] for p in pts if (p["ratio"] or 0) >= threshold and p["excess"] is not None]

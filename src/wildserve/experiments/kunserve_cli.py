@@ -115,6 +115,10 @@ def kunserve(
         Path, typer.Option(help="finished runs are kept here and reused (resume)")
     ] = Path("results/kunserve-runs"),
     no_cache: Annotated[bool, typer.Option(help="neither read nor write the run cache")] = False,
+    cached_only: Annotated[
+        bool,
+        typer.Option(help="run nothing: report the points whose runs are all in the run cache"),
+    ] = False,
     jobs: Jobs = 0,
 ) -> None:
     """The KunServe regime map: burst size swept finely per workload, setup and base load."""
@@ -127,9 +131,14 @@ def kunserve(
         run_experiment,
         run_key,
     )
-    from wildserve.experiments.kunserve_analysis import group_by_pair, headline, points
+    from wildserve.experiments.kunserve_analysis import (
+        complete_points,
+        group_by_pair,
+        headline,
+        points,
+    )
     from wildserve.experiments.kunserve_report import write_report
-    from wildserve.experiments.runcache import RunCache
+    from wildserve.experiments.runcache import ReadOnlyRunCache, RunCache
     from wildserve.io import atomic_write_json
     from wildserve.overload.systems import SYSTEMS
     from wildserve.routing import ROUTING_POLICIES
@@ -171,13 +180,30 @@ def kunserve(
     report = report if report is not None else out.with_suffix(".md")
     console = make_console()
     jobs = jobs or default_jobs(64)
-    cache = None if no_cache else RunCache(cache_dir)
+    if cached_only and no_cache:
+        raise ConfigError("--cached-only reads the run cache: it cannot go with --no-cache")
+    cache = None if no_cache else (ReadOnlyRunCache if cached_only else RunCache)(cache_dir)
     t0, cpu0 = time.perf_counter(), time.process_time()
     with make_progress(console) as bar:
         runs = RunCounter(console, bar, jobs)
-        doc = run_experiment(exp, jobs, runs.on_progress, runs.on_plan, cache)
+        try:
+            doc = run_experiment(
+                exp, 1 if cached_only else jobs, runs.on_progress, runs.on_plan, cache
+            )
+        except KeyError:
+            if not cached_only:
+                raise
+            raise ConfigError(
+                f"--cached-only: a calibration run of this sweep is not in {cache_dir}"
+            ) from None
     wall = time.perf_counter() - t0
-    cpu = doc["config"]["cpu_s"]
+    missing: list[str] = []
+    if cached_only:
+        doc, missing = complete_points(doc)
+        if not doc["runs"]:
+            raise ConfigError(f"--cached-only: no point of this sweep is complete in {cache_dir}")
+    cpu = sum(r["summary"]["cpu_s"] for r in (*doc["runs"], *doc["calibration"]))
+    doc["config"]["cpu_s"] = cpu
     every = [*doc["runs"], *doc["calibration"]]
     cached = sum(r["summary"].get("cached", False) for r in every)
     timing = (
@@ -187,6 +213,11 @@ def kunserve(
         f"cache `{cache_dir}`. The machine was shared with other work while this ran, so wall "
         "time overstates what the sweep needs."
     )
+    if missing:
+        timing += (
+            f" Rendered with --cached-only: {len(missing)} points of the sweep had not run and are "
+            f"left out ({', '.join(missing[:6])}{', ...' if len(missing) > 6 else ''})."
+        )
     featured = {}
     pts = points(doc)
     index = {r["key"]: r for r in doc["runs"]}

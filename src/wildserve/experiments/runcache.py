@@ -91,3 +91,17 @@ class RunCache:
 
         atomic_write(metrics_path, write)
         atomic_write_bytes(summary_path, orjson.dumps(summary, option=orjson.OPT_SERIALIZE_NUMPY))
+
+
+MISSING = {"missing": True, "cpu_s": 0.0}  # what a read-only cache returns for a run not yet done
+
+
+class ReadOnlyRunCache(RunCache):
+    """A run cache that never computes: a miss reads as a ``MISSING`` summary (render what is done)."""
+
+    def get(self, fp: str) -> tuple[dict, RequestMetrics | None]:  # type: ignore[override]
+        hit = super().get(fp)
+        return hit if hit is not None else (dict(MISSING), None)
+
+    def put(self, fp: str, summary: dict, metrics: RequestMetrics) -> None:
+        raise AssertionError("a read-only run cache is never written")
