@@ -10,7 +10,8 @@ from typing import Annotated
 
 import typer
 
-from wildserve.config_cli import Jobs, bounded
+from wildserve.config_cli import Fields, Jobs, bounded, config_options
+from wildserve.sim.build import ClusterConfig
 
 
 def _parse_seeds(text: str) -> tuple[int | None, ...]:
@@ -28,7 +29,11 @@ def _parse_seeds(text: str) -> tuple[int | None, ...]:
     return tuple(out)
 
 
+@config_options(
+    cluster=Fields(ClusterConfig, only=("num_instances",), flags={"num_instances": "instances"})
+)
 def lmetric(
+    cluster: ClusterConfig,
     workloads: Annotated[
         str, typer.Option(help="comma-separated: mooncake, weka")
     ] = "mooncake,weka",
@@ -61,9 +66,6 @@ def lmetric(
         ),
     ] = 0,
     view_source: Annotated[str, typer.Option(help="exact or router-local")] = "exact",
-    instances: Annotated[
-        int, typer.Option(parser=bounded(int, ge=1), metavar="INT", help="serving instances")
-    ] = 16,
     zero_score_demo: Annotated[
         bool, typer.Option(help="also run the hot-prompt failure demo")
     ] = True,
@@ -123,7 +125,7 @@ def lmetric(
     exp = LMetricExperiment(
         workloads=chosen,
         setups=setups,
-        num_instances=instances,
+        num_instances=cluster.num_instances,
         view_source=view_source,
         max_requests=max_requests,
         policies=names,

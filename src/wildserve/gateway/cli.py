@@ -68,13 +68,6 @@ def gateway(cfg: GatewayConfig, log_level: LogLevel = "warning") -> None:
 def engine(
     server: EngineServerConfig,
     engine_cfg: EngineConfig,
-    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
-    port: Annotated[
-        int,
-        typer.Option(
-            parser=bounded(int, ge=0, le=65535), metavar="INT", help="port to listen on (0: any)"
-        ),
-    ] = 8001,
     kv_events_port: Annotated[
         int | None,
         typer.Option(
@@ -98,6 +91,7 @@ def engine(
     from wildserve.gateway.serve import run_forever
 
     _logging(log_level)
+    host, port = server.host, server.port
     cfg = dataclasses.replace(
         server,
         engine=engine_cfg,

@@ -75,6 +75,8 @@ class EngineServerConfig:
     speed: float = option(
         1.0, "wall-clock speed-up of modeled time (inf: no waiting at all)", gt=0, allow_inf=True
     )
+    host: str = option("127.0.0.1", "address the server listens on (and publishes KV events on)")
+    port: int = option(8001, "port to listen on (0: any free one)", ge=0, le=65535)
     served_model_name: str | None = option(None, "model name in the API (default: --model)")
     tokenizer: str | None = option(
         None, "tokenizer.json (or its folder); default: one token per byte"

@@ -9,17 +9,19 @@ from typing import Annotated
 
 import typer
 
-from wildserve.config_cli import OutDir, ReaderOptions, bounded
-from wildserve.workload.formats import DEFAULT_TRACE
+from wildserve.config_cli import Fields, OutDir, ReaderOptions, bounded, config_options
+from wildserve.workload.selection import TraceSelection
 
 app = typer.Typer(help="Prefix-KV cache analysis of traces.", no_args_is_help=True)
 
 
 @app.command("analyze")
+@config_options(selection=Fields(TraceSelection, only=("trace", "max_requests")))
 def analyze(
-    trace: Annotated[
-        str, typer.Argument(help="builtin:NAME, FORMAT:PATH or a path (format sniffed)")
-    ] = DEFAULT_TRACE,
+    selection: TraceSelection,
+    spec: Annotated[
+        str | None, typer.Argument(help="the trace spec, as --trace (either one)")
+    ] = None,
     out: OutDir = None,
     block_size: Annotated[
         int | None,
@@ -31,12 +33,6 @@ def analyze(
     ] = None,
     scheme: Annotated[str, typer.Option(help="categories: auto, native or inferred")] = "auto",
     option: ReaderOptions = None,
-    max_requests: Annotated[
-        int,
-        typer.Option(
-            parser=bounded(int, ge=0), metavar="INT", help="only the first N requests (0: all)"
-        ),
-    ] = 0,
     capacity: Annotated[
         bool, typer.Option(help="search the capacity for 90/95/99% of the ideal hit ratio")
     ] = True,
@@ -53,6 +49,7 @@ def analyze(
     from wildserve.workload.cli import parse_options
     from wildserve.workload.selection import require_requests
 
+    trace, max_requests = spec or selection.trace, selection.max_requests
     console = make_console()
     with Progress(
         SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import typer
 
-from wildserve.config_cli import bounded
+from wildserve.config_cli import bounded, config_options
+from wildserve.perf.cost import CostModelSpec
 
 _COUNT = bounded(int, ge=0)
 
@@ -93,13 +94,9 @@ def check(
 
 
 @app.command()
+@config_options(spec=CostModelSpec)
 def step(
-    model: str = typer.Option(..., help="Model name, e.g. qwen2.5-7b."),
-    gpu: str = typer.Option(..., help="GPU name, e.g. h20."),
-    tp: int = typer.Option(
-        1, help="Tensor-parallel degree.", parser=bounded(int, ge=1), metavar="INT"
-    ),
-    cost_model: str = typer.Option("analytic", help="analytic or table."),
+    spec: CostModelSpec,
     prefill_tokens: int = typer.Option(
         0, help="New tokens of one prefill chunk.", parser=_COUNT, metavar="INT"
     ),
@@ -127,6 +124,7 @@ def step(
 
     if min(prefill_tokens, prefill_context, decode_seqs, context) < 0:
         raise ConfigError("token and sequence counts must be >= 0")
+    model, gpu, tp, cost_model = spec.model, spec.gpu, spec.tp, spec.cost_model
     cm = build_cost_model(cost_model, model, gpu, tp)
     shape = BatchShape()
     if prefill_tokens:

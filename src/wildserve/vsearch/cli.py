@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from wildserve.config_cli import bounded
+from wildserve.config_cli import Fields, bounded, config_options
 from wildserve.io import atomic_write_text
 from wildserve.vsearch.config import (
     ALL_METHODS,
@@ -33,14 +33,11 @@ def _write_json_atomic(path: Path, obj: dict) -> None:
 
 
 @app.command()
+@config_options(index_cfg=IndexConfig)
 def build(
+    index_cfg: IndexConfig,
     data: str = typer.Option(..., help="glove, synthetic, or a .npy/.fvecs file"),
     out: Path = typer.Option(..., help="index file to write (.npz)"),
-    metric: str = typer.Option(_IDX.metric, help="l2, ip or angular"),
-    m: int = typer.Option(_IDX.m, help="HNSW M", parser=bounded(int, ge=2), metavar="INT"),
-    ef_construction: int = typer.Option(
-        _IDX.ef_construction, help="HNSW efConstruction", parser=bounded(int, ge=1), metavar="INT"
-    ),
     seed: int = typer.Option(0, help="seed for synthetic data", parser=_SEED, metavar="INT"),
 ) -> None:
     """Build an HNSW graph with faiss and save it in the flat layout the numba search reads."""
@@ -52,15 +49,15 @@ def build(
 
     console = Console()
     with console.status("building HNSW with faiss"):
-        graph = build_graph(
-            load_vectors(data, np.random.default_rng(seed)), IndexConfig(metric, m, ef_construction)
-        )
+        graph = build_graph(load_vectors(data, np.random.default_rng(seed)), index_cfg)
         graph.save(out)
     console.print(f"wrote {out}: {graph.num_vectors} vectors, {graph.max_level + 1} layers")
 
 
 @app.command()
+@config_options(train_cfg=Fields(TrainConfig, only=("ef", "seed"), fixed={"k_max": 1}))
 def train(
+    train_cfg: TrainConfig,
     index: Path = typer.Option(..., help="index from `vsearch build`"),
     queries: str = typer.Option(..., help="training query vectors (.npy/.fvecs)"),
     out: Path = typer.Option(..., help="model file to write (.npz)"),
@@ -70,12 +67,6 @@ def train(
     ),
     ks: str = typer.Option("1,10,100", help="Ks the baselines are tuned for (omega: any K <= max)"),
     targets: str = typer.Option("0.9,0.95,0.99", help="recall targets to tune/calibrate for"),
-    ef: int = typer.Option(
-        _TRN.ef, help="beam width of the training searches", parser=_POSITIVE, metavar="INT"
-    ),
-    seed: int = typer.Option(
-        _TRN.seed, help="LightGBM, subsampling and split seed", parser=_SEED, metavar="INT"
-    ),
 ) -> None:
     """Fit one early-termination method (OMEGA: one K=1 model for every K) and save it."""
     import numpy as np
@@ -89,6 +80,7 @@ def train(
     from wildserve.vsearch.trajectory import collect
 
     cls = METHODS.get(method)
+    ef, seed = train_cfg.ef, train_cfg.seed
     k_list = _parse_list(ks, int, "--ks", 1, ef)
     t_list = _parse_list(targets, float, "--targets", 1e-9, 1 - 1e-9)
     console = Console()
@@ -118,19 +110,15 @@ def train(
 
 
 @app.command()
+@config_options(search_cfg=Fields(TrainConfig, only=("ef",), fixed={"k_max": 1}))
 def search(
+    search_cfg: TrainConfig,
     index: Path = typer.Option(..., help="index from `vsearch build`"),
     model: Path | None = typer.Option(None, help="model from `vsearch train` (any method)"),
     queries: str = typer.Option(..., help="query vectors (.npy/.fvecs)"),
     k: int = typer.Option(10, help="neighbours per query", parser=_POSITIVE, metavar="INT"),
     target: float = typer.Option(
         0.95, help="average recall target", parser=bounded(float, gt=0, lt=1), metavar="FLOAT"
-    ),
-    ef: int = typer.Option(
-        _TRN.ef,
-        help="beam width (without --model: a plain fixed-ef search)",
-        parser=_POSITIVE,
-        metavar="INT",
     ),
     out: Path | None = typer.Option(None, help="write ids to this .npy"),
     truth: Path | None = typer.Option(
@@ -150,6 +138,7 @@ def search(
     from wildserve.vsearch.methods import load_method
     from wildserve.vsearch.search import NEVER, Searcher, recall_at_k
 
+    ef = search_cfg.ef  # without --model: a plain fixed-ef search
     graph = HnswGraph.load(index)
     searcher = Searcher(graph)
     q = searcher.prepare(load_vectors(queries, np.random.default_rng(0)))
@@ -209,71 +198,28 @@ def _check_range(name: str, value: float, lo: float, hi: float = float("inf")) -
         raise ConfigError(f"{name}: {value} outside [{lo:g}, {hi:g}]")
 
 
+@config_options(
+    exp=ExperimentConfig,
+    index_cfg=Fields(IndexConfig, only=("metric", "m")),
+    train_cfg=Fields(TrainConfig, only=("ef",), fixed={"k_max": 1}),
+    baseline_cfg=Fields(BaselineConfig, only=("darth_tune_steps",)),
+)
 def experiment(
-    base: str = typer.Option(
-        _EXP.base,
-        "--base",
-        "--dataset",
-        help="base vectors: glove, synthetic, or a .npy/.fvecs file",
-    ),
-    queries: str | None = typer.Option(
-        None, help="test queries (.npy/.fvecs); default: held out of the base"
-    ),
-    ground_truth: str | None = typer.Option(
-        None, help="their true neighbour ids (.ivecs/.npy, closest first); default: exact via faiss"
-    ),
-    train: str | None = typer.Option(
-        None,
-        help="training queries (.npy/.fvecs; a validation set is split off); default: held out of the base",
-    ),
-    metric: str = typer.Option(_IDX.metric, help="l2, ip or angular"),
+    exp: ExperimentConfig,
+    index_cfg: IndexConfig,
+    train_cfg: TrainConfig,
+    baseline_cfg: BaselineConfig,
+    dataset: str | None = typer.Option(None, "--dataset", hidden=True),  # old name of --base
     ks: str = typer.Option(",".join(map(str, _EXP.ks)), help="Ks to evaluate, comma-separated"),
     targets: str = typer.Option(
         ",".join(map(str, _EXP.targets)), help="recall targets, comma-separated"
     ),
-    n_base: int = typer.Option(
-        _EXP.n_base, help="base vectors kept (0 = all)", parser=_SEED, metavar="INT"
-    ),
-    n_train: int = typer.Option(
-        _EXP.n_train, help="training queries", parser=bounded(int, ge=3), metavar="INT"
-    ),
-    n_val: int = typer.Option(
-        _EXP.n_val,
-        help="validation queries (baseline tuning)",
-        parser=bounded(int, ge=2),
-        metavar="INT",
-    ),
-    n_test: int = typer.Option(
-        _EXP.n_test,
-        help="test queries (at most this many of --queries)",
-        parser=_POSITIVE,
-        metavar="INT",
-    ),
-    m: int = typer.Option(_IDX.m, help="HNSW M", parser=bounded(int, ge=2), metavar="INT"),
-    ef: int = typer.Option(
-        _TRN.ef,
-        help="beam cap of training and early-stop searches",
-        parser=_POSITIVE,
-        metavar="INT",
-    ),
     ef_caps: str = typer.Option(
         "", help="further beam caps to re-run the learned methods at, e.g. 500,300"
-    ),
-    equal_budget: bool = typer.Option(
-        _EXP.equal_budget, help="also fit LAET and DARTH at OMEGA's preprocessing budget"
     ),
     methods: str = typer.Option(",".join(ALL_METHODS), help="methods to compare, comma-separated"),
     repeats: int = typer.Option(
         3, help="timing repeats per cell (best and median kept)", parser=_POSITIVE, metavar="INT"
-    ),
-    darth_tune_steps: int = typer.Option(
-        BaselineConfig().darth_tune_steps,
-        help="bisection steps of DARTH's stop level",
-        parser=_SEED,
-        metavar="INT",
-    ),
-    seed: int = typer.Option(
-        _EXP.seed, help="seed of split, stream and models", parser=_SEED, metavar="INT"
     ),
     jobs: int = typer.Option(
         1,
@@ -292,21 +238,16 @@ def experiment(
     from wildserve.console import make_console, make_progress
     from wildserve.vsearch.index import METRICS
 
-    METRICS.get(metric)
+    METRICS.get(index_cfg.metric)
+    ef = train_cfg.ef
     k_list = _parse_list(ks, int, "--ks", 1, ef)
     t_list = _parse_list(targets, float, "--targets", 1e-9, 1 - 1e-9)
     caps = _parse_list(ef_caps, int, "--ef-caps", max(k_list), 1e9) if ef_caps.strip() else ()
-    for name, value, lo in (("--n-base", n_base, 0), ("--n-train", n_train, 3), ("--n-val", n_val, 2),
-                            ("--n-test", n_test, 1), ("--m", m, 2), ("--repeats", repeats, 1),
-                            ("--jobs", jobs, 1), ("--darth-tune-steps", darth_tune_steps, 0)):  # fmt: skip
-        _check_range(name, value, lo)
     _check_range("--ef", ef, max(k_list))
     weights = _EXP.k_weights if k_list == _EXP.ks else (1.0,) * len(k_list)
     cfg = dataclasses.replace(
-        _EXP, base=base, queries=queries, ground_truth=ground_truth, train=train, n_base=n_base,
-        n_train=n_train, n_val=n_val, n_test=n_test, ks=k_list, k_weights=weights,
-        targets=t_list, ef_caps=caps, equal_budget=equal_budget, seed=seed,
-    )  # fmt: skip
+        exp, base=dataset or exp.base, ks=k_list, k_weights=weights, targets=t_list, ef_caps=caps
+    )
     names = tuple(v.strip() for v in methods.split(",") if v.strip())
     from wildserve.vsearch import baselines, omega  # noqa: F401  (register the methods)
     from wildserve.vsearch.methods import METHODS
@@ -314,9 +255,9 @@ def experiment(
     for name in names:
         METHODS.get(name)
     # the learned methods serve K up to the largest asked for
-    train_cfg = dataclasses.replace(_TRN, ef=ef, seed=seed, k_max=max(k_list))
-    _run_experiment(cfg, dataclasses.replace(_IDX, metric=metric, m=m), train_cfg,
-                    BaselineConfig(darth_tune_steps=darth_tune_steps), names, repeats, jobs, out,
+    train_cfg = dataclasses.replace(_TRN, ef=ef, seed=cfg.seed, k_max=max(k_list))
+    _run_experiment(cfg, dataclasses.replace(_IDX, metric=index_cfg.metric, m=index_cfg.m),
+                    train_cfg, baseline_cfg, names, repeats, jobs, out,
                     output_json, plot_dir, make_console(), make_progress)  # fmt: skip
 
 

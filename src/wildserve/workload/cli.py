@@ -8,11 +8,12 @@ import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from wildserve.config_cli import ReaderOptions, bounded
+from wildserve.config_cli import Fields, ReaderOptions, bounded, config_options
 from wildserve.console import make_console
 from wildserve.errors import ConfigError
 from wildserve.workload import transforms
-from wildserve.workload.formats import BUILTINS, DEFAULT_TRACE, FORMATS, iter_trace
+from wildserve.workload.formats import BUILTINS, FORMATS, iter_trace
+from wildserve.workload.selection import TraceSelection
 from wildserve.workload.stats import TraceSummary, summarize
 
 app = typer.Typer(help="Inspect workload traces.", no_args_is_help=True)
@@ -77,31 +78,26 @@ def _table(spec: str, s: TraceSummary) -> Table:
 
 
 @app.command("info")
+@config_options(selection=Fields(TraceSelection, only=("trace", "rate_scale", "max_requests")))
 def info(
+    selection: TraceSelection,
     spec: Annotated[
-        str, typer.Argument(help="builtin:NAME, FORMAT:PATH or a path (format sniffed)")
-    ] = DEFAULT_TRACE,
+        str | None, typer.Argument(help="the trace spec, as --trace (either one)")
+    ] = None,
     option: ReaderOptions = None,
-    rate_scale: Annotated[
-        float,
-        typer.Option(
-            parser=bounded(float, gt=0),
-            metavar="FLOAT",
-            help="divide inter-arrival times by this factor",
-        ),
-    ] = 1.0,
-    limit: Annotated[
-        int | None,
-        typer.Option(parser=bounded(int, ge=1), metavar="INT", help="only the first N requests"),
+    limit: Annotated[  # old spelling of --max-requests
+        int | None, typer.Option(parser=bounded(int, ge=1), metavar="INT", hidden=True)
     ] = None,
 ) -> None:
     """Requests, duration, rate, length percentiles, sessions, categories and prefix-block reuse."""
     from wildserve.workload.selection import require_requests
 
+    spec = spec or selection.trace
+    limit = limit or selection.max_requests
     reader_options = parse_options(option or [])
     requests = iter_trace(spec, **reader_options)
-    requests = transforms.rate_scale(requests, rate_scale)
-    if limit is not None:
+    requests = transforms.rate_scale(requests, selection.rate_scale)
+    if limit:
         requests = transforms.limit(requests, limit)
     console = make_console()
     with Progress(
