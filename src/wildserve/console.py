@@ -30,8 +30,11 @@ def make_progress(console: Console, description_width: int = 20):
 class RunCounter:
     """One 'runs' bar over an experiment's parallel simulations; a log file gets a line per run."""
 
-    def __init__(self, console: Console, bar, jobs: int) -> None:
-        self.console, self.bar, self.jobs = console, bar, jobs
+    def __init__(self, console: Console, bar, executor) -> None:
+        """``executor``: a number of local workers, or a sweep executor (local or Ray)."""
+        self.console, self.bar = console, bar
+        jobs = getattr(executor, "jobs", executor)
+        self.where = f"{jobs} in parallel" if isinstance(jobs, int) else f"on {executor.name}"
         self.task = bar.add_task("runs", total=1)
         self.done: set[str] = set()
         self.t0 = time.perf_counter()
@@ -39,7 +42,7 @@ class RunCounter:
     def on_plan(self, runs, sizes: dict | None = None) -> None:
         self.bar.update(self.task, total=len(runs))
         over = f" over {sizes} requests" if sizes else ""
-        self.console.print(f"{len(runs)} simulations{over}, {self.jobs} in parallel")
+        self.console.print(f"{len(runs)} simulations{over}, {self.where}")
 
     def on_progress(self, key: str, done: int, total: int) -> None:
         if done < total or key in self.done:

@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from wildserve.config_cli import Fields, Jobs, bounded, config_options
+from wildserve.experiments.sweep_options import ExecutorOption, RayAddressOption
 from wildserve.sim.build import ClusterConfig
 
 
@@ -77,6 +78,8 @@ def lmetric(
     cache_dir: Annotated[
         Path | None, typer.Option(help="keep finished runs here and reuse them (resume); none: off")
     ] = Path("results/lmetric-runs"),
+    executor: ExecutorOption = "local",
+    ray_address: RayAddressOption = None,
 ) -> None:
     """Every routing policy on the Mooncake and WEKA traces, swept over load; writes a report."""
     import dataclasses
@@ -93,9 +96,9 @@ def lmetric(
     )
     from wildserve.experiments.lmetric_report import write_report
     from wildserve.experiments.runcache import RunCache, cache_dir_option
+    from wildserve.experiments.runner import make_executor
     from wildserve.io import atomic_write_json
     from wildserve.routing import ROUTING_POLICIES
-    from wildserve.sim.parallel import default_jobs
 
     console = make_console()
     known = {w.name: w for w in DEFAULT_WORKLOADS}
@@ -131,14 +134,14 @@ def lmetric(
         policies=names,
         linear_grids={f: LINEAR_GRIDS[f] for f in families},
     )
-    jobs = jobs or default_jobs(64)
+    runner = make_executor(executor, jobs, ray_address)
     t0 = time.perf_counter()
     with make_progress(console) as bar:
-        runs = RunCounter(console, bar, jobs)
+        runs = RunCounter(console, bar, runner)
         cache_path = cache_dir_option(cache_dir)
         cache = RunCache(cache_path) if cache_path is not None else None
-        doc, metrics = run_experiment(exp, jobs, runs.on_progress, runs.on_plan, cache)
-        zero = run_zero_score_demo(jobs=jobs) if zero_score_demo else None
+        doc, metrics = run_experiment(exp, runner, runs.on_progress, runs.on_plan, cache)
+        zero = run_zero_score_demo(executor=runner) if zero_score_demo else None
     doc["wall_s"] = time.perf_counter() - t0
     command = "wildserve experiment lmetric " + " ".join(shlex.quote(a) for a in sys.argv[3:])
     path = write_report(doc, metrics, report, report.parent / "lmetric", command.strip(), zero)

@@ -16,12 +16,8 @@ are kept in a run cache, so an interrupted sweep resumes where it stopped.
 from __future__ import annotations
 
 import dataclasses
-import functools
-import hashlib
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,12 +25,12 @@ import numpy as np
 from wildserve.engine import EngineConfig
 from wildserve.engine.kv_manager import cdiv
 from wildserve.experiments.kunserve_runs import run_summary
-from wildserve.experiments.runcache import RunCache, fingerprint
+from wildserve.experiments.runcache import RunCache
+from wildserve.experiments.runner import Executor, RunResult, RunSpec, run_progress, run_sweep
 from wildserve.overload.layout import build_layered_cluster, pipeline_blocks
 from wildserve.overload.systems import run_system
 from wildserve.perf import BatchShape, build_cost_model
 from wildserve.sim.build import ClusterConfig
-from wildserve.sim.parallel import report_progress, run_parallel
 from wildserve.workload import load_trace
 from wildserve.workload.request import Request
 from wildserve.workload.seeding import reader_takes_seed
@@ -196,10 +192,18 @@ _LOADED: dict[str, list[Request]] = {}
 
 
 def scenario_requests(
-    exp: KunServeExperiment, workload: Workload, setup: Setup, base: float, factor: float
+    exp: KunServeExperiment,
+    workload: Workload,
+    setup: Setup,
+    base: float,
+    factor: float,
+    trace: Sequence[Request] | None = None,
 ) -> tuple[list[Request], int]:
-    """The slice at ``base`` with its burst; requests that fit no instance are left out (counted)."""
-    reqs = _LOADED[workload.name]
+    """The slice at ``base`` with its burst; requests that fit no instance are left out (counted).
+
+    ``trace``: the workload's whole trace (default: as the last sweep in this process loaded it).
+    """
+    reqs = _LOADED[workload.name] if trace is None else trace
     off = workload.trace_offset_s
     sliced = list(rate_scale(window(reqs, off, off + exp.duration_s * base), base))
     facts = _facts(exp, setup)
@@ -219,74 +223,72 @@ def _facts(exp: KunServeExperiment, setup: Setup) -> dict:
     return _FACTS[setup.name]
 
 
-def _run(
-    key: str,
-    exp: KunServeExperiment,
-    workload: Workload,
-    setup: Setup,
-    base: float,
-    factor: float,
-    system: str,
-    cache: RunCache | None,
-    fp: str,
-) -> dict:
-    if cache is not None:
-        hit = cache.get(fp)
-        if hit is not None:
-            report_progress(key, 1, 1)
-            return {**hit[0], "cached": True}
-    cpu0 = time.process_time()
-    requests, filtered = scenario_requests(exp, workload, setup, base, factor)
+# What a run spec carries of the experiment (the rest of it shapes no single run).
+_SCENARIO_FIELDS = (
+    "burst_start_s",
+    "burst_s",
+    "burst_tail_s",
+    "duration_s",
+    "router",
+    "period_s",
+    "seed",
+)
 
-    def progress(done: int, total: int) -> None:
-        report_progress(key, done, total)
 
+def system_run(params: dict, trace: Sequence[Request]) -> RunResult:
+    """One run of the sweep: ``system`` on the (workload, setup) scenario at ``base`` x ``factor``."""
+    engine = EngineConfig(**params["engine"])
+    exp = KunServeExperiment(engine=engine, **{k: params[k] for k in _SCENARIO_FIELDS})
+    workload = Workload(**params["workload"])
+    setup = Setup(**{**params["setup"], "skip": tuple(params["setup"]["skip"])})
+    base, factor = params["base"], params["factor"]
+    requests, filtered = scenario_requests(exp, workload, setup, base, factor, trace)
     run = run_system(
-        system,
+        params["system"],
         requests,
         exp.cluster(setup),
         router=exp.router,
         period_s=exp.period_s,
-        progress=progress,
+        progress=run_progress(),
     )
     window_s = (exp.burst_start_s, exp.burst_start_s + exp.burst_s + exp.burst_tail_s)
     summary = run_summary(run, window_s, exp.duration_s)
+    summary.pop("wall_s", None)  # the runner times every run; the result holds no timing
     m = run.metrics
     cfg = exp.cluster(setup)
     prefill = float((m.prompt_tokens - m.hit_tokens).sum()) / exp.duration_s
     summary.update(
         requests=len(requests),
         filtered=filtered,
-        cpu_s=time.process_time() - cpu0,
         prefill_use=prefill / (cfg.num_instances * prefill_tokens_per_s(cfg)),
     )
-    if cache is not None:
-        cache.put(fp, summary, run.metrics)
-    return summary
+    return RunResult(summary, run.metrics)
 
 
 def run_key(w: str, s: str, level: int, factor: float, system: str) -> str:
     return f"{w}/{s}/L{level}/x{factor:g}/{system}"
 
 
-@functools.cache
-def _code_digest() -> str:
-    """This module and the run summary's source: they shape what a cached run holds."""
-    from wildserve.experiments import kunserve_runs
-
-    h = hashlib.sha256(Path(__file__).read_bytes())
-    h.update(Path(kunserve_runs.__file__).read_bytes())
-    return h.hexdigest()[:16]
-
-
-def _fp(exp: KunServeExperiment, **params: Any) -> str:
-    common = {
-        k: getattr(exp, k)
-        for k in ("burst_start_s", "burst_s", "burst_tail_s", "duration_s", "router", "period_s")
+def run_spec(
+    exp: KunServeExperiment,
+    key: str,
+    workload: Workload,
+    setup: Setup,
+    base: float,
+    factor: float,
+    system: str,
+) -> RunSpec:
+    params = {
+        **{k: getattr(exp, k) for k in _SCENARIO_FIELDS},
+        "engine": dataclasses.asdict(exp.engine),
+        "workload": dataclasses.asdict(workload),
+        "setup": dataclasses.asdict(setup),
+        "base": base,
+        "factor": factor,
+        "system": system,
     }
-    return fingerprint(
-        {**params, **common, "seed": exp.seed, "engine": exp.engine, "code": _code_digest()}
-    )
+    code = ("wildserve.experiments.kunserve_runs",)  # run_summary: what a run keeps
+    return RunSpec(key, f"{__name__}:system_run", params, (workload.name,), code=code)
 
 
 def prefill_tokens_per_s(cfg: ClusterConfig, chunk: int = 8192) -> float:
@@ -315,15 +317,22 @@ def base_rate(
 
 def run_experiment(
     exp: KunServeExperiment,
-    jobs: int,
+    executor: Executor | int = 1,
     on_progress: Callable[[str, int, int], None] | None = None,
     on_plan: Callable[[list[dict[str, Any]]], None] | None = None,
     cache: RunCache | None = None,
+    *,
+    jobs: int | None = None,
 ) -> dict:
-    """Calibrate the base loads, then run the sweep; returns the JSON document of the report."""
+    """Calibrate the base loads, then run the sweep; returns the JSON document of the report.
+
+    ``executor``: where runs execute (an int: that many local workers; ``jobs`` says the same).
+    """
+    executor = executor if jobs is None else jobs
     for w in exp.workloads:
         if w.name not in _LOADED:
             _LOADED[w.name] = w.load(exp.seed)
+    traces = {w.name: _LOADED[w.name] for w in exp.workloads}
     pairs = exp.pairs()
     for _, s in pairs:
         _facts(exp, s)
@@ -345,18 +354,19 @@ def run_experiment(
     works = {w.name: w for w in exp.workloads}
     setups = {s.name: s for s in exp.setups}
 
-    def task(r: dict, base: float, factor: float, system: str) -> tuple:
+    def spec(r: dict, base: float, factor: float, system: str) -> RunSpec:
         w, s = works[r["workload"]], setups[r["setup"]]
-        fp = _fp(exp, workload=w, setup=s, base=base, factor=factor, system=system)
-        return (r["key"], _run, (r["key"], exp, w, s, base, factor, system, cache, fp))
+        return run_spec(exp, r["key"], w, s, base, factor, system)
 
-    calib = run_parallel(
-        [task(r, works[r["workload"]].nominal_rate, 1.0, "vllm") for r in calib_runs],
-        jobs,
-        on_progress,
-    )
-    for r in calib_runs:
-        r["summary"] = calib[r["key"]]
+    def run(runs: list[dict], specs: list[RunSpec]) -> None:
+        done = run_sweep(specs, traces, executor, cache, on_progress).raise_on_failure()
+        for r in runs:
+            o = done[r["key"]]
+            r["summary"] = {**o.value, "cpu_s": o.cpu_s, "wall_s": o.wall_s}
+            if o.cached:
+                r["summary"]["cached"] = True
+
+    run(calib_runs, [spec(r, works[r["workload"]].nominal_rate, 1.0, "vllm") for r in calib_runs])
     bases = {
         (r["workload"], r["setup"], lv): base_rate(works[r["workload"]], r["summary"], *t)
         for r in calib_runs
@@ -364,11 +374,7 @@ def run_experiment(
     }
     for r in sweep:
         r["base"], r["bound"] = bases[(r["workload"], r["setup"], r["level"])]
-    outcomes = run_parallel(
-        [task(r, r["base"], r["factor"], r["system"]) for r in sweep], jobs, on_progress
-    )
-    for r in sweep:
-        r["summary"] = outcomes[r["key"]]
+    run(sweep, [spec(r, r["base"], r["factor"], r["system"]) for r in sweep])
     return {
         "calibration": calib_runs,
         "runs": sweep,

@@ -42,9 +42,27 @@ def _best(base: dict[str, dict], get) -> tuple[str | None, float | None]:
     return s, vals[s]
 
 
+def after_burst(summary: dict, start_s: float) -> dict[str, float] | None:
+    """Per-second mean shares of step time blocked on KV blocks / token budget, from ``start_s``.
+
+    With long outputs the KV crunch comes tens of seconds after the burst (outputs keep growing),
+    past the burst window; this covers the burst and everything after it.
+    """
+    per_s = summary.get("per_second")
+    if not per_s:
+        return None
+    lo = int(start_s)
+    kv = np.asarray(per_s["kv_blocked"][lo:], dtype=float)
+    budget = np.asarray(per_s["budget_blocked"][lo:], dtype=float)
+    if not kv.size:
+        return None
+    return {"kv_blocks": float(kv.mean()), "token_budget": float(budget.mean())}
+
+
 def points(doc: dict) -> list[dict]:
     """Every swept point with KunServe and at least one baseline, in sweep order."""
     setups = {s["name"]: s for s in doc["config"]["setups"]}
+    start_s = doc["config"]["burst_start_s"]
     by_point: dict[tuple, dict[str, dict]] = {}
     for r in doc["runs"]:
         by_point.setdefault(tuple(r[k] for k in POINT), {})[r["system"]] = r
@@ -88,6 +106,8 @@ def points(doc: dict) -> list[dict]:
                 "tbt_p50": (v["latency"]["tbt"]["p50"] if v else None, k["latency"]["tbt"]["p50"]),
                 "tbt_p99": (v["latency"]["tbt"]["p99"] if v else None, k["latency"]["tbt"]["p99"]),
                 "vllm_blockers": v["blockers"] if v else None,
+                "vllm_after": after_burst(v, start_s) if v else None,
+                "kunserve_after": after_burst(k, start_s),
                 "kunserve_blockers": k["blockers"],
                 "groups": len(groups),
                 "degrees": sorted({g["degree"] for g in groups}),
@@ -136,6 +156,9 @@ def cause(p: dict) -> str:
         return "excess larger than the memory a drop frees"
     b = (p["vllm_blockers"] or {}).get("burst", {})
     kv, budget, seats = b.get("kv_blocks", 0), b.get("token_budget", 0), b.get("seats", 0)
+    after = p.get("vllm_after")
+    if after is not None:  # the crunch may come after the burst window (long outputs)
+        kv, budget = max(kv, after["kv_blocks"]), max(budget, after["token_budget"])
     if budget > kv and budget >= seats:
         return "compute-bound (token budget, not KV, blocks admission)"
     if seats > kv:
@@ -232,4 +255,7 @@ def blocker_evidence(pts: list[dict]) -> dict[str, float]:
         return {}
     out = {k: float(np.median([r[k] for r in rows])) for k in rows[0]}
     out["budget_use"] = float(np.median(use))
+    for name, key in (("kv_after", "vllm_after"), ("kunserve_kv_after", "kunserve_after")):
+        after = [p[key]["kv_blocks"] for p in pts if p.get(key)]
+        out[name] = float(np.median(after)) if after else float("nan")
     return out

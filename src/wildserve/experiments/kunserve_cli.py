@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from wildserve.config_cli import Jobs, bounded
+from wildserve.experiments.sweep_options import ExecutorOption, RayAddressOption
 
 _SECONDS = {"parser": bounded(float, gt=0), "metavar": "FLOAT"}
 
@@ -111,6 +112,10 @@ def kunserve(
     report: Annotated[
         Path | None, typer.Option(help="markdown report path (default: <out>.md)")
     ] = None,
+    notes: Annotated[
+        Path | None,
+        typer.Option(help="markdown written by hand from these runs, placed after the timing"),
+    ] = None,
     cache_dir: Annotated[
         Path, typer.Option(help="finished runs are kept here and reused (resume)")
     ] = Path("results/kunserve-runs"),
@@ -120,6 +125,8 @@ def kunserve(
         typer.Option(help="run nothing: report the points whose runs are all in the run cache"),
     ] = False,
     jobs: Jobs = 0,
+    executor: ExecutorOption = "local",
+    ray_address: RayAddressOption = None,
 ) -> None:
     """The KunServe regime map: burst size swept finely per workload, setup and base load."""
     from wildserve.console import RunCounter, make_console, make_progress
@@ -139,10 +146,10 @@ def kunserve(
     )
     from wildserve.experiments.kunserve_report import write_report
     from wildserve.experiments.runcache import ReadOnlyRunCache, RunCache
+    from wildserve.experiments.runner import make_executor
     from wildserve.io import atomic_write_json
     from wildserve.overload.systems import SYSTEMS
     from wildserve.routing import ROUTING_POLICIES
-    from wildserve.sim.parallel import default_jobs
 
     if seed < 0 or jobs < 0:
         raise ConfigError(f"--seed and --jobs must be >= 0, got {seed} and {jobs}")
@@ -179,17 +186,18 @@ def kunserve(
         raise ConfigError("no (workload, setup) pair to run: every chosen setup skips them")
     report = report if report is not None else out.with_suffix(".md")
     console = make_console()
-    jobs = jobs or default_jobs(64)
+    if notes is not None and not notes.is_file():
+        raise ConfigError(f"--notes: {notes} is not a file")
+    runner = make_executor(executor, jobs, ray_address)
+    jobs = getattr(runner, "jobs", 1)  # Ray: reported per core below
     if cached_only and no_cache:
         raise ConfigError("--cached-only reads the run cache: it cannot go with --no-cache")
     cache = None if no_cache else (ReadOnlyRunCache if cached_only else RunCache)(cache_dir)
     t0, cpu0 = time.perf_counter(), time.process_time()
     with make_progress(console) as bar:
-        runs = RunCounter(console, bar, jobs)
+        runs = RunCounter(console, bar, runner)
         try:
-            doc = run_experiment(
-                exp, 1 if cached_only else jobs, runs.on_progress, runs.on_plan, cache
-            )
+            doc = run_experiment(exp, runner, runs.on_progress, runs.on_plan, cache)
         except KeyError:
             if not cached_only:
                 raise
@@ -208,7 +216,7 @@ def kunserve(
     cached = sum(r["summary"].get("cached", False) for r in every)
     timing = (
         f"Sweep: {len(doc['runs'])} runs + {len(doc['calibration'])} calibration runs; computing "
-        f"them took {cpu:.0f} s of CPU time ({cpu / 60 / max(1, jobs):.1f} min on {jobs} cores). "
+        f"them took {cpu:.0f} s of CPU time ({cpu / 60 / jobs:.1f} min on {jobs} cores). "
         f"This invocation took {wall:.0f} s of wall time, {cached} of the runs read from the run "
         f"cache `{cache_dir}`. The machine was shared with other work while this ran, so wall "
         "time overstates what the sweep needs."
@@ -231,7 +239,8 @@ def kunserve(
             name: index[run_key(w, s, b["level"], b["factor"], name)] for name in exp.systems
         }
     command = "wildserve experiment kunserve " + " ".join(shlex.quote(a) for a in sys.argv[3:])
-    path = write_report(doc, report, out, command.strip(), timing, featured)
+    reading = notes.read_text() if notes is not None else ""
+    path = write_report(doc, report, out, command.strip(), timing, featured, reading)
     keep = {id(r) for runs_ in featured.values() for r in runs_.values()}
     slim = dict(doc)
     slim["runs"] = [

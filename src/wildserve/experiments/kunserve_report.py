@@ -174,8 +174,9 @@ def cause_lines(pts: list[dict]) -> list[str]:
         "of its step time):",
         "",
         "| workload | setup | points < 2x | cause: count | vLLM blocked on KV / budget / seats, "
-        "budget used (median over those points) |",
-        "|---|---|---:|---|---|",
+        "budget used (burst window; median over those points) | blocked on KV from the burst's "
+        "start to the end, vLLM -> KunServe (median) |",
+        "|---|---|---:|---|---|---|",
     ]
     for (w, s), ps in group_by_pair(pts).items():
         weak = [p for p in ps if (p["ratio"] or 0) < 2]
@@ -193,6 +194,8 @@ def cause_lines(pts: list[dict]) -> list[str]:
                 if ev
                 else "-"
             )
+            + " | "
+            + (f"{_pct(ev['kv_after'])} -> {_pct(ev['kunserve_kv_after'])}" if ev else "-")
             + " |"
         )
     strong = [p for p in pts if (p["ratio"] or 0) >= 10]
@@ -203,17 +206,27 @@ def cause_lines(pts: list[dict]) -> list[str]:
             f"Where it wins 10x or more ({len(strong)} points), vLLM's step time in the burst "
             f"window is blocked on KV blocks {_pct(ev['kv_blocks'])} of the time (median) and on "
             f"the token budget {_pct(ev['token_budget'])}, while its steps use "
-            f"{_pct(ev['budget_use'])} of the budget: the memory-throttle regime.",
+            f"{_pct(ev['budget_use'])} of the budget; from the burst's start to the end of the "
+            f"run vLLM is blocked on KV {_pct(ev['kv_after'])} of the time and KunServe "
+            f"{_pct(ev['kunserve_kv_after'])}.",
         ]
     return [*lines, ""]
+
+
+def _after(p: dict) -> str:
+    v, k = p.get("vllm_after"), p.get("kunserve_after")
+    if v is None or k is None:
+        return "-"
+    return f"{_pct(v['kv_blocks'])} -> {_pct(k['kv_blocks'])}"
 
 
 def point_table(ps: list[dict]) -> list[str]:
     lines = [
         "| base x | burst x | excess | best baseline p99 s | KunServe p99 s | ratio | burst "
         "p99 ratio | burst p99.9 ratio | TBT p50 ms vLLM -> KS | TBT p99 ms vLLM -> KS | vLLM "
-        "blocked KV / budget / seats (burst) | groups (degrees) |",
-        "|---:|---:|---:|---|---:|---:|---:|---:|---|---|---|---|",
+        "blocked KV / budget / seats (burst) | vLLM -> KunServe blocked on KV, burst start to end "
+        "(per-second mean) | groups (degrees) |",
+        "|---:|---:|---:|---|---:|---:|---:|---:|---|---|---|---|---|",
     ]
     for p in sorted(ps, key=lambda p: (p["level"], p["factor"])):
         b = (p["vllm_blockers"] or {}).get("burst", {})
@@ -224,15 +237,25 @@ def point_table(ps: list[dict]) -> list[str]:
             f"{_f(p['tbt_p50'][0], 1e3, 1)} -> {_f(p['tbt_p50'][1], 1e3, 1)} | "
             f"{_f(p['tbt_p99'][0], 1e3, 0)} -> {_f(p['tbt_p99'][1], 1e3, 0)} | "
             f"{_pct(b.get('kv_blocks', 0))} / {_pct(b.get('token_budget', 0))} / "
-            f"{_pct(b.get('seats', 0))} | {p['groups']} ({', '.join(map(str, p['degrees'])) or '-'}) |"
+            f"{_pct(b.get('seats', 0))} | {_after(p)} | "
+            f"{p['groups']} ({', '.join(map(str, p['degrees'])) or '-'}) |"
         )
     return lines
 
 
 def write_report(
-    doc: dict, path: Path, plot_dir: Path, command: str, timing: str, featured: dict | None = None
+    doc: dict,
+    path: Path,
+    plot_dir: Path,
+    command: str,
+    timing: str,
+    featured: dict | None = None,
+    notes: str = "",
 ) -> Path:
-    """The markdown report with its figures (``featured``: run key -> runs with timelines)."""
+    """The markdown report with its figures (``featured``: run key -> runs with timelines).
+
+    ``notes``: a reading of these runs written by hand, placed after the timing.
+    """
     cfg = doc["config"]
     pts = points(doc)
     path = Path(path)
@@ -250,6 +273,7 @@ def write_report(
         "",
         timing,
         "",
+        *([notes.rstrip(), ""] if notes.strip() else []),
         *method_lines(doc),
         *setup_lines(doc),
     ]

@@ -19,7 +19,8 @@ from typing import Annotated, Any
 import typer
 
 from wildserve.config_cli import Jobs, bounded
-from wildserve.sim.parallel import report_progress
+from wildserve.experiments.runner import Executor, RunSpec, run_progress, run_sweep
+from wildserve.experiments.sweep_options import ExecutorOption, RayAddressOption
 
 NO_HISTORY = "wa/no-history"  # WA fitted only on its own cache hits (the ablation)
 
@@ -43,11 +44,14 @@ class KVCacheExperiment:
 
 
 # ---- part 1: offline sweeps --------------------------------------------------------------------
-def _sweep_task(trace: str, spec: str, fractions: tuple[float, ...], max_requests: int) -> list:
+def sweep_run(params: dict, loaded: tuple) -> list:
+    """One policy's hit ratio at every capacity of one trace's block stream (``loaded``)."""
     from wildserve.kvcache.replay import capacity_grid, replay
 
-    _, stream = _streams(trace, max_requests)
-    caps = capacity_grid(stream, fractions)
+    _, stream = loaded
+    spec = params["spec"]
+    caps = capacity_grid(stream, tuple(params["fractions"]))
+    progress = run_progress()
     out = []
     for i, c in enumerate(caps):
         if spec == NO_HISTORY:
@@ -56,7 +60,8 @@ def _sweep_task(trace: str, spec: str, fractions: tuple[float, ...], max_request
             r = replay(stream, spec, c)
         out.append({"capacity": c, "fraction": c / stream.num_blocks, "hit_ratio": r.hit_ratio,
                     "accesses_per_s": r.accesses_per_s})  # fmt: skip
-        report_progress(f"{trace} {spec}", i + 1, len(caps))
+        if progress is not None:
+            progress(i + 1, len(caps))
     return out
 
 
@@ -74,9 +79,9 @@ def _streams(trace: str, max_requests: int):
 
 
 # ---- part 2: cluster simulation ----------------------------------------------------------------
-def _categorized(trace: str, max_requests: int):
+def _categorized(loaded: tuple):
     """The trace's requests with their (possibly inferred) category names, for the engines."""
-    requests, stream = _streams(trace, max_requests)
+    requests, stream = loaded
     names = stream.categories.names
     return [
         dataclasses.replace(r, category=names[c])
@@ -84,18 +89,18 @@ def _categorized(trace: str, max_requests: int):
     ]
 
 
-def _cluster_task(cfg: KVCacheExperiment, policy: str, blocks: int, host_gb: float) -> dict:
+def cluster_run(params: dict, loaded: tuple) -> dict:
+    """The cluster simulation under one eviction policy at one KV capacity (and host tier)."""
     from wildserve.engine import EngineConfig
     from wildserve.metrics import DEFAULT_SLO
     from wildserve.sim.build import ClusterConfig, run_policy
 
-    requests = _categorized(cfg.cluster_trace, cfg.max_requests)
+    policy, blocks, host_gb = params["policy"], params["blocks"], params["host_memory_gb"]
+    requests = _categorized(loaded)
     engine = EngineConfig(eviction_policy=policy, num_gpu_blocks=blocks, host_memory_gb=host_gb)
-    cluster = ClusterConfig(num_instances=cfg.instances, engine=engine)
-    key = f"{policy} {blocks} {host_gb:g}"
-    res = run_policy(requests, cluster, cfg.router,
-                     progress=lambda d, t: report_progress(key, d, t))  # fmt: skip
-    s = res.metrics().summary(cfg.instances, DEFAULT_SLO.ttft_slo, DEFAULT_SLO.tpot_slo)
+    cluster = ClusterConfig(num_instances=params["instances"], engine=engine)
+    res = run_policy(requests, cluster, params["router"], progress=run_progress())
+    s = res.metrics().summary(params["instances"], DEFAULT_SLO.ttft_slo, DEFAULT_SLO.tpot_slo)
     return {
         "policy": policy,
         "blocks_per_instance": blocks,
@@ -107,7 +112,6 @@ def _cluster_task(cfg: KVCacheExperiment, policy: str, blocks: int, host_gb: flo
         "evictions": sum(e.pool.num_evictions for e in res.engines),
         "preemptions": sum(e.num_preemptions for e in res.engines),
         "host_hit_blocks": sum(e.host.num_hits for e in res.engines if e.host is not None),
-        "wall_s": res.wall_s,
     }
 
 
@@ -129,21 +133,25 @@ class Results:
 
 def run(
     cfg: KVCacheExperiment,
-    jobs: int,
+    executor: Executor | int = 1,
     on_progress: Callable[[str, int, int], None] | None = None,
     offline: bool = True,
     cluster: bool = True,
+    *,
+    jobs: int | None = None,
 ) -> Results:
-    """Both parts; tasks run in ``jobs`` worker processes."""
-    from wildserve.sim.parallel import run_parallel
-
+    """Both parts, as one sweep; ``executor``: where runs execute (an int: local workers)."""
+    executor = executor if jobs is None else jobs
     out = Results(cfg)
     specs = [p + v for p in cfg.policies for v in ("", ":leaf")] + [NO_HISTORY]
-    tasks: list = []
-    sweep_of: dict[str, tuple[str, str]] = {}  # task key -> (trace, spec)
+    runs: list[RunSpec] = []
+    shared: dict[str, Any] = {}
+    sweep_of: dict[str, tuple[str, str]] = {}  # run key -> (trace, spec)
+    n = cfg.max_requests
     if offline:
         for trace in cfg.traces:
-            _, stream = _streams(trace, cfg.max_requests)  # built once, before the fork
+            shared[trace] = _streams(trace, n)  # built once, shared by every run of the trace
+            stream = shared[trace][1]
             out.streams[trace] = {
                 "requests": stream.num_requests,
                 "accesses": stream.num_accesses,
@@ -153,30 +161,35 @@ def run(
                                        stream.categories.counts().tolist(), strict=True)),
             }  # fmt: skip
             for spec in specs:
-                sweep_of[f"{trace} {spec}"] = (trace, spec)
-                tasks.append((f"{trace} {spec}", _sweep_task,
-                              (trace, spec, cfg.fractions, cfg.max_requests)))  # fmt: skip
+                key = f"{trace} {spec}"
+                sweep_of[key] = (trace, spec)
+                params = {"trace": trace, "max_requests": n, "spec": spec,
+                          "fractions": list(cfg.fractions)}  # fmt: skip
+                runs.append(RunSpec(key, f"{__name__}:sweep_run", params, (trace,)))
     if cluster:
-        requests, _ = _streams(cfg.cluster_trace, cfg.max_requests)
+        shared[cfg.cluster_trace] = _streams(cfg.cluster_trace, n)
         from wildserve.kvcache.stream import build_stream
 
-        out.engine_blocks_working_set = build_stream(requests, 16).num_blocks
+        out.engine_blocks_working_set = build_stream(shared[cfg.cluster_trace][0], 16).num_blocks
         full = gpu_blocks()
+        common = {"trace": cfg.cluster_trace, "max_requests": n, "instances": cfg.instances,
+                  "router": cfg.router}  # fmt: skip
         for frac in cfg.cluster_capacities:
             blocks = max(1, round(frac * full))
-            for policy in cfg.cluster_policies:
-                tasks.append((f"{policy} {blocks} 0", _cluster_task, (cfg, policy, blocks, 0.0)))
+            points = [(p, 0.0) for p in cfg.cluster_policies]
             if cfg.host_memory_gb > 0:
-                for policy in cfg.host_policies:
-                    key = f"{policy} {blocks} {cfg.host_memory_gb:g}"
-                    tasks.append((key, _cluster_task, (cfg, policy, blocks, cfg.host_memory_gb)))
-    results = run_parallel(tasks, jobs, on_progress)
-    for key, value in results.items():
+                points += [(p, cfg.host_memory_gb) for p in cfg.host_policies]
+            for policy, host_gb in points:
+                params = {**common, "policy": policy, "blocks": blocks, "host_memory_gb": host_gb}
+                key = f"{policy} {blocks} {host_gb:g}"
+                runs.append(RunSpec(key, f"{__name__}:cluster_run", params, (cfg.cluster_trace,)))
+    sweep = run_sweep(runs, shared, executor, None, on_progress).raise_on_failure()
+    for key, outcome in sweep.outcomes.items():
         if key in sweep_of:
             trace, spec = sweep_of[key]
-            out.sweeps.setdefault(trace, {})[spec] = value
+            out.sweeps.setdefault(trace, {})[spec] = outcome.value
         else:
-            out.cluster.append(value)
+            out.cluster.append({**outcome.value, "wall_s": outcome.wall_s})
     return out
 
 
@@ -199,13 +212,15 @@ def kvcache(
         ),
     ] = 16,
     jobs: Jobs = 0,
+    executor: ExecutorOption = "local",
+    ray_address: RayAddressOption = None,
 ) -> None:
     """Hit ratio vs capacity for every eviction policy on the Mooncake and WEKA traces, and queued
     TTFT in the cluster simulator at two KV capacities (with and without a host-memory tier)."""
 
     from wildserve.console import make_console, make_progress
     from wildserve.experiments.kvcache_report import write
-    from wildserve.sim.parallel import default_jobs
+    from wildserve.experiments.runner import make_executor
 
     cfg = KVCacheExperiment(max_requests=max_requests, instances=instances)
     console = make_console()
@@ -217,6 +232,8 @@ def kvcache(
                 ids[key] = bar.add_task(key, total=total)
             bar.update(ids[key], completed=done, total=total)
 
-        results = run(cfg, jobs or default_jobs(64), on_progress, offline, cluster)
+        results = run(
+            cfg, make_executor(executor, jobs, ray_address), on_progress, offline, cluster
+        )
     path = write(results, out, "wildserve " + shlex.join(sys.argv[1:]))
     console.print(f"report: {path}")

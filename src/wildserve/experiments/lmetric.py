@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 
 from wildserve.engine import EngineConfig
-from wildserve.experiments.runcache import RunCache, fingerprint
+from wildserve.experiments.runcache import RunCache
+from wildserve.experiments.runner import Executor, RunResult, RunSpec, run_progress, run_sweep
 from wildserve.metrics import DEFAULT_SLO, RequestMetrics
 from wildserve.routing.policy import make_policy
 from wildserve.sim.build import ClusterConfig, run_policy
-from wildserve.sim.parallel import report_progress, run_parallel
 from wildserve.workload.formats import renumber
 from wildserve.workload.request import Request
 from wildserve.workload.seeding import load_seeded
@@ -106,10 +106,6 @@ class LMetricExperiment:
         )
 
 
-# Workloads are loaded once in the parent; forked workers read them from here instead of unpickling.
-_LOADED: dict[tuple[str, int | None], list[Request]] = {}
-
-
 def session_switch_rate(requests: Sequence[Request], instances: Sequence[int]) -> float | None:
     """Share of follow-ups (a request whose session was seen before) sent to another instance."""
     last: dict[int, int] = {}
@@ -126,39 +122,28 @@ def session_switch_rate(requests: Sequence[Request], instances: Sequence[int]) -
     return switches / follow_ups if follow_ups else None
 
 
-def _run(
-    key: str,
-    loaded: tuple[str, int | None],
-    scale: float,
-    cfg: ClusterConfig,
-    policy: str,
-    kwargs: dict,
-    view: str,
-    cache: RunCache | None = None,
-    fp: str = "",
-):
-    if cache is not None:
-        hit = cache.get(fp)
-        if hit is not None:
-            report_progress(key, 1, 1)
-            return hit
-    requests = list(rate_scale(_LOADED[loaded], scale))
+def cluster_config(d: Mapping[str, Any]) -> ClusterConfig:
+    """A ``ClusterConfig`` back from its ``dataclasses.asdict`` form (how a run spec carries it)."""
+    return ClusterConfig(**{**d, "engine": EngineConfig(**d["engine"])})
 
-    def progress(done: int, total: int) -> None:
-        report_progress(key, done, total)
 
+def simulate_run(params: Mapping[str, Any], requests: Sequence[Request]) -> RunResult:
+    """One run of the sweep: ``requests`` at ``rate_scale`` under one policy on a fresh cluster."""
+    cfg = cluster_config(params["cluster"])
+    requests = list(rate_scale(requests, params["rate_scale"]))
+    policy = make_policy(params["policy"], **params["kwargs"])
     result = run_policy(
-        requests, cfg, make_policy(policy, **kwargs), progress=progress, view_source=view
+        requests, cfg, policy, progress=run_progress(), view_source=params["view_source"]
     )
     metrics = result.metrics()
     summary = metrics.summary(cfg.num_instances, DEFAULT_SLO.ttft_slo, DEFAULT_SLO.tpot_slo)
-    summary["wall_s"] = result.wall_s
     summary["preemptions"] = sum(e.num_preemptions for e in result.engines)
     summary["policy_stats"] = result.extra.get("policy_stats")
     summary["session_switch_rate"] = session_switch_rate(requests, result.instances)
-    if cache is not None:
-        cache.put(fp, summary, metrics)
-    return summary, metrics
+    return RunResult(summary, metrics)
+
+
+_SIMULATE = f"{__name__}:simulate_run"
 
 
 def run_label(run: Mapping[str, Any]) -> str:
@@ -194,55 +179,64 @@ def plan_runs(exp: LMetricExperiment) -> list[dict[str, Any]]:
     return runs
 
 
-def run_experiment(
-    exp: LMetricExperiment,
-    jobs: int,
-    on_progress: Callable[[str, int, int], None] | None = None,
-    on_plan: Callable[[list[dict[str, Any]], dict[str, int]], None] | None = None,
-    cache: RunCache | None = None,
-) -> tuple[dict, dict[str, RequestMetrics]]:
-    """Run every planned simulation (reusing cached ones); returns the JSON document and metrics."""
-    sizes = {}
+def input_name(workload: str, seed: int | None) -> str:
+    return f"{workload}/{'rec' if seed is None else f's{seed}'}"
+
+
+def plan_specs(exp: LMetricExperiment, runs: Sequence[Mapping[str, Any]]) -> list[RunSpec]:
+    """The sweep's run specs: each names its trace (workload, seed) as a shared input."""
+    specs = {w.name: w for w in exp.workloads}
+    out = []
+    for r in runs:
+        w = specs[r["workload"]]
+        params = {
+            "workload": {"spec": w.spec, "options": w.options, "seed": r["seed"]},
+            "max_requests": exp.max_requests,
+            "cluster": dataclasses.asdict(exp.cluster(r["model"], r["gpu"])),
+            "rate_scale": r["rate_scale"],
+            "policy": r["policy"],
+            "kwargs": r["kwargs"],
+            "view_source": exp.view_source,
+        }
+        out.append(RunSpec(r["key"], _SIMULATE, params, (input_name(w.name, r["seed"]),)))
+    return out
+
+
+def load_inputs(exp: LMetricExperiment) -> tuple[dict[str, list[Request]], dict[str, int]]:
+    """Every (workload, seed) trace the sweep reads, loaded once here; and each workload's size."""
+    inputs, sizes = {}, {}
     for w in exp.workloads:
         for seed in w.seeds:
             reqs = w.load(seed)
             if exp.max_requests:
                 reqs = reqs[: exp.max_requests]
-            _LOADED[(w.name, seed)] = reqs
+            inputs[input_name(w.name, seed)] = reqs
             sizes[w.name] = len(reqs)
+    return inputs, sizes
+
+
+def run_experiment(
+    exp: LMetricExperiment,
+    executor: Executor | int = 1,
+    on_progress: Callable[[str, int, int], None] | None = None,
+    on_plan: Callable[[list[dict[str, Any]], dict[str, int]], None] | None = None,
+    cache: RunCache | None = None,
+    *,
+    jobs: int | None = None,
+) -> tuple[dict, dict[str, RequestMetrics]]:
+    """Run every planned simulation (reusing cached ones); returns the JSON document and metrics.
+
+    ``executor``: where runs execute (an int: that many local workers; ``jobs`` says the same).
+    """
+    executor = executor if jobs is None else jobs
+    inputs, sizes = load_inputs(exp)
     runs = plan_runs(exp)
     if on_plan is not None:
         on_plan(runs, sizes)
-    specs = {w.name: w for w in exp.workloads}
-    tasks = []
+    sweep = run_sweep(plan_specs(exp, runs), inputs, executor, cache, on_progress)
+    sweep.raise_on_failure()
     for r in runs:
-        cfg = exp.cluster(r["model"], r["gpu"])
-        w = specs[r["workload"]]
-        fp = fingerprint(
-            {
-                "run": {
-                    k: r[k]
-                    for k in ("workload", "model", "gpu", "rate_scale", "seed", "policy", "kwargs")
-                },
-                "workload": {"spec": w.spec, "options": w.options},
-                "max_requests": exp.max_requests,
-                "cluster": dataclasses.asdict(cfg),
-                "view_source": exp.view_source,
-            }
-        )
-        args = (
-            r["key"],
-            (r["workload"], r["seed"]),
-            r["rate_scale"],
-            cfg,
-            r["policy"],
-            r["kwargs"],
-            exp.view_source,
-        )
-        tasks.append((r["key"], _run, (*args, cache, fp)))
-    outcomes = run_parallel(tasks, jobs, on_progress)
-    for r in runs:
-        r["summary"] = outcomes[r["key"]][0]
+        r["summary"] = sweep.value(r["key"])
     doc = {
         "runs": runs,
         "requests": sizes,
@@ -254,8 +248,9 @@ def run_experiment(
             "linear_grids": {k: [p, list(g)] for k, (p, g) in exp.linear_grids.items()},
             "engine": dataclasses.asdict(exp.engine),
         },
+        "sweep": {"computed": sweep.num_computed, "cached": sweep.num_cached},
     }
-    return doc, {key: m for key, (_, m) in outcomes.items()}
+    return doc, {r["key"]: sweep[r["key"]].metrics for r in runs}
 
 
 def hot_prompt_workload(
@@ -301,21 +296,22 @@ def hot_prompt_workload(
 
 
 def run_zero_score_demo(
-    num_instances: int = 4, model: str = "qwen2.5-7b", gpu: str = "h20", jobs: int = 2
+    num_instances: int = 4,
+    model: str = "qwen2.5-7b",
+    gpu: str = "h20",
+    executor: Executor | int = 2,
 ):
     """LMetric with and without the zero-score mitigation (and least-requests) on the hot-prompt trace."""
-    _LOADED[("hot-prompt", None)] = hot_prompt_workload()
-    cfg = ClusterConfig(model=model, gpu=gpu, num_instances=num_instances)
+    cfg = dataclasses.asdict(ClusterConfig(model=model, gpu=gpu, num_instances=num_instances))
     variants = {
         "lmetric": ("lmetric", {}),
         "lmetric+mitigation": ("lmetric", {"mitigate_zero": True}),
         "least-requests": ("least-requests", {}),
     }
-    tasks = [
-        (name, _run, (name, ("hot-prompt", None), 1.0, cfg, policy, kwargs, "exact"))
-        for name, (policy, kwargs) in variants.items()
+    base = {"cluster": cfg, "rate_scale": 1.0, "view_source": "exact"}
+    specs = [
+        RunSpec(name, _SIMULATE, {**base, "policy": p, "kwargs": kw}, ("hot-prompt",))
+        for name, (p, kw) in variants.items()
     ]
-    outcomes = run_parallel(tasks, jobs)
-    return {name: s for name, (s, _) in outcomes.items()}, {
-        name: m for name, (_, m) in outcomes.items()
-    }
+    sweep = run_sweep(specs, {"hot-prompt": hot_prompt_workload()}, executor).raise_on_failure()
+    return {n: sweep.value(n) for n in variants}, {n: sweep[n].metrics for n in variants}

@@ -68,17 +68,30 @@ class RunCache:
     def _paths(self, fp: str) -> tuple[Path, Path]:
         return self.dir / f"{fp}.json", self.dir / f"{fp}.npz"
 
-    def get(self, fp: str) -> tuple[dict, RequestMetrics] | None:
+    def get(self, fp: str) -> tuple[dict, RequestMetrics | None] | None:
+        """The run's summary and its metrics (``None`` for a run that kept none); ``None``: a miss.
+
+        The summary is written last, so its presence means the run finished and was stored whole.
+        """
         summary_path, metrics_path = self._paths(fp)
-        if not (summary_path.exists() and metrics_path.exists()):
+        if not summary_path.exists():
             return None
-        with np.load(metrics_path) as data:
-            arrays = {k: data[k] for k in data.files if k != "num_aborted"}
-            metrics = RequestMetrics(**arrays, num_aborted=int(data["num_aborted"]))
+        metrics = None
+        if metrics_path.exists():
+            with np.load(metrics_path) as data:
+                arrays = {k: data[k] for k in data.files if k != "num_aborted"}
+                metrics = RequestMetrics(**arrays, num_aborted=int(data["num_aborted"]))
         return orjson.loads(summary_path.read_bytes()), metrics
 
-    def put(self, fp: str, summary: dict, metrics: RequestMetrics) -> None:
+    def __len__(self) -> int:
+        return sum(1 for _ in self.dir.glob("*.json")) if self.dir.is_dir() else 0
+
+    def put(self, fp: str, summary: Any, metrics: RequestMetrics | None = None) -> None:
         summary_path, metrics_path = self._paths(fp)
+        if metrics is None:
+            metrics_path.unlink(missing_ok=True)
+            atomic_write_bytes(summary_path, _dumps(summary))
+            return
         fields = {
             k: getattr(metrics, k)
             for k in RequestMetrics.__dataclass_fields__
@@ -90,18 +103,25 @@ class RunCache:
                 np.savez_compressed(fh, num_aborted=np.array(metrics.num_aborted), **fields)
 
         atomic_write(metrics_path, write)
-        atomic_write_bytes(summary_path, orjson.dumps(summary, option=orjson.OPT_SERIALIZE_NUMPY))
+        atomic_write_bytes(summary_path, _dumps(summary))
+
+
+def _dumps(obj: Any) -> bytes:
+    return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS)
 
 
 MISSING = {"missing": True, "cpu_s": 0.0}  # what a read-only cache returns for a run not yet done
 
 
 class ReadOnlyRunCache(RunCache):
-    """A run cache that never computes: a miss reads as a ``MISSING`` summary (render what is done)."""
+    """A run cache that never computes: a miss reads as a ``MISSING`` summary (render what is done).
+
+    The sweep runner runs nothing for such a miss; the run's value is the ``MISSING`` summary.
+    """
 
     def get(self, fp: str) -> tuple[dict, RequestMetrics | None]:  # type: ignore[override]
         hit = super().get(fp)
         return hit if hit is not None else (dict(MISSING), None)
 
-    def put(self, fp: str, summary: dict, metrics: RequestMetrics) -> None:
+    def put(self, fp: str, summary: Any, metrics: RequestMetrics | None = None) -> None:
         raise AssertionError("a read-only run cache is never written")

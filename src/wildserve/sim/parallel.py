@@ -38,8 +38,13 @@ def run_parallel(
     tasks: Sequence[tuple[str, Callable[..., T], tuple]],
     jobs: int,
     on_progress: Callable[[str, int, int], None] | None = None,
+    on_result: Callable[[str, T], None] | None = None,
 ) -> dict[str, T]:
-    """Run ``fn(*args)`` for each ``(key, fn, args)``; ``fn`` may call :func:`report_progress`."""
+    """Run ``fn(*args)`` for each ``(key, fn, args)``; ``fn`` may call :func:`report_progress`.
+
+    ``on_result(key, result)`` runs in this process as each task finishes (a run cache writes there,
+    so what finished before a Ctrl-C is kept).
+    """
     results: dict[str, T] = {}
     if jobs <= 1 or len(tasks) <= 1:
         global _QUEUE
@@ -49,13 +54,15 @@ def run_parallel(
                 results[key] = fn(*args)
             finally:
                 _QUEUE = None
+            if on_result is not None:
+                on_result(key, results[key])
         return results
     ctx = mp.get_context("fork" if hasattr(os, "fork") else "spawn")
     manager = ctx.Manager()
     queue = manager.Queue()
     pool = ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init, initargs=(queue,))
     try:
-        results = _collect(pool, queue, tasks, on_progress)
+        results = _collect(pool, queue, tasks, on_progress, on_result)
     except BaseException:  # Ctrl-C (or a failed task): stop every worker now, not after the queue
         _stop_workers(pool)
         raise
@@ -66,7 +73,7 @@ def run_parallel(
     return {key: results[key] for key, _, _ in tasks}
 
 
-def _collect(pool: ProcessPoolExecutor, queue: Any, tasks, on_progress) -> dict:
+def _collect(pool: ProcessPoolExecutor, queue: Any, tasks, on_progress, on_result=None) -> dict:
     futures = {key: pool.submit(fn, *args) for key, fn, args in tasks}
     results: dict = {}
     pending = set(futures)
@@ -79,6 +86,8 @@ def _collect(pool: ProcessPoolExecutor, queue: Any, tasks, on_progress) -> dict:
             if futures[key].done():
                 results[key] = futures[key].result()
                 pending.discard(key)
+                if on_result is not None:
+                    on_result(key, results[key])
         if pending:
             try:
                 msg = queue.get(timeout=0.2)
