@@ -89,8 +89,10 @@ def gpu_status() -> str:
     except metadata.PackageNotFoundError:
         smi = shutil.which("nvidia-smi")
         return f"torch not installed; nvidia-smi {'found' if smi else 'not found'}"
-    import torch
-
+    try:
+        import torch
+    except Exception as exc:  # an installed but broken torch is itself the answer
+        return f"torch installed but not importable: {type(exc).__name__}: {exc}"
     if torch.cuda.is_available():
         names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
         return f"CUDA: {', '.join(names)}"
