@@ -58,18 +58,25 @@ def analytic(target: str, gpu: str):
     return costs
 
 
-def beta_tables(rng: np.random.Generator) -> dict[str, AcceptanceTable]:
+def beta_tables(
+    rng: np.random.Generator, means: tuple[float, ...] = (0.3, 0.45, 0.6, 0.75)
+) -> dict[str, AcceptanceTable]:
     """Sensitivity sweep: the draft model's per-token rate, with a history drafter at 0.3."""
     return {
         f"beta draft={m}": AcceptanceTable.beta(
             {"history": (0.30, 2.0, False), "draft-model": (m, 8.0, True)}, 4096, rng
         )
-        for m in (0.3, 0.45, 0.6, 0.75)
+        for m in means
     }
 
 
-def run_point(cfg, costs, acc, seeds: int) -> dict:
-    runs = [simulate_rollout(cfg, costs, acc, seed) for seed in range(seeds)]
+def run_point(cfg, costs, acc, seeds: int, baselines: list[dict] | None = None) -> tuple:
+    """Every mode over ``seeds`` seeds; with ``baselines`` (the fixed-pool runs of the same seeds)
+    only the decoupled modes run (the extra-GPU variant changes nothing else)."""
+    modes = MODES if baselines is None else MODES[2:]
+    runs = [simulate_rollout(cfg, costs, acc, seed, modes) for seed in range(seeds)]
+    if baselines is not None:
+        runs = [{**b, **r} for b, r in zip(baselines, runs, strict=True)]
     out = {}
     for mode in MODES:
         t = np.array([r[mode].step_time_s for r in runs])
@@ -85,7 +92,7 @@ def run_point(cfg, costs, acc, seeds: int) -> dict:
             "vs_coupled": mean_interval(per_gpu / coup),
             "ladder": runs[0][mode].ladder[:: max(1, len(runs[0][mode].ladder) // 12)],
         }
-    return out
+    return out, runs
 
 
 def table(title: str, point: dict) -> str:
@@ -117,6 +124,9 @@ def main() -> None:
     )
     ap.add_argument("--temperature", default="T1,T07", help="T1, T07 or both")
     ap.add_argument("--beta", action="store_true", help="Beta sensitivity sweep instead")
+    ap.add_argument(
+        "--beta-means", default="0.3,0.45,0.6,0.75", help="draft-model means of the Beta sweep"
+    )
     ap.add_argument("--seeds", type=int, default=8)
     ap.add_argument("--gpu", default="h100")
     ap.add_argument("--target", default="qwen2.5-32b")
@@ -135,7 +145,8 @@ def main() -> None:
     )
     tables: dict[str, AcceptanceTable] = {}
     if args.beta:
-        tables = beta_tables(np.random.default_rng(0))
+        means = tuple(float(m) for m in args.beta_means.split(","))
+        tables = beta_tables(np.random.default_rng(0), means)
     else:
         steps = [int(s) for s in args.steps.split(",") if s] or None
         for temp in args.temperature.split(","):
@@ -149,11 +160,20 @@ def main() -> None:
                 lengths=LENGTHS[lengths], requests_per_instance=args.requests_per_instance
             )
             variants = [("fixed pool", cfg)] + (
-                [("extra GPUs", replace(cfg, extra_gpus=True))] if args.extra_gpus else []
+                [
+                    (
+                        "extra GPUs (labelled: decoupled workers get 4 + 1 GPUs on top of the pool)",
+                        replace(cfg, extra_gpus=True),
+                    )
+                ]
+                if args.extra_gpus
+                else []
             )
+            baselines = None
             for label, c in variants:
                 t0 = time.process_time()
-                point = run_point(c, costs, acc, args.seeds)
+                point, runs = run_point(c, costs, acc, args.seeds, baselines)
+                baselines = runs
                 title = (
                     f"{name} | {lengths} | {label}: {c.pool_gpus} GPUs, {args.target} TP{c.target_tp}, "
                     f"{c.num_requests} requests, {args.seeds} seeds, mean per-token rate at k=4 {rates} "
@@ -161,9 +181,9 @@ def main() -> None:
                 )
                 print(table(title, point), flush=True)
                 results[title] = point
+                if args.output_json:  # after every point: a stopped run keeps what it finished
+                    atomic_write_json(args.output_json, results)
     print(f"\npaper (SpecActor): {PAPER}; intervals are 95% t-intervals over seeds")
-    if args.output_json:
-        atomic_write_json(args.output_json, results)
 
 
 if __name__ == "__main__":

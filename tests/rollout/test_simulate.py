@@ -86,7 +86,59 @@ def test_coupled_step_time_equals_the_hand_computed_sum():
         )
         expected += target.step_time(shape)
     assert res.num_iterations == 4
-    assert res.step_time_s == pytest.approx(expected)
+    assert res.step_time_s == pytest.approx(expected, rel=1e-9)  # KV terms are tiny here
+
+
+def decode_shape(num_seqs: int, ctx_each: int) -> BatchShape:
+    """One plain decode step of ``num_seqs`` requests with ``ctx_each`` tokens already in KV."""
+    return BatchShape(
+        num_decode_tokens=num_seqs,
+        decode_ctx_tokens=num_seqs * (ctx_each + 1),
+        num_sampled=num_seqs,
+    )
+
+
+def test_no_spec_step_time_equals_the_hand_computed_sum():
+    """3 requests of 20 tokens after 8-token prompts: 20 decode steps of batch 3."""
+    res = simulate_rollout(ONE, costs, model_table(0.5), seed=0, modes=("no-spec",))["no-spec"]
+    target = costs("target", 4)
+    expected = sum(target.step_time(decode_shape(3, 8 + t)) for t in range(20))
+    assert res.num_iterations == 20 and res.tokens_per_iteration == 1.0
+    assert res.step_time_s == pytest.approx(expected, rel=1e-9)  # KV terms are tiny here
+
+
+def test_decoupled_step_time_for_a_fixed_trace_equals_the_hand_computed_sum():
+    """A fixed trace: the draft model's first 2 of any 4 drafts are accepted. Decoupled, each
+    drafted iteration gains 3 tokens and costs max(4 draft steps on 1 GPU, a 5-token verify on 4);
+    the rejection leaves the look-ahead stale, so the next iteration verifies no draft (1 token,
+    a plain decode, no drafting). Lengths 20: 0 -> 3 -> 4 -> 7 -> ... -> 19 -> 20, 10 iterations."""
+    trace = np.minimum(np.arange(1, 9), 2)[None, :].repeat(4, 0)
+    table = AcceptanceTable.from_traces([DrafterSpec("draft-model", DEPTH, True)], [[trace]])
+    res = simulate_rollout(ONE, costs, table, seed=0, modes=("decoupled",))["decoupled"]
+    target, draft = costs("target", 4), costs("draft", 1)
+    expected, done, stale, gains = 0.0, 0, False, []
+    while done < 20:
+        if stale:
+            expected += target.step_time(decode_shape(3, 8 + done))
+            gain = 1
+        else:
+            draft_s = sum(draft.step_time(decode_shape(3, 8 + done + s)) for s in range(4))
+            verify = BatchShape(
+                num_prefill_tokens=15,
+                num_prefill_seqs=3,
+                prefill_attn_pairs=3 * (5 * (8 + done) + 15),
+                prefill_ctx_tokens=3 * (8 + done),
+                num_sampled=15,
+            )
+            expected += max(draft_s, target.step_time(verify))
+            gain = min(3, 20 - done)
+        stale = not stale
+        done += gain
+        gains.append(gain)
+    assert gains == [3, 1] * 4 + [3, 1] and len(gains) == 10
+    assert res.num_iterations == 10
+    assert res.tokens_per_iteration == pytest.approx(2.0)
+    assert res.step_time_s == pytest.approx(expected, rel=1e-9)  # KV terms are tiny here
 
 
 def test_decoupled_hides_drafting_and_a_rejection_costs_a_stale_iteration():

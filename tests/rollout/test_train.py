@@ -3,6 +3,8 @@ rollouts sample exactly the policy's distribution."""
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pytest
 import torch
@@ -19,11 +21,8 @@ from tests.rollout.test_lossless import (
     exact_distribution,
 )
 from wildserve.errors import ConfigError
-from wildserve.rollout.config import SamplingConfig, TrainConfig
-from wildserve.rollout.generation import generate
-from wildserve.rollout.planner import DraftPlanner
+from wildserve.rollout.config import TrainConfig
 from wildserve.rollout.sim_acceptance import load_steps
-from wildserve.rollout.state import SeqState
 from wildserve.rollout.train import GRPOTrainer, Task, plot_run
 
 GOOD = 7  # reward: the response contains this token
@@ -97,7 +96,8 @@ def test_bad_config_is_one_clear_error():
 
 
 def test_speculative_rollouts_of_the_trained_policy_sample_its_distribution():
-    """After a GRPO step the live history drafter drafts; sampling must still be exact."""
+    """After a GRPO step the live history drafter drafts; the loop's own rollout path must sample
+    exactly the policy's distribution with speculation on, as it does with speculation off."""
     cfg = TrainConfig(
         num_problems=1,
         prompts_per_step=1,
@@ -120,20 +120,31 @@ def test_speculative_rollouts_of_the_trained_policy_sample_its_distribution():
         small, Task([list(PROMPT)], lambda i, out: float(out[-1] == 2), frozenset()), cfg
     )
     t.run()
-    sampling = SamplingConfig(temperature=1.0, max_new_tokens=LENGTH)
-    seqs = [SeqState(i, 0, list(PROMPT)) for i in range(NUM_SAMPLES)]
-    stats = generate(
-        t.policy,
-        seqs,
-        sampling,
-        DraftPlanner({"history": t.live}, t.spec),
-        torch.Generator().manual_seed(9),
-        frozenset(),
-    )
-    assert stats.by_drafter["history"].num_drafted > 0
-    assert 0.05 < stats.by_drafter["history"].acceptance_rate < 0.95
-    samples = [tuple(s.output) for s in seqs]
-    assert chi_square_p(samples, exact_distribution(t.policy, sampling)) > 1e-3
+    exact = exact_distribution(t.policy, t.sampling)
+    spec, live = t._rollout([0], NUM_SAMPLES, t.sampling, torch.Generator().manual_seed(9), t.live)
+    plain, off = t._rollout([0], NUM_SAMPLES, t.sampling, torch.Generator().manual_seed(9), None)
+    assert live["row_steps"] > 0 and off["row_steps"] == 0
+    assert live["tokens_per_forward"] > 1.05 and off["overall_tokens_per_forward"] == 1.0
+    assert 0.05 < live["acceptance"] < 0.95  # drafts are accepted and rejected: the test bites
+    with_spec, without = ([tuple(s.output) for s in seqs] for seqs in (spec, plain))
+    assert with_spec != without  # different random draws, so the comparison is not trivial
+    assert chi_square_p(with_spec, exact) > 1e-3
+    assert chi_square_p(without, exact) > 1e-3
+    # and the two samples against each other: a chi-square test of homogeneity
+    assert homogeneity_p(with_spec, without) > 1e-3
+
+
+def homogeneity_p(a: list[tuple[int, ...]], b: list[tuple[int, ...]]) -> float:
+    """p-value that two samples come from one distribution (cells with < 10 in both pooled)."""
+    ca, cb = Counter(a), Counter(b)
+    keys = sorted(set(ca) | set(cb))
+    big = [k for k in keys if ca[k] + cb[k] >= 10]
+    rest = (sum(ca[k] for k in keys if k not in big), sum(cb[k] for k in keys if k not in big))
+    table = np.array([[ca[k], cb[k]] for k in big] + ([list(rest)] if sum(rest) else []), float)
+    expected = table.sum(1, keepdims=True) * table.sum(0, keepdims=True) / table.sum()
+    stat = float(((table - expected) ** 2 / expected).sum())
+    dof = (len(table) - 1) / 2
+    return float(torch.special.gammaincc(torch.tensor(dof), torch.tensor(stat / 2)))
 
 
 @pytest.mark.parametrize(

@@ -164,3 +164,51 @@ def test_greedy_with_tree_drafts_is_token_identical(target_model):
         )
     assert counting.num_branching > 0
     assert stats.tokens_per_forward > 2.0
+
+
+@pytest.mark.parametrize(
+    ("tokens", "q", "parents", "message"),
+    [
+        ([1, 2], torch.full((2, 5), 0.2), [-1, 0], "deterministic: q must be None"),
+        ([1, 2, 3], None, [-1, 0], "2 parents for 3 tree tokens"),
+        ([1, 2], None, [-1, 1], "parents must come first"),
+        ([1, 2], None, [0, -1], "parents must come first"),
+        ([1, 2, 1], None, [-1, 0, -1], "repeats sibling token 1 under parent -1"),
+        ([1, 2, 3, 3], None, [-1, 0, 0, 0], "repeats sibling token 3 under parent 0"),
+    ],
+)
+def test_malformed_trees_are_rejected(tokens, q, parents, message):
+    """Real errors, not asserts (``python -O`` strips those): a stochastic tree or a repeated
+    sibling would be verified wrongly (at most one child per token is accepted)."""
+    with pytest.raises(ValueError, match=message):
+        Draft(tokens, q, parents)
+
+
+def test_well_formed_trees_and_chains_are_accepted():
+    assert Draft([1, 2, 2, 3], None, [-1, 0, -1, 0]).depth == 2  # token 2 twice, other parents
+    assert Draft([1, 1, 1], torch.full((3, 5), 0.2)).depth == 3  # a stochastic chain may repeat
+
+
+def test_history_trees_are_deterministic_with_distinct_siblings():
+    """Every tree the history drafter builds from random histories: q is None, each parent comes
+    before its children, and no two children of one parent are the same token."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    num_trees = 0
+    for trial in range(30):
+        trie = SuffixTrie(depth=6)
+        vocab = int(rng.integers(2, 6))  # small vocabularies: many repeated continuations
+        for _ in range(int(rng.integers(1, 12))):
+            trie.add_sequence(rng.integers(0, vocab, int(rng.integers(2, 20))).tolist())
+        for _ in range(5):
+            context = rng.integers(0, vocab, int(rng.integers(1, 6))).tolist()
+            budget = int(rng.integers(1, 16))
+            d = draft_tree([trie], context, max_match=4, smoothing=float(trial % 2), budget=budget)
+            assert d.q is None and len(d.tokens) <= budget
+            assert len(d.parents) == len(d.tokens)
+            assert all(-1 <= p < i for i, p in enumerate(d.parents))
+            pairs = list(zip(d.parents, d.tokens, strict=True))
+            assert len(set(pairs)) == len(pairs)
+            num_trees += any(p >= 0 for p in d.parents) and len(set(d.parents)) < len(d.parents)
+    assert num_trees > 20  # most of them really branch

@@ -290,9 +290,12 @@ def simulate_rollout(
     rng = np.random.default_rng([seed, cfg.seed_offset])
     lengths = cfg.lengths.sample(rng, cfg.num_requests)
     assigned = acc.assign(cfg.num_requests, rng)
+    # a mode's own draws are keyed by the mode, so a subset of modes reproduces the full run
     return {
-        m: simulate_mode(m, cfg, costs, lengths, assigned, np.random.default_rng([seed, i, 7]))
-        for i, m in enumerate(modes)
+        m: simulate_mode(
+            m, cfg, costs, lengths, assigned, np.random.default_rng([seed, MODES.index(m), 7])
+        )
+        for m in modes
     }
 
 
