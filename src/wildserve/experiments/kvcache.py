@@ -92,8 +92,9 @@ def _categorized(loaded: tuple):
 def cluster_run(params: dict, loaded: tuple) -> dict:
     """The cluster simulation under one eviction policy at one KV capacity (and host tier)."""
     from wildserve.engine import EngineConfig
+    from wildserve.engine.cluster import ClusterConfig
     from wildserve.metrics import DEFAULT_SLO
-    from wildserve.sim.build import ClusterConfig, run_policy
+    from wildserve.sim.run import run_policy
 
     policy, blocks, host_gb = params["policy"], params["blocks"], params["host_memory_gb"]
     requests = _categorized(loaded)
@@ -109,7 +110,7 @@ def cluster_run(params: dict, loaded: tuple) -> dict:
         "ttft": s["ttft"],
         "queueing": s["queueing"],
         "finished": s["finished"],
-        "evictions": sum(e.pool.num_evictions for e in res.engines),
+        "evictions": sum(e.load().num_evictions for e in res.engines),
         "preemptions": sum(e.num_preemptions for e in res.engines),
         "host_hit_blocks": sum(e.host.num_hits for e in res.engines if e.host is not None),
     }
@@ -117,9 +118,9 @@ def cluster_run(params: dict, loaded: tuple) -> dict:
 
 def gpu_blocks(instances: int = 1) -> int:
     """KV blocks one default instance gets from GPU memory."""
-    from wildserve.sim.build import ClusterConfig, build_engines
+    from wildserve.engine.cluster import ClusterConfig, build_engines
 
-    return build_engines(ClusterConfig(num_instances=instances))[0].pool.num_blocks
+    return build_engines(ClusterConfig(num_instances=instances))[0].num_kv_blocks
 
 
 @dataclass

@@ -106,7 +106,7 @@ def engine(
     def ready(bound: int) -> None:
         logging.getLogger("wildserve.gateway").warning(
             "emulated %s on %s (x%s speed, %d KV blocks) on http://%s:%d",
-            model, gpu, speed, eng.pool.num_blocks, host, bound,
+            model, gpu, speed, eng.num_kv_blocks, host, bound,
         )  # fmt: skip
 
     run_forever(lambda: make_engine_app(cfg, eng), host, port, ready)
@@ -136,7 +136,7 @@ def replay(
     from wildserve.gateway.replay import replay as run_replay
     from wildserve.gateway.tokens import make_tokenizer
     from wildserve.io import atomic_write_json
-    from wildserve.sim.report import results_table
+    from wildserve.report import results_table
     from wildserve.workload.cli import parse_options
 
     if cfg.endpoint not in ("completions", "chat"):

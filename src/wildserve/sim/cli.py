@@ -12,8 +12,8 @@ import typer
 
 from wildserve.config_cli import Fields, Jobs, OutDir, OutputJson, ReaderOptions, config_options
 from wildserve.engine import EngineConfig
+from wildserve.engine.cluster import ClusterConfig
 from wildserve.metrics import SloConfig
-from wildserve.sim.build import ClusterConfig
 from wildserve.workload.selection import TraceSelection
 
 # the engine settings simulate exposes (record_token_times is not optional: metrics need it)
@@ -26,8 +26,8 @@ ENGINE_FIELDS = Fields(
 
 def simulate_one(requests, cfg: ClusterConfig, policy: str, slo: SloConfig):
     """Worker body: one policy, one fresh cluster; returns (summary, metrics)."""
-    from wildserve.sim.build import run_policy
-    from wildserve.sim.parallel import report_progress
+    from wildserve.process_pool import report_progress
+    from wildserve.sim.run import run_policy
 
     def progress(done: int, total: int) -> None:
         report_progress(policy, done, total)
@@ -38,7 +38,7 @@ def simulate_one(requests, cfg: ClusterConfig, policy: str, slo: SloConfig):
     summary["wall_s"] = result.wall_s
     summary["sim_end_s"] = result.end_s
     summary["preemptions"] = sum(e.num_preemptions for e in result.engines)
-    summary["evictions"] = sum(e.pool.num_evictions for e in result.engines)
+    summary["evictions"] = sum(e.load().num_evictions for e in result.engines)
     return summary, metrics
 
 
@@ -65,12 +65,12 @@ def simulate(
     """Simulate a cluster of LLM serving instances replaying a trace, once per routing policy;
     --out DIR writes results.json and latency_cdf.png into DIR."""
     from wildserve.console import make_console, make_progress
+    from wildserve.engine.cluster import build_engines
     from wildserve.errors import ConfigError
     from wildserve.io import atomic_write_json
+    from wildserve.process_pool import default_jobs, run_parallel
+    from wildserve.report import plot_cdfs, results_table
     from wildserve.routing import ROUTING_POLICIES
-    from wildserve.sim.build import build_engines
-    from wildserve.sim.parallel import default_jobs, run_parallel
-    from wildserve.sim.report import plot_cdfs, results_table
     from wildserve.workload.cli import parse_options
 
     console = make_console()

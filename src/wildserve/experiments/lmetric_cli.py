@@ -11,8 +11,8 @@ from typing import Annotated
 import typer
 
 from wildserve.config_cli import Fields, Jobs, bounded, config_options
+from wildserve.engine.cluster import ClusterConfig
 from wildserve.experiments.sweep_options import ExecutorOption, RayAddressOption
-from wildserve.sim.build import ClusterConfig
 
 
 def _parse_seeds(text: str) -> tuple[int | None, ...]:
