@@ -29,9 +29,9 @@ app.add_typer(experiment_app, name="experiment")
 
 def _version(value: bool) -> None:
     if value:
-        from wildserve import __version__
+        import wildserve
 
-        typer.echo(f"wildserve {__version__}")
+        typer.echo(f"wildserve {wildserve.__version__}")
         raise typer.Exit()
 
 
