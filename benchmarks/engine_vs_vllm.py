@@ -161,7 +161,7 @@ def segment(trace: list[dict], keys: set[int]) -> list[dict]:
 # ---- model side --------------------------------------------------------------------------------
 def model_run(specs: list[Spec], arrivals: dict[int, int], sizes: Sizes) -> Run:
     """The project's engine stepped once per vLLM step, each request added where vLLM added it."""
-    from wildserve.sim.build import ClusterConfig, build_engines
+    from wildserve.engine.cluster import ClusterConfig, build_engines
 
     cfg = EngineConfig(
         block_size=sizes.block_size,

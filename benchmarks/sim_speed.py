@@ -12,7 +12,8 @@ import os
 import platform
 import time
 
-from wildserve.sim.build import ClusterConfig, run_policy
+from wildserve.engine.cluster import ClusterConfig
+from wildserve.sim.run import run_policy
 from wildserve.workload import load_trace
 
 

@@ -145,6 +145,16 @@ def main() -> None:
         "  (local: each sweep forks a fresh pool and a manager process; its workers inherit the "
         "trace; Ray: workers kept warm, the trace read from the object store by every task)"
     )
+    share = cpu / base  # of one core, what the one-worker sweep got
+    cores = os.cpu_count() or 1
+    worst = max(float(r["load_before"].split("/")[0]) for r in rows)
+    caveat = (
+        f"Load average up to {worst:.1f} on {cores} cores: the one-worker sweep got {share:.0%} of "
+        "a core, so these wall times and speed-ups measure the competition for the cores as much "
+        "as the executors."
+        if worst > cores
+        else f"Load average at most {worst:.1f} on {cores} cores."
+    )
     text = "\n".join(
         [
             *lines,
@@ -157,6 +167,8 @@ def main() -> None:
             *over,
             "",
             f"result JSON byte-identical across the executors: {identical}",
+            "",
+            caveat,
         ]
     )
     print("\n" + "\n".join(text.splitlines()[1:]))

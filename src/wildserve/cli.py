@@ -23,9 +23,8 @@ app.add_typer(experiment_app, name="experiment")
 
 def _register() -> None:
     """Attach each area's commands; area modules import their heavy dependencies lazily."""
-    from wildserve.experiments import cli as experiments_cli
-    from wildserve.experiments import kunserve_cli
-    from wildserve.experiments import kvcache as kvcache_experiment
+    from wildserve.experiments import kunserve_cli, lmetric_cli, omega_cli
+    from wildserve.experiments import kvcache_cli as kvcache_experiment
     from wildserve.gateway import cli as gateway_cli
     from wildserve.kvcache import cli as kvcache_cli
     from wildserve.perf import cli as perf_cli
@@ -42,8 +41,8 @@ def _register() -> None:
     app.add_typer(perf_cli.app, name="perf")
     app.add_typer(vsearch_cli.app, name="vsearch")
     app.add_typer(kvcache_cli.app, name="cache")
-    experiment_app.command("lmetric")(experiments_cli.lmetric)
-    experiment_app.command("omega")(vsearch_cli.experiment)
+    experiment_app.command("lmetric")(lmetric_cli.lmetric)
+    experiment_app.command("omega")(omega_cli.omega)
     experiment_app.command("kvcache")(kvcache_experiment.kvcache)
     experiment_app.command("kunserve")(kunserve_cli.kunserve)
     app.command("rollout")(rollout_cli.rollout)

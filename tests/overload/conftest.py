@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 
 from wildserve.engine import EngineConfig
-from wildserve.sim.build import ClusterConfig
+from wildserve.engine.cluster import ClusterConfig
 from wildserve.workload.request import Request
 
 

@@ -7,6 +7,7 @@ from collections import Counter
 import pytest
 
 from tests.overload.conftest import burst_workload, small_cluster
+from wildserve.engine.cluster import build_engines
 from wildserve.overload.dispatch import member_views, share, unit_views
 from wildserve.overload.kunserve import KunServeConfig, KunServeController
 from wildserve.overload.layout import build_layered_cluster
@@ -14,7 +15,6 @@ from wildserve.overload.timeline import SampledController
 from wildserve.routing import make_policy
 from wildserve.routing.llumnix import freeness
 from wildserve.routing.view import InstanceView, RouteRequest
-from wildserve.sim.build import build_engines
 from wildserve.sim.simulator import Simulator
 
 REQ = RouteRequest(request_id=0, prompt_tokens=512, block_hashes=(), block_size=16)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from wildserve.engine.cluster import ClusterConfig
 from wildserve.experiments.lmetric import hot_prompt_workload
 from wildserve.routing import make_policy
-from wildserve.sim.build import ClusterConfig, run_policy
+from wildserve.sim.run import run_policy
 
 
 def test_hot_prompt_piles_onto_one_instance_unless_mitigated():

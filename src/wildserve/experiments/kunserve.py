@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from wildserve.engine import EngineConfig
+from wildserve.engine.cluster import ClusterConfig
 from wildserve.engine.kv_manager import cdiv
 from wildserve.experiments.kunserve_runs import run_summary
 from wildserve.experiments.runcache import RunCache
@@ -30,7 +31,6 @@ from wildserve.experiments.runner import Executor, RunResult, RunSpec, run_progr
 from wildserve.overload.layout import build_layered_cluster, pipeline_blocks
 from wildserve.overload.systems import run_system
 from wildserve.perf import BatchShape, build_cost_model
-from wildserve.sim.build import ClusterConfig
 from wildserve.workload import load_trace
 from wildserve.workload.request import Request
 from wildserve.workload.seeding import reader_takes_seed

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from wildserve.engine import EngineConfig, EngineRequest
+from wildserve.engine.cluster import ClusterConfig
 from wildserve.engine.costing import ModelCosting
 from wildserve.engine.scheduler import SchedulerOutput
 from wildserve.overload.layout import (
@@ -24,7 +25,6 @@ from wildserve.overload.layout import (
     staged_memory,
 )
 from wildserve.overload.pipeline import PipelineCosting
-from wildserve.sim.build import ClusterConfig
 
 BASELINES = ("vllm", "infercept", "llumnix")
 POINT = ("workload", "setup", "level", "factor")

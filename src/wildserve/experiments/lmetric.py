@@ -18,11 +18,12 @@ from typing import Any
 import numpy as np
 
 from wildserve.engine import EngineConfig
+from wildserve.engine.cluster import ClusterConfig
 from wildserve.experiments.runcache import RunCache
 from wildserve.experiments.runner import Executor, RunResult, RunSpec, run_progress, run_sweep
 from wildserve.metrics import RequestMetrics
 from wildserve.routing.policy import make_policy
-from wildserve.sim.build import ClusterConfig, run_policy
+from wildserve.sim.run import run_policy
 from wildserve.workload.formats import renumber
 from wildserve.workload.request import Request
 from wildserve.workload.seeding import load_seeded
@@ -40,7 +41,7 @@ UNTUNED_BASELINES = (
     "aibrix-prefix",
 )
 # The tuned linear families and the grid each is searched over (alpha = 1: only the ratio matters).
-# linear-tuned: queued_prefill + new_tokens + w x requests (the paper's baseline);
+# linear-tuned: queued_prefill_tokens + new_tokens + w x requests (the paper's baseline);
 # linear-new: new_tokens + beta x requests (no backlog term).
 LINEAR_GRIDS: dict[str, tuple[str, tuple[float, ...]]] = {
     "linear-tuned": ("w", (512.0, 2048.0, 8192.0, 32768.0, 131072.0)),

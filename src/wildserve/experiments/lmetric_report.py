@@ -20,7 +20,7 @@ from wildserve.experiments.lmetric_points import (
 )
 from wildserve.io import atomic_write_text, save_figure
 from wildserve.metrics import RequestMetrics
-from wildserve.sim.report import plot_cdfs
+from wildserve.report import plot_cdfs
 
 # policies of ours shown beside the paper's LMetric (see wildserve.routing.lmetric_session)
 VARIANTS = ("lmetric-stay",)

@@ -244,7 +244,7 @@ def make_executor(kind: str, jobs: int, ray_address: str | None = None) -> Execu
     if kind == "local":
         if ray_address is not None:
             raise ConfigError("--ray-address needs --executor ray")
-        from wildserve.sim.parallel import default_jobs
+        from wildserve.process_pool import default_jobs
 
         return LocalExecutor(jobs or default_jobs(64))
     if kind == "ray":
@@ -260,12 +260,12 @@ _CURRENT_KEY: str | None = None
 
 def run_progress() -> Callable[[int, int], None] | None:
     """A ``progress(done, total)`` for the running run's own bar (local executor only), or None."""
-    from wildserve.sim import parallel
+    from wildserve import process_pool
 
     key = _CURRENT_KEY
-    if key is None or parallel._QUEUE is None:
+    if key is None or process_pool._QUEUE is None:
         return None
-    return lambda done, total: parallel.report_progress(key, done, total)
+    return lambda done, total: process_pool.report_progress(key, done, total)
 
 
 @cache
@@ -332,7 +332,7 @@ def _run_local(spec: RunSpec) -> RunOutcome:
 
 
 class LocalExecutor:
-    """Worker processes on this machine (``sim.parallel``: one live bar per run, clean Ctrl-C)."""
+    """Worker processes on this machine (``wildserve.process_pool``: one live bar per run, clean Ctrl-C)."""
 
     name = "local"
 
@@ -340,7 +340,7 @@ class LocalExecutor:
         self.jobs = max(1, jobs)
 
     def run(self, specs, shared, on_done, on_progress) -> None:
-        from wildserve.sim.parallel import run_parallel
+        from wildserve.process_pool import run_parallel
 
         _SHARED.clear()
         _SHARED.update(shared)

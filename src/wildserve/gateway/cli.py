@@ -11,9 +11,10 @@ from typing import Annotated
 
 import typer
 
+from wildserve.config import field_default as _d
+from wildserve.config import field_help as _h
 from wildserve.engine import EngineConfig
 from wildserve.gateway.config import EngineServerConfig, GatewayConfig, ReplayConfig
-from wildserve.sim.cli import _d, _h  # one definition of "default/help of a config field"
 
 _GW = {f.name: f for f in fields(GatewayConfig)}
 _EN = {f.name: f for f in fields(EngineServerConfig)}
@@ -174,7 +175,7 @@ def engine(
     def ready(bound: int) -> None:
         logging.getLogger("wildserve.gateway").warning(
             "emulated %s on %s (x%s speed, %d KV blocks) on http://%s:%d",
-            model, gpu, speed, eng.pool.num_blocks, host, bound,
+            model, gpu, speed, eng.num_kv_blocks, host, bound,
         )  # fmt: skip
 
     run_forever(lambda: make_engine_app(cfg, eng), host, port, ready)
@@ -211,7 +212,7 @@ def replay(
     from wildserve.gateway.replay import replay as run_replay
     from wildserve.gateway.tokens import make_tokenizer
     from wildserve.io import atomic_write_json
-    from wildserve.sim.report import results_table
+    from wildserve.report import results_table
     from wildserve.workload import load_trace
     from wildserve.workload.transforms import limit
     from wildserve.workload.transforms import rate_scale as scale_arrivals

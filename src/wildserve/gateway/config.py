@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from wildserve.engine.config import EngineConfig, check_bounds, option
+from wildserve.config import check_bounds, option
+from wildserve.engine.config import EngineConfig
 from wildserve.errors import ConfigError
 
 

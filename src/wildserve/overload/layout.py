@@ -13,10 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from wildserve.engine import Engine
+from wildserve.engine.cluster import ClusterConfig, build_engines
 from wildserve.engine.memory import GpuMemory
 from wildserve.errors import ConfigError
 from wildserve.perf import StepCostModel, get_model
-from wildserve.sim.build import ClusterConfig, build_engines
 
 
 def stage_bounds(num_layers: int, degree: int) -> list[tuple[int, int]]:

@@ -17,6 +17,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from wildserve.engine.cluster import ClusterConfig
 from wildserve.metrics import RequestMetrics, summarize, time_between_tokens
 from wildserve.overload.infercept import InferCeptController
 from wildserve.overload.kunserve import KunServeConfig, KunServeController
@@ -25,7 +26,6 @@ from wildserve.overload.migration import LlumnixController
 from wildserve.overload.timeline import SampledController, Timeline
 from wildserve.registry import Registry
 from wildserve.routing.policy import make_policy
-from wildserve.sim.build import ClusterConfig
 from wildserve.sim.simulator import SimResult, Simulator
 from wildserve.workload.request import Request
 

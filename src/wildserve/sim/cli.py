@@ -10,26 +10,19 @@ from typing import Annotated
 
 import typer
 
+from wildserve.config import field_default as _d
+from wildserve.config import field_help as _h
 from wildserve.engine import EngineConfig
-from wildserve.sim.build import ClusterConfig
+from wildserve.engine.cluster import ClusterConfig
 
 _ENGINE = {f.name: f for f in fields(EngineConfig)}
 _CLUSTER = {f.name: f for f in fields(ClusterConfig)}
 
 
-def _d(table: dict, name: str):
-    """Default of a config field: defaults are defined once, in the dataclass."""
-    return table[name].default
-
-
-def _h(table: dict, name: str) -> str:
-    return table[name].metadata.get("help", "")
-
-
 def simulate_one(requests, cfg: ClusterConfig, policy: str, ttft_slo: float, tpot_slo: float):
     """Worker body: one policy, one fresh cluster; returns (summary, metrics)."""
-    from wildserve.sim.build import run_policy
-    from wildserve.sim.parallel import report_progress
+    from wildserve.process_pool import report_progress
+    from wildserve.sim.run import run_policy
 
     def progress(done: int, total: int) -> None:
         report_progress(policy, done, total)
@@ -40,7 +33,7 @@ def simulate_one(requests, cfg: ClusterConfig, policy: str, ttft_slo: float, tpo
     summary["wall_s"] = result.wall_s
     summary["sim_end_s"] = result.end_s
     summary["preemptions"] = sum(e.num_preemptions for e in result.engines)
-    summary["evictions"] = sum(e.pool.num_evictions for e in result.engines)
+    summary["evictions"] = sum(e.load().num_evictions for e in result.engines)
     return summary, metrics
 
 
@@ -108,9 +101,9 @@ def simulate(
     from wildserve.console import make_console, make_progress
     from wildserve.errors import ConfigError
     from wildserve.io import atomic_write_json
+    from wildserve.process_pool import default_jobs, run_parallel
+    from wildserve.report import plot_cdfs, results_table
     from wildserve.routing import ROUTING_POLICIES
-    from wildserve.sim.parallel import default_jobs, run_parallel
-    from wildserve.sim.report import plot_cdfs, results_table
     from wildserve.workload.cli import parse_options
     from wildserve.workload.seeding import load_seeded
     from wildserve.workload.transforms import limit
@@ -138,7 +131,7 @@ def simulate(
         cost_model=cost_model,
         engine=engine_cfg,
     )
-    from wildserve.sim.build import build_engines
+    from wildserve.engine.cluster import build_engines
 
     # Fail on a bad model, GPU or memory setting before loading the trace.
     build_engines(dataclasses.replace(cfg, num_instances=1))

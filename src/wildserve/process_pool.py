@@ -1,4 +1,7 @@
-"""Run several independent simulations in worker processes with one live progress display."""
+"""A process pool for independent tasks (simulations, sweep runs) with one live progress display.
+
+Not simulation: `simulate`, every `experiment` and the sweep runner hand it `(key, fn, args)` tasks.
+"""
 
 from __future__ import annotations
 
