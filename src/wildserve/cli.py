@@ -58,7 +58,7 @@ def _register() -> None:
     _registered = True
     from wildserve.doctor import doctor
     from wildserve.experiments import kunserve_cli, lmetric_cli, omega_cli
-    from wildserve.experiments import kvcache as kvcache_experiment
+    from wildserve.experiments import kvcache_cli as kvcache_experiment
     from wildserve.gateway import cli as gateway_cli
     from wildserve.kvcache import cli as kvcache_cli
     from wildserve.perf import cli as perf_cli

@@ -10,7 +10,13 @@ from typing import Annotated
 import typer
 
 from wildserve.config_cli import Fields, OutDir, ReaderOptions, bounded, config_options
+from wildserve.kvcache.categories import CATEGORY_SCHEMES, DEFAULT_SCHEME
 from wildserve.workload.selection import TraceSelection
+
+SCHEME_HELP = (
+    "request categories: " + ", ".join(CATEGORY_SCHEMES.names()) + " (NAME@KEY=VALUE overrides a "
+    "setting, e.g. type+turn@pool_turn=5)"
+)
 
 app = typer.Typer(help="Prefix-KV cache analysis of traces.", no_args_is_help=True)
 
@@ -31,7 +37,10 @@ def analyze(
             help="tokens per block (default: the trace's own)",
         ),
     ] = None,
-    scheme: Annotated[str, typer.Option(help="categories: auto, native or inferred")] = "auto",
+    scheme: Annotated[str, typer.Option(help=SCHEME_HELP)] = DEFAULT_SCHEME,
+    source: Annotated[
+        str, typer.Option(help="types and turns: auto, native (the trace's) or inferred")
+    ] = "auto",
     option: ReaderOptions = None,
     capacity: Annotated[
         bool, typer.Option(help="search the capacity for 90/95/99% of the ideal hit ratio")
@@ -57,7 +66,7 @@ def analyze(
         task = bar.add_task(f"loading {trace}", total=None)
         reader_options = parse_options(option or [])
         requests, stream = load_stream(
-            trace, block_size, scheme, max_requests or None, **reader_options
+            trace, block_size, scheme, max_requests or None, source, **reader_options
         )
         require_requests(requests, trace, reader_options)
         bar.update(task, description=f"characterizing {stream.num_accesses:,} block accesses")
