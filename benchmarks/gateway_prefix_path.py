@@ -55,6 +55,7 @@ def _router(views: RouterLocalViews, policy):
 
     def route(r: RouteRequest) -> None:
         chosen = policy.choose(r, views.views(r))
+        policy.on_dispatch(chosen, r)
         views.on_dispatch(chosen, r)
         views.on_finish(r.request_id)
 

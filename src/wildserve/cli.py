@@ -24,7 +24,7 @@ app.add_typer(experiment_app, name="experiment")
 def _register() -> None:
     """Attach each area's commands; area modules import their heavy dependencies lazily."""
     from wildserve.experiments import kunserve_cli, lmetric_cli, omega_cli
-    from wildserve.experiments import kvcache as kvcache_experiment
+    from wildserve.experiments import kvcache_cli as kvcache_experiment
     from wildserve.gateway import cli as gateway_cli
     from wildserve.kvcache import cli as kvcache_cli
     from wildserve.perf import cli as perf_cli

@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from wildserve.engine.block_pool import BlockPool
+from wildserve.engine.kv_events import BlockRemoved, BlockStored
 
 
 def test_lru_evicts_oldest_release_and_tail_first():
@@ -61,17 +62,16 @@ def test_duplicate_hash_is_a_copy_and_the_hash_lives_until_the_last_copy():
     pool = BlockPool(4)
     a = pool.allocate(1, 0.0)
     b = pool.allocate(1, 0.0)
-    events = []
-    pool.event_sink = lambda kind, h: events.append((kind, h))
+    queue = pool.subscribe()
     pool.cache(a, [5], 0.0, 0, 0)
     pool.cache(b, [5], 0.0, 0, 0)
     assert pool.hash_to_block == {5: a[0]} and pool.block_hash[b[0]] == 5
     pool.release(a, 1.0)
     pool.release(b, 1.0)
     pool.allocate(3, 2.0)  # 2 empty blocks + evicts a (the older copy): 5 survives in b
-    assert pool.hash_to_block == {5: b[0]} and events == [("stored", 5)]
+    assert pool.hash_to_block == {5: b[0]} and queue.drain() == [BlockStored([5], None, ())]
     pool.allocate(1, 3.0)  # the last copy goes: now the hash is removed
-    assert pool.hash_to_block == {} and events == [("stored", 5), ("removed", 5)]
+    assert pool.hash_to_block == {} and queue.drain() == [BlockRemoved([5])]
 
 
 def test_grow_adds_free_blocks():

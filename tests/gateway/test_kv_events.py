@@ -238,3 +238,36 @@ def test_our_publisher_to_a_plain_subscriber():
     assert [f[0] for f in frames] == [b"kv", b"kv"]
     assert [int.from_bytes(f[1], "big") for f in frames] == [0, 1]
     assert msgspec.msgpack.decode(frames[0][2], type=VKVEventBatch).events == [VAllBlocksCleared()]
+
+
+def test_engine_events_become_vllms_grouped_wire_events():
+    """Chained stored blocks share one BlockStored (across requests too, as vLLM's step batches
+    do), a block stored after a gap names its parent, removals merge, a reset ends with
+    AllBlocksCleared; hashes are masked to uint64."""
+    from wildserve.engine import kv_events as ev
+    from wildserve.gateway.kv_events import (
+        AllBlocksCleared,
+        BlockRemoved,
+        BlockStored,
+        to_vllm_events,
+    )
+
+    toks = list(range(8))
+    events = [
+        ev.BlockStored([1, 2], None, toks[:4]),
+        ev.BlockStored([3], 2, toks[4:6]),  # continues the chain: joins the first event
+        ev.BlockStored([9], 5, toks[6:8]),  # another parent: a new event
+        ev.BlockRemoved([1]),
+        ev.BlockRemoved([-1]),
+        ev.BlockStored([4], 3, toks[:2]),  # after a removal: never joins an older event
+        ev.AllCleared(),
+    ]
+    wire = to_vllm_events(events, block_size=2)
+    kw = {"block_size": 2, "lora_id": None, "medium": "GPU", "lora_name": None}
+    assert wire == [
+        BlockStored(block_hashes=[1, 2, 3], parent_block_hash=None, token_ids=toks[:6], **kw),
+        BlockStored(block_hashes=[9], parent_block_hash=5, token_ids=toks[6:8], **kw),
+        BlockRemoved(block_hashes=[1, (1 << 64) - 1], medium="GPU"),
+        BlockStored(block_hashes=[4], parent_block_hash=3, token_ids=toks[:2], **kw),
+        AllBlocksCleared(),
+    ]

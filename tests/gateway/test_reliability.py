@@ -98,6 +98,32 @@ def test_a_resetting_backend_is_retried_on_the_next_one_and_counted(loop_thread,
     assert eventually(lambda: _released(gw))
 
 
+def test_a_retry_is_recorded_in_the_policy_state_of_the_backend_it_went_to(loop_thread):
+    """sglang-cache-aware keys its prefix trees by backend id: the retry's dispatch lands in the
+    tree of the backend that answered, not in the tree at that backend's position among the
+    candidates (by position it went into backend 0's tree, the one that reset)."""
+    bad = ResettingBackend(loop_thread)
+    urls, _ = start_engines(loop_thread, 2)
+    url, gw = start_gateway(
+        loop_thread, [bad.url, *urls], policy="sglang-cache-aware", health_interval_s=60
+    )
+    assert eventually(lambda: all(b.models is not None for b in gw.backends))
+    client = _client(url)
+    prompt = "a shared system prompt " * 20
+    r = client.with_raw_response.completions.create(model=MODEL, prompt=prompt, max_tokens=2)
+    assert r.headers["x-wildserve-backend"] == "1"  # 0 (idle, lowest index) reset
+    assert bad.num_resets == 1 and not gw.backends[0].healthy
+    hashes = gw.route_request({"prompt": prompt}, chat=False).block_hashes
+    trees = gw.policy.trees
+    assert trees[1].match(hashes) == len(hashes) > 0  # the retry went to 1 and is recorded there
+    assert trees[0].match(hashes) == len(hashes)  # the failed attempt, on 0
+    assert 2 not in trees or trees[2].match(hashes) == 0
+    # with 0 still ejected, the prefix follows backend 1 although 2 is just as idle
+    r = client.with_raw_response.completions.create(model=MODEL, prompt=prompt, max_tokens=2)
+    assert r.headers["x-wildserve-backend"] == "1"
+    assert eventually(lambda: _released(gw))
+
+
 def test_engine_killed_while_streams_queue_retries_those_with_no_token(loop_thread, processes):
     """Three one-sequence engines, three streams each: killing one leaves one stream mid-way (an
     error event, then [DONE]) and two queued ones, which finish on the others."""

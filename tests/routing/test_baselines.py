@@ -65,6 +65,7 @@ def test_sglang_cache_aware_follows_its_own_history_until_imbalanced():
     a = req(blocks=10, rid=1)
     vs = [view(0, run=0), view(1, run=0)]
     assert p.choose(a, vs) == 0  # no history: least loaded, lowest index
+    p.on_dispatch(0, a)
     # same prefix again: matches its own tree on instance 0 even though instance 1 is less loaded
     assert p.choose(a, [view(0, run=5), view(1, run=0)]) == 0
     # imbalance beyond both thresholds (gap > 64 and > 1.5x): least loaded wins

@@ -12,7 +12,12 @@ def views(*loads: tuple[int, int]) -> list[InstanceView]:
 def test_round_robin_cycles_regardless_of_load():
     p = make_policy("round-robin")
     v = views((9, 9), (0, 0), (5, 0))
-    assert [p.choose(REQ, v) for _ in range(5)] == [0, 1, 2, 0, 1]
+    picks = []
+    for _ in range(5):
+        picks.append(p.choose(REQ, v))
+        p.on_dispatch(v[picks[-1]].instance_id, REQ)
+    assert picks == [0, 1, 2, 0, 1]
+    assert p.choose(REQ, v) == p.choose(REQ, v) == 2  # a decision alone does not take a turn
 
 
 def test_least_requests_counts_running_plus_waiting_and_breaks_ties_low():

@@ -35,12 +35,10 @@ def test_parallel_gallop_equals_walking_each_prefix_closed_instance(seed):
 
 def test_index_follows_stored_and_removed_events():
     idx = ClusterPrefixIndex(3)
-    s0, s2 = idx.sink(0), idx.sink(2)
-    for h in (1, 2, 3):
-        s0("stored", h)
-    s2("stored", 1)
+    idx.stored(0, [1, 2, 3])
+    idx.stored(2, [1])
     assert idx.match_lengths([1, 2, 3, 4]) == [3, 0, 1]
-    s0("removed", 3)
-    s2("removed", 1)
+    idx.removed(0, [3])
+    idx.removed(2, [1])
     assert idx.match_lengths([1, 2, 3]) == [2, 0, 0]
     assert 3 not in idx.holders and idx.holders[1] == 1

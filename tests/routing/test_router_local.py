@@ -36,7 +36,7 @@ def test_router_local_counts_follow_dispatch_first_token_and_finish():
     rl.on_finish(1)
     rl.on_finish(2)
     rl.on_finish(2)  # unknown ids are ignored
-    assert rl.in_flight == [0, 0] and rl.queued_prefill == [0, 0] and rl.num_tracked == 0
+    assert rl.in_flight == [0, 0] and rl.queued_prefill_tokens == [0, 0] and rl.num_tracked == 0
 
 
 def test_simulator_with_router_local_views_releases_every_request():
@@ -46,7 +46,11 @@ def test_simulator_with_router_local_views_releases_every_request():
     views = RouterLocalViews(4, 16, capacity_blocks=3000)
     res = Simulator(engines, make_policy("lmetric"), views=views).run(reqs)
     assert res.metrics().num_finished == len(reqs)
-    assert views.num_tracked == 0 and views.in_flight == [0] * 4 and views.queued_prefill == [0] * 4
+    assert (
+        views.num_tracked == 0
+        and views.in_flight == [0] * 4
+        and views.queued_prefill_tokens == [0] * 4
+    )
 
 
 class _BlockLRU:

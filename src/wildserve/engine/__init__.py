@@ -2,7 +2,7 @@
 
 from wildserve.engine.admission import AdmissionLog
 from wildserve.engine.config import EngineConfig
-from wildserve.engine.engine import Engine, StepResult
+from wildserve.engine.engine import Engine, EngineLoad, StepResult
 from wildserve.engine.request import EngineRequest, RequestStatus
 from wildserve.engine.scheduler import AdmissionBlocker
 
@@ -11,6 +11,7 @@ __all__ = [
     "AdmissionLog",
     "Engine",
     "EngineConfig",
+    "EngineLoad",
     "EngineRequest",
     "RequestStatus",
     "StepResult",

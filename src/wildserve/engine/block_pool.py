@@ -12,11 +12,9 @@ import math
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
+from wildserve.engine.kv_events import AllCleared, BlockRemoved, BlockStored, KVEventQueue
 from wildserve.kvcache import AccessHints
 from wildserve.kvcache.policy import EvictionPolicy, LRUPolicy
-
-# (kind, block_hash) with kind "stored" or "removed"; the gateway's emulated engine publishes these.
-KVEventSink = Callable[[str, int], None]
 
 
 class BlockPool:
@@ -37,7 +35,7 @@ class BlockPool:
         self._copies: dict[int, list[int]] = {}
         self._empty: list[int] = list(range(num_blocks - 1, -1, -1))  # pop() gives block 0 first
         self._retired: list[int] = []  # ids handed back by ``shrink``; ``grow`` reuses them first
-        self.event_sink: KVEventSink | None = None
+        self._listeners: list[KVEventQueue] = []  # KV events go to each (engine/kv_events.py)
         # called with each hash whose last copy leaves the GPU (a host-memory tier keeps it)
         self.offload: Callable[[int], None] | None = None
         # hash -> (last access time, its category, accesses so far), in access order, for policies
@@ -46,6 +44,18 @@ class BlockPool:
             OrderedDict() if self.policy.hint_kind == "history" else None
         )
         self.num_evictions = 0
+
+    def subscribe(self) -> KVEventQueue:
+        """A new listener's queue of KV events, from now on."""
+        return KVEventQueue(self._listeners)
+
+    @property
+    def has_listeners(self) -> bool:
+        return bool(self._listeners)
+
+    def _emit(self, event: BlockStored | BlockRemoved | AllCleared) -> None:
+        for queue in self._listeners:
+            queue.put(event)
 
     # ---- queries (no state change) -------------------------------------------------------------
     @property
@@ -161,18 +171,20 @@ class BlockPool:
         depth0: int,
         category: int,
         parent: int = -1,
+        token_ids: Sequence[int] | None = None,
     ) -> None:
         """Register full, in-use blocks under their prefix hashes so later requests can hit them.
 
         A hash already held by another block keeps that block for lookups; this one is kept as a
         copy, so the hash stays cached until its last copy is evicted. ``parent`` is the request's
         block before the first one (-1 at the root): leaf-only policies track the prefix tree.
+        ``token_ids`` (the blocks' tokens, when the request carries them) go into the KV events.
         """
         table = self.hash_to_block
         block_hash = self.block_hash
-        sink = self.event_sink
+        stored: list[int] | None = [] if self._listeners else None  # positions newly cached
         filled: list[int] = []
-        for b, h in zip(block_ids, block_hashes, strict=True):
+        for i, (b, h) in enumerate(zip(block_ids, block_hashes, strict=True)):
             if block_hash[b] is not None:
                 continue
             block_hash[b] = h
@@ -180,9 +192,11 @@ class BlockPool:
                 self._copies.setdefault(h, []).append(b)
             else:
                 table[h] = b
-                if sink is not None:
-                    sink("stored", h)
+                if stored is not None:
+                    stored.append(i)
             filled.append(b)
+        if stored:
+            self._emit_stored(stored, block_ids, block_hashes, parent, token_ids)
         if filled and self.policy.tracks_access:
             if len(filled) == len(block_ids):
                 hints = self._history_hints(filled, now, category)
@@ -194,6 +208,30 @@ class BlockPool:
                         prev = block_ids[depth - depth0 - 1] if depth > depth0 else parent
                         hints = self._history_hints([b], now, category)
                         self.policy.on_access_many([b], now, depth, category, prev, hints)
+
+    def _emit_stored(
+        self,
+        positions: list[int],
+        block_ids: Sequence[int],
+        block_hashes: Sequence[int],
+        parent: int,
+        token_ids: Sequence[int] | None,
+    ) -> None:
+        """One ``BlockStored`` per run of consecutive newly cached positions (copies break runs)."""
+        per = len(token_ids) // len(block_ids) if token_ids else 0
+        start = 0
+        while start < len(positions):
+            end = start + 1
+            while end < len(positions) and positions[end] == positions[end - 1] + 1:
+                end += 1
+            lo, hi = positions[start], positions[end - 1] + 1
+            if lo > 0:
+                up: int | None = block_hashes[lo - 1]
+            else:
+                up = self.block_hash[parent] if parent >= 0 else None
+            tokens = token_ids[lo * per : hi * per] if per else ()
+            self._emit(BlockStored(list(block_hashes[lo:hi]), up, tokens))
+            start = end
 
     def _history_hints(
         self, block_ids: Sequence[int], now: float, category: int
@@ -285,6 +323,8 @@ class BlockPool:
             self._uncache(b)
             self._empty.append(b)
             n += 1
+        if self._listeners:
+            self._emit(AllCleared())
         return n
 
     def _uncache(self, block_id: int) -> None:
@@ -299,8 +339,8 @@ class BlockPool:
                     del self._copies[h]
                 return
             del self.hash_to_block[h]
-            if self.event_sink is not None:
-                self.event_sink("removed", h)
+            if self._listeners:
+                self._emit(BlockRemoved([h]))
             if self.offload is not None:
                 self.offload(h)
         else:

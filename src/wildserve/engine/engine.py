@@ -15,8 +15,7 @@ from __future__ import annotations
 import logging
 from array import array
 from bisect import bisect_left
-from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,10 +24,16 @@ from wildserve.engine.admission import AdmissionLog
 from wildserve.engine.block_pool import BlockPool
 from wildserve.engine.config import EngineConfig
 from wildserve.engine.costing import ModelCosting, StepCosting
+from wildserve.engine.kv_events import KVEventQueue
 from wildserve.engine.kv_manager import KVCacheManager, cdiv
 from wildserve.engine.memory import GpuMemory
 from wildserve.engine.request import EngineRequest, RequestStatus
-from wildserve.engine.scheduler import AdmissionBlocker, Scheduler, SchedulerOutput
+from wildserve.engine.scheduler import (
+    AdmissionBlocker,
+    PreemptionPolicy,
+    Scheduler,
+    SchedulerOutput,
+)
 from wildserve.errors import ConfigError
 from wildserve.kvcache.host import GIB, HostKVCache, HostMemory
 from wildserve.kvcache.policy import make_eviction_policy
@@ -60,8 +65,36 @@ class StepResult:
         return self.start_s + self.duration_s
 
 
+@dataclass(frozen=True, slots=True)
+class EngineLoad:
+    """What routers and controllers read of one engine at one moment (``Engine.load()``)."""
+
+    num_running: int
+    num_waiting: int
+    queued_prefill_tokens: int  # uncached prompt tokens of unfinished requests not yet computed
+    kv_usage: float  # fraction of KV blocks in use by requests (vLLM's kv_cache_usage_perc)
+    num_kv_blocks: int  # KV blocks the pool holds now
+    num_free_blocks: int  # empty plus evictable cached blocks
+    num_finished: int
+    num_preemptions: int
+    num_evictions: int  # cached blocks evicted so far
+
+    @property
+    def num_requests(self) -> int:
+        return self.num_running + self.num_waiting
+
+    @property
+    def num_used_blocks(self) -> int:
+        return self.num_kv_blocks - self.num_free_blocks
+
+
 class Engine:
-    """A vLLM-v1-like instance: scheduler, paged KV with prefix caching, a step-cost model."""
+    """A vLLM-v1-like instance: scheduler, paged KV with prefix caching, a step-cost model.
+
+    Its public face is what other packages use (``sim``, ``overload``, ``gateway``): ``load()``, the
+    counters and queries below, the KV events (``kv_events()``) and the driving calls. The
+    scheduler, KV manager and pool are internals (a test keeps other packages off them).
+    """
 
     def __init__(
         self,
@@ -117,6 +150,41 @@ class Engine:
         return HostKVCache(host_memory, memory.block_bytes)
 
     # ---- what a router can see -------------------------------------------------------------------
+    def load(self) -> EngineLoad:
+        """A frozen snapshot of the load and memory figures routers and controllers decide on."""
+        sched = self.scheduler
+        pool = self.pool
+        return EngineLoad(
+            num_running=len(sched.running),
+            num_waiting=len(sched.waiting),
+            queued_prefill_tokens=sched.queued_prefill_tokens,
+            kv_usage=pool.usage(),
+            num_kv_blocks=pool.num_blocks,
+            num_free_blocks=pool.num_free,
+            num_finished=self.num_finished,
+            num_preemptions=self.num_preemptions,
+            num_evictions=pool.num_evictions,
+        )
+
+    def cached_blocks(self, block_hashes: Sequence[int]) -> int:
+        """Length in blocks of the longest cached prefix of ``block_hashes`` (0 without caching)."""
+        if not self.config.enable_prefix_caching:
+            return 0
+        return self.pool.num_matched(block_hashes)
+
+    def kv_events(self) -> KVEventQueue:
+        """A new listener's queue of this engine's KV events (``engine/kv_events.py``), from now on."""
+        return self.pool.subscribe()
+
+    def cached_block_hashes(self) -> list[int]:
+        """Every prefix hash cached now (a listener joining late starts from these)."""
+        return list(self.pool.hash_to_block)
+
+    @property
+    def prefix_closed(self) -> bool:
+        """Every cached block's parent is cached too (prefix caching on, a prefix-closed policy)."""
+        return self.pool.policy.prefix_closed and self.config.enable_prefix_caching
+
     @property
     def num_running(self) -> int:
         return len(self.scheduler.running)
@@ -172,13 +240,28 @@ class Engine:
                 break
         return total
 
+    def set_preemption(self, policy: PreemptionPolicy) -> None:
+        """How a running request gives up its KV when blocks run out (see ``engine.scheduler``)."""
+        self.scheduler.preemption = policy
+
+    def reserve_blocks(self, num_blocks: int, now: float) -> list[int] | None:
+        """Take ``num_blocks`` free blocks out of use by requests (e.g. KV arriving by migration);
+        None, changing nothing, if fewer are free. Hand them back with ``release_blocks``."""
+        if num_blocks > self.pool.num_free:
+            return None
+        return self.pool.allocate(num_blocks, now)
+
+    def release_blocks(self, block_ids: Sequence[int], now: float) -> None:
+        """Return blocks taken by ``reserve_blocks``."""
+        self.pool.release(block_ids, now)
+
     def clear_prefix_cache(self) -> int:
         """Forget every cached prefix block no request holds (e.g. its KV layout changed)."""
         return self.pool.clear_cache()
 
     def sort_waiting(self, key: Callable[[EngineRequest], object]) -> None:
         """Reorder the waiting queue by ``key`` (stable), e.g. after adopting another engine's queue."""
-        self.scheduler.waiting = deque(sorted(self.scheduler.waiting, key=key))
+        self.scheduler.sort_waiting(key)
 
     @property
     def admission_log(self) -> AdmissionLog:
@@ -197,7 +280,6 @@ class Engine:
             req.status = RequestStatus.FINISHED_ABORTED
             req.finish_s = now
             return False
-        req.pending_prefill = req.num_tokens - self.kv.prefix_hit_tokens(req)
         req.engine_id = self.instance_id
         self.scheduler.add(req)
         return True
@@ -237,7 +319,7 @@ class Engine:
         if config.block_size != self.config.block_size:
             raise ValueError("block_size cannot change at run time")
         self.config = config
-        self.scheduler.config = config
+        self.scheduler.reconfigure(config)
 
     def resize_kv(self, num_blocks: int, now: float) -> None:
         """Grow or (with enough free blocks) shrink the KV pool to ``num_blocks`` blocks."""
@@ -275,10 +357,11 @@ class Engine:
         result.num_new_tokens = out.num_new_tokens
         result.context_tokens = out.context_tokens
         self.busy_s += result.duration_s
-        if num_steps == 1:
-            self._apply_step(out, first_step, t, result)
-        else:
-            self._apply_decode_run(out, first_step, num_steps, t, result)
+        update = self.scheduler.update_from_output(out, num_steps, first_step, now, t)
+        result.num_tokens = update.num_tokens
+        result.first_token = update.first_token
+        result.finished = update.finished
+        self.num_finished += len(update.finished)
         self._admission.record(
             now,
             result.duration_s,
@@ -290,27 +373,6 @@ class Engine:
         return result
 
     # ---- internals -----------------------------------------------------------------------------
-    def _apply_step(
-        self, out: SchedulerOutput, step_idx: int, end: float, result: StepResult
-    ) -> None:
-        """Apply one step that ended at ``end``; ``step_idx`` < 0: token times are not recorded."""
-        sched = self.scheduler
-        for req, n in zip(out.scheduled, out.num_new_tokens, strict=True):
-            req.num_computed_tokens += n
-            result.num_tokens += n
-            if req.pending_prefill:
-                sched._set_pending(req, max(0, req.num_tokens - req.num_computed_tokens))
-            if req.num_computed_tokens >= req.num_tokens:  # caught up: sample one token
-                req.num_output_tokens += 1
-                if step_idx >= 0:
-                    req.record_tokens(step_idx, 1)
-                if req.first_token_s < 0:
-                    req.first_token_s = end
-                    result.first_token.append(req)
-                if req.num_output_tokens >= req.max_output_tokens:
-                    result.finished.append(req)
-        self._finish(result.finished, end)
-
     def _can_fast_forward(self, out: SchedulerOutput) -> bool:
         cfg = self.config
         return (
@@ -362,35 +424,3 @@ class Engine:
             else:
                 hi = mid
         return lo
-
-    def _apply_decode_run(
-        self, out: SchedulerOutput, first_step: int, num_steps: int, end: float, result: StepResult
-    ) -> None:
-        kv = self.kv
-        now = result.start_s
-        for req in out.scheduled:
-            if num_steps > 1:
-                ok = kv.allocate_slots(req, num_steps, now)
-                assert ok, "fast-forward checked the memory"
-            req.num_computed_tokens += num_steps
-            req.num_output_tokens += num_steps
-            if first_step >= 0:
-                req.record_tokens(first_step, num_steps)
-            if req.num_output_tokens >= req.max_output_tokens:
-                result.finished.append(req)
-        result.num_tokens = num_steps * len(out.scheduled)
-        self._finish(result.finished, end)
-
-    def _finish(self, finished: list[EngineRequest], end: float) -> None:
-        if not finished:
-            return
-        sched = self.scheduler
-        for req in finished:
-            assert req.status == RequestStatus.RUNNING, req
-            self.kv.free(req, end)
-            sched._set_pending(req, 0)
-            req.status = RequestStatus.FINISHED_LENGTH
-            req.finish_s = end
-        done = set(map(id, finished))
-        sched.running = [r for r in sched.running if id(r) not in done]
-        self.num_finished += len(finished)

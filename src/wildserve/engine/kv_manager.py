@@ -39,6 +39,11 @@ class KVCacheManager:
         if host is not None:
             pool.offload = host.store
 
+    @property
+    def num_free_blocks(self) -> int:
+        """Blocks an allocation can take now (empty plus evictable cached ones)."""
+        return self.pool.num_free
+
     def max_hit_blocks(self, req: EngineRequest) -> int:
         """At least one token is always computed: the last one produces the logits."""
         return min(len(req.block_hashes), (req.num_tokens - 1) // self.block_size)
@@ -139,6 +144,12 @@ class KVCacheManager:
         if num_full <= req.num_cached_blocks:
             return
         start = req.num_cached_blocks
+        tokens = req.token_ids
+        if tokens is not None and self.pool.has_listeners:  # the KV events carry the tokens
+            bs = self.block_size
+            tokens = tokens[start * bs : num_full * bs]
+        else:
+            tokens = None
         self.pool.cache(
             req.block_ids[start:num_full],
             req.block_hashes[start:num_full],
@@ -146,6 +157,7 @@ class KVCacheManager:
             start,
             req.category_id,
             req.block_ids[start - 1] if start else -1,
+            tokens,
         )
         req.num_cached_blocks = num_full
 

@@ -42,10 +42,11 @@ class EngineRequest:
         "num_preemptions",
         "num_prompt_tokens",
         "past_token_times",
-        "pending_prefill",
+        "queued_prefill_tokens",
         "request_id",
         "source",
         "status",
+        "token_ids",
         "token_runs",
     )
 
@@ -58,6 +59,7 @@ class EngineRequest:
         block_hashes: Sequence[int] = (),
         category_id: int = 0,
         source: Any = None,
+        token_ids: Sequence[int] | None = None,
     ) -> None:
         if num_prompt_tokens < 1:
             raise ValueError(f"request {request_id}: prompt must have at least one token")
@@ -69,15 +71,16 @@ class EngineRequest:
         self.block_hashes = block_hashes  # chained hashes of the prompt's full blocks
         self.category_id = category_id
         self.source = source  # the workload request this came from, for metrics by category
+        self.token_ids = (
+            token_ids  # the prompt's tokens when known (an emulated server's KV events)
+        )
         self.status = RequestStatus.WAITING
         self.num_computed_tokens = 0
         self.num_output_tokens = 0
         self.block_ids: list[int] = []
         self.num_cached_blocks = 0  # leading blocks of block_ids registered in the prefix cache
         self.num_hit_tokens = -1  # prompt tokens served from the prefix cache at first admission
-        self.pending_prefill = (
-            0  # uncached prompt tokens not yet computed (router's queued prefill)
-        )
+        self.queued_prefill_tokens = 0  # uncached prompt tokens not yet computed (set when queued)
         self.num_preemptions = 0
         self.first_scheduled_s = -1.0
         self.first_token_s = -1.0

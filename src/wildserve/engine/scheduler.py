@@ -1,7 +1,8 @@
 """One step's plan, vLLM v1 style: running requests first, then admissions, from one token budget.
 
-There are no prefill or decode phases: each scheduled request gets the tokens that bring its KV cache
-closer to its token count. When blocks run out, the newest running request is preempted and goes back
+``schedule`` plans a step and ``update_from_output`` applies it once it is done (vLLM v1's split):
+the engine in between only costs the plan and stamps times. There are no prefill or decode phases:
+each scheduled request gets the tokens that bring its KV cache closer to its token count. When blocks run out, the newest running request is preempted and goes back
 to the head of the waiting queue. How it gives up its KV is a replaceable ``PreemptionPolicy``: the
 default recomputes (vLLM v1); ``wildserve.overload`` adds swapping and preserving. A waiting request
 that still has computed tokens kept its KV through its preemption and is resumed, not recomputed.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from wildserve.engine.config import EngineConfig
@@ -51,6 +53,15 @@ class SchedulerOutput:
         return self.blocker in (AdmissionBlocker.KV_BLOCKS, AdmissionBlocker.SEATS)
 
 
+@dataclass(slots=True)
+class StepUpdate:
+    """What applying one step (or a fast-forwarded decode run) changed, for the engine's result."""
+
+    num_tokens: int = 0  # tokens computed across all steps
+    first_token: list[EngineRequest] = field(default_factory=list)  # produced their first token
+    finished: list[EngineRequest] = field(default_factory=list)
+
+
 class PreemptionPolicy:
     """Recompute preemption (vLLM v1): drop the KV, keep the outputs. Subclasses keep the KV."""
 
@@ -59,7 +70,7 @@ class PreemptionPolicy:
 
     def preempt(self, sched: Scheduler, req: EngineRequest, now: float) -> None:
         """Take running ``req`` (already off the running list) out, back to the waiting head."""
-        sched._preempt(req, now)
+        sched.preempt_recompute(req, now)
 
     def resume(
         self, sched: Scheduler, req: EngineRequest, num_new: int, reserve: int, now: float
@@ -86,12 +97,22 @@ class Scheduler:
         self.preemption = preemption if preemption is not None else PreemptionPolicy()
         self.waiting: deque[EngineRequest] = deque()
         self.running: list[EngineRequest] = []
-        self.queued_prefill_tokens = 0  # sum of pending_prefill over unfinished requests
+        self.queued_prefill_tokens = 0  # sum of queued_prefill_tokens over unfinished requests
 
     def add(self, req: EngineRequest) -> None:
+        """Queue a new request; its uncached prompt tokens join the queued prefill."""
         assert req.status == RequestStatus.WAITING, req
+        req.queued_prefill_tokens = req.num_tokens - self.kv.prefix_hit_tokens(req)
         self.waiting.append(req)
-        self.queued_prefill_tokens += req.pending_prefill
+        self.queued_prefill_tokens += req.queued_prefill_tokens
+
+    def reconfigure(self, config: EngineConfig) -> None:
+        """New limits from the next plan on (the block size never changes)."""
+        self.config = config
+
+    def sort_waiting(self, key: Callable[[EngineRequest], object]) -> None:
+        """Reorder the waiting queue by ``key`` (stable)."""
+        self.waiting = deque(sorted(self.waiting, key=key))
 
     def schedule(self, now: float) -> SchedulerOutput:
         out = SchedulerOutput()
@@ -193,7 +214,7 @@ class Scheduler:
         ):
             out.is_pure_decode = False
 
-    def _preempt(self, req: EngineRequest, now: float) -> None:
+    def preempt_recompute(self, req: EngineRequest, now: float) -> None:
         """Recompute preemption: drop the KV, keep the outputs, go back to the waiting head."""
         assert req.status == RequestStatus.RUNNING, req
         self.drop_kv(req, now)
@@ -209,7 +230,7 @@ class Scheduler:
         """Free a request's KV; it starts over from its cached prefix (outputs are kept)."""
         self.kv.free(req, now)
         req.num_computed_tokens = 0
-        self._set_pending(req, req.num_tokens - self.kv.prefix_hit_tokens(req))
+        self.set_queued_prefill(req, req.num_tokens - self.kv.prefix_hit_tokens(req))
 
     def requeue(self, req: EngineRequest, front: bool = False) -> None:
         """Queue a request that arrives with outputs but no KV (moved here from another engine)."""
@@ -217,7 +238,7 @@ class Scheduler:
         if req.status == RequestStatus.RUNNING or req.num_output_tokens:
             req.status = RequestStatus.PREEMPTED
         req.num_computed_tokens = 0
-        self._set_pending(req, req.num_tokens - self.kv.prefix_hit_tokens(req))
+        self.set_queued_prefill(req, req.num_tokens - self.kv.prefix_hit_tokens(req))
         if front:
             self.waiting.appendleft(req)
         else:
@@ -229,7 +250,9 @@ class Scheduler:
         if not self.kv.allocate_slots(req, 0, now):
             return False
         req.status = RequestStatus.RUNNING
-        self._set_pending(req, req.num_tokens - req.num_computed_tokens if req.in_prefill else 0)
+        self.set_queued_prefill(
+            req, req.num_tokens - req.num_computed_tokens if req.in_prefill else 0
+        )
         self.running.append(req)
         return True
 
@@ -240,11 +263,12 @@ class Scheduler:
         else:
             self.waiting.remove(req)
         self.kv.free(req, now)
-        self._set_pending(req, 0)
+        self.set_queued_prefill(req, 0)
 
-    def _set_pending(self, req: EngineRequest, pending: int) -> None:
-        self.queued_prefill_tokens += pending - req.pending_prefill
-        req.pending_prefill = pending
+    def set_queued_prefill(self, req: EngineRequest, tokens: int) -> None:
+        """``req`` has ``tokens`` uncached prompt tokens left to prefill (the total follows)."""
+        self.queued_prefill_tokens += tokens - req.queued_prefill_tokens
+        req.queued_prefill_tokens = tokens
 
     def finish(self, req: EngineRequest, status: RequestStatus, now: float) -> None:
         """Leave the engine: free blocks, drop from its queue, stamp the finish time."""
@@ -252,3 +276,66 @@ class Scheduler:
         self.remove(req, now)
         req.status = status
         req.finish_s = now
+
+    # ---- applying a step -----------------------------------------------------------------------
+    def update_from_output(
+        self, out: SchedulerOutput, num_steps: int, first_step: int, now: float, end: float
+    ) -> StepUpdate:
+        """Apply the planned step that started at ``now`` and ended at ``end``.
+
+        ``num_steps`` > 1: a fast-forwarded run of identical decode steps (the engine checked they
+        fit in memory). ``first_step`` is the step-log index of the first of them (< 0: token times
+        are not recorded).
+        """
+        update = StepUpdate()
+        if num_steps == 1:
+            self._apply_step(out, first_step, end, update)
+        else:
+            self._apply_decode_run(out, first_step, num_steps, now, update)
+        self._finish(update.finished, end)
+        return update
+
+    def _apply_step(
+        self, out: SchedulerOutput, step_idx: int, end: float, update: StepUpdate
+    ) -> None:
+        for req, n in zip(out.scheduled, out.num_new_tokens, strict=True):
+            req.num_computed_tokens += n
+            update.num_tokens += n
+            if req.queued_prefill_tokens:
+                self.set_queued_prefill(req, max(0, req.num_tokens - req.num_computed_tokens))
+            if req.num_computed_tokens >= req.num_tokens:  # caught up: sample one token
+                req.num_output_tokens += 1
+                if step_idx >= 0:
+                    req.record_tokens(step_idx, 1)
+                if req.first_token_s < 0:
+                    req.first_token_s = end
+                    update.first_token.append(req)
+                if req.num_output_tokens >= req.max_output_tokens:
+                    update.finished.append(req)
+
+    def _apply_decode_run(
+        self, out: SchedulerOutput, first_step: int, num_steps: int, now: float, update: StepUpdate
+    ) -> None:
+        kv = self.kv
+        for req in out.scheduled:
+            ok = kv.allocate_slots(req, num_steps, now)
+            assert ok, "fast-forward checked the memory"
+            req.num_computed_tokens += num_steps
+            req.num_output_tokens += num_steps
+            if first_step >= 0:
+                req.record_tokens(first_step, num_steps)
+            if req.num_output_tokens >= req.max_output_tokens:
+                update.finished.append(req)
+        update.num_tokens = num_steps * len(out.scheduled)
+
+    def _finish(self, finished: list[EngineRequest], end: float) -> None:
+        if not finished:
+            return
+        for req in finished:
+            assert req.status == RequestStatus.RUNNING, req
+            self.kv.free(req, end)
+            self.set_queued_prefill(req, 0)
+            req.status = RequestStatus.FINISHED_LENGTH
+            req.finish_s = end
+        done = set(map(id, finished))
+        self.running = [r for r in self.running if id(r) not in done]

@@ -41,7 +41,7 @@ UNTUNED_BASELINES = (
     "aibrix-prefix",
 )
 # The tuned linear families and the grid each is searched over (alpha = 1: only the ratio matters).
-# linear-tuned: queued_prefill + new_tokens + w x requests (the paper's baseline);
+# linear-tuned: queued_prefill_tokens + new_tokens + w x requests (the paper's baseline);
 # linear-new: new_tokens + beta x requests (no backlog term).
 LINEAR_GRIDS: dict[str, tuple[str, tuple[float, ...]]] = {
     "linear-tuned": ("w", (512.0, 2048.0, 8192.0, 32768.0, 131072.0)),

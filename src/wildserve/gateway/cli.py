@@ -175,7 +175,7 @@ def engine(
     def ready(bound: int) -> None:
         logging.getLogger("wildserve.gateway").warning(
             "emulated %s on %s (x%s speed, %d KV blocks) on http://%s:%d",
-            model, gpu, speed, eng.pool.num_blocks, host, bound,
+            model, gpu, speed, eng.num_kv_blocks, host, bound,
         )  # fmt: skip
 
     run_forever(lambda: make_engine_app(cfg, eng), host, port, ready)

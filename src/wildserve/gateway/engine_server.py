@@ -3,8 +3,8 @@
 One driver task calls ``engine.step(now)`` (no horizon: every step is taken one at a time), sleeps
 until the step's modeled end (scaled by ``speed``), then hands each request the tokens the step gave
 it. Prefix caching runs on the real token ids of the prompts received. ``/metrics`` uses vLLM's metric
-names, responses carry ``usage.prompt_tokens_details.cached_tokens``, and the block pool's event sink
-feeds a vLLM-format KV-event publisher.
+names, responses carry ``usage.prompt_tokens_details.cached_tokens``, and the engine's typed KV events
+(drained after each step) feed a vLLM-format KV-event publisher.
 """
 
 from __future__ import annotations
@@ -21,17 +21,10 @@ from aiohttp import web
 
 from wildserve.blocks import load_native, token_block_hashes
 from wildserve.engine import Engine, EngineRequest
+from wildserve.engine.kv_events import KVEventQueue
 from wildserve.gateway import openai_api as api
 from wildserve.gateway.config import EngineServerConfig
-from wildserve.gateway.kv_events import (
-    MEDIUM_GPU,
-    UINT64,
-    AllBlocksCleared,
-    BlockRemoved,
-    BlockStored,
-    KVCacheEvent,
-    KVEventPublisher,
-)
+from wildserve.gateway.kv_events import KVEventPublisher, to_vllm_events
 from wildserve.gateway.serve import cancel_and_wait
 from wildserve.gateway.tokens import PromptError, Tokenizer, make_tokenizer, prompt_token_ids
 
@@ -69,72 +62,6 @@ class _Stream:
         return self.req.is_finished and self.produced >= self.req.num_output_tokens
 
 
-class _KVEventCollector:
-    """Turns the block pool's (kind, hash) calls of one step into grouped vLLM events."""
-
-    def __init__(self, block_size: int) -> None:
-        self.block_size = block_size
-        # hash -> (parent hash or None, block token ids); kept while cached or used by a live request
-        self.blocks: dict[int, tuple[int | None, Sequence[int]]] = {}
-        self.live: dict[int, int] = {}
-        self.events: list[KVCacheEvent] = []
-        self._stored: BlockStored | None = None
-        self._last: int | None = None
-
-    def admit(self, hashes: Sequence[int], tokens: Sequence[int]) -> None:
-        bs = self.block_size
-        parent = None
-        for i, h in enumerate(hashes):
-            if h not in self.blocks:
-                self.blocks[h] = (parent, tokens[i * bs : (i + 1) * bs])
-            self.live[h] = self.live.get(h, 0) + 1
-            parent = h
-
-    def release(self, hashes: Sequence[int], cached: dict) -> None:
-        for h in hashes:
-            n = self.live[h] - 1
-            if n:
-                self.live[h] = n
-                continue
-            del self.live[h]
-            if h not in cached:
-                self.blocks.pop(h, None)
-
-    def __call__(self, kind: str, h: int) -> None:
-        if kind == "stored":
-            parent, tokens = self.blocks[h]
-            ev = self._stored
-            if ev is not None and parent is not None and parent == self._last:
-                ev.block_hashes.append(h & UINT64)
-                ev.token_ids.extend(tokens)
-            else:
-                ev = BlockStored(
-                    block_hashes=[h & UINT64],
-                    parent_block_hash=None if parent is None else parent & UINT64,
-                    token_ids=list(tokens),
-                    block_size=self.block_size,
-                    lora_id=None,
-                    medium=MEDIUM_GPU,
-                    lora_name=None,
-                )
-                self.events.append(ev)
-                self._stored = ev
-            self._last = h
-            return
-        self._stored = None
-        if h not in self.live:
-            self.blocks.pop(h, None)
-        last = self.events[-1] if self.events else None
-        if isinstance(last, BlockRemoved):
-            last.block_hashes.append(h & UINT64)
-        else:
-            self.events.append(BlockRemoved(block_hashes=[h & UINT64], medium=MEDIUM_GPU))
-
-    def take(self) -> list[KVCacheEvent]:
-        out, self.events, self._stored = self.events, [], None
-        return out
-
-
 class EmulatedEngine:
     """The engine, its wall-clock driver and the per-request token streams."""
 
@@ -150,7 +77,7 @@ class EmulatedEngine:
         self._t0 = 0.0
         self._clock = 0.0  # modeled time at the end of the last step
         self.publisher: KVEventPublisher | None = None
-        self.collector: _KVEventCollector | None = None
+        self.kv_events: KVEventQueue | None = None  # the engine's events, drained after each step
         self.counters = dict.fromkeys(
             ("prompt_tokens", "generation_tokens", "success", "aborted", "queries", "hits"), 0
         )
@@ -167,8 +94,7 @@ class EmulatedEngine:
             )
             if cfg.kv_events_replay_endpoint:
                 self.publisher.serve_replay(cfg.kv_events_replay_endpoint)
-            self.collector = _KVEventCollector(self.block_size)
-            self.engine.pool.event_sink = self.collector
+            self.kv_events = self.engine.kv_events()
         self._task = asyncio.get_running_loop().create_task(self._drive())
 
     async def stop(self) -> None:
@@ -205,8 +131,7 @@ class EmulatedEngine:
             else:
                 delay = self._t0 + result.end_s / speed - time.monotonic()
                 await asyncio.sleep(max(0.0, delay))
-            if self.collector is not None and self.publisher is not None:
-                self.publisher.publish(self.collector.take())
+            self._publish_kv_events()
             for req in result.scheduled:
                 stream = self._streams.get(req.request_id)
                 if stream is not None and req.num_output_tokens > stream.produced:
@@ -218,11 +143,8 @@ class EmulatedEngine:
         rid = f"cmpl-{next(self._ids)}"
         hashes = token_block_hashes(token_ids, self.block_size)
         now = self.now()
-        req = EngineRequest(rid, now, len(token_ids), max_tokens, hashes)
-        if self.collector is not None:
-            self.collector.admit(hashes, token_ids)
+        req = EngineRequest(rid, now, len(token_ids), max_tokens, hashes, token_ids=token_ids)
         if not self.engine.add_request(req, now):
-            self._release(req)
             raise PromptError(
                 f"prompt of {len(token_ids)} tokens plus {max_tokens} output tokens does not fit "
                 f"in this instance's KV cache"
@@ -247,16 +169,15 @@ class EmulatedEngine:
             self.counters["aborted"] += 1
         self.counters["generation_tokens"] += req.num_output_tokens
         self.counters["hits"] += max(0, req.num_hit_tokens)
-        self._release(req)
 
-    def _release(self, req: EngineRequest) -> None:
-        if self.collector is not None:
-            self.collector.release(req.block_hashes, self.engine.pool.hash_to_block)
+    def _publish_kv_events(self) -> None:
+        """Publish what the engine's cache did since the last call, as one vLLM batch."""
+        if self.kv_events is not None and self.publisher is not None:
+            self.publisher.publish(to_vllm_events(self.kv_events.drain(), self.block_size))
 
     def reset_prefix_cache(self) -> int:
-        n = self.engine.pool.clear_cache()
-        if self.publisher is not None and self.collector is not None:
-            self.publisher.publish([*self.collector.take(), AllBlocksCleared()])
+        n = self.engine.clear_prefix_cache()  # its removals, then AllCleared
+        self._publish_kv_events()
         return n
 
     def kv_event_sources(self) -> dict:

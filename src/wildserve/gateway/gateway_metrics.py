@@ -122,8 +122,7 @@ class _Collector:
         )
         m.decision.add_to(decision, [])
         yield decision
-        stats_of = getattr(gw.policy, "stats", None)
-        stats = stats_of() if stats_of is not None else {}
+        stats = gw.policy.stats()
         for key, doc in _POLICY_COUNTERS.items():
             yield CounterMetricFamily(f"wildserve_gateway_{key}", doc, value=stats.get(key, 0))
         if gw.subscribers:

@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 import msgspec
 
+from wildserve.engine import kv_events as engine_events
 from wildserve.gateway.kv_replay import ReplayBuffer, fetch_replay
 from wildserve.gateway.serve import cancel_and_wait
 from wildserve.routing.kv_index import KVEventIndex
@@ -78,6 +79,50 @@ def encode_batch(
             ts=time.time() if ts is None else ts, events=list(events), data_parallel_rank=dp_rank
         )
     )
+
+
+def to_vllm_events(events: Sequence[engine_events.KVEvent], block_size: int) -> list[KVCacheEvent]:
+    """An engine's typed KV events (one step's, in order) as vLLM's wire events.
+
+    Like vLLM, a stored block continuing the chain of the previous stored block goes into the same
+    ``BlockStored``, and consecutive removals into one ``BlockRemoved``.
+    """
+    out: list[KVCacheEvent] = []
+    stored: BlockStored | None = None  # the event the next chained block may join
+    last: int | None = None  # the last block stored
+    for ev in events:
+        if type(ev) is engine_events.BlockStored:
+            tokens = ev.token_ids
+            parent = ev.parent_block_hash
+            for i, h in enumerate(ev.block_hashes):
+                block_tokens = tokens[i * block_size : (i + 1) * block_size]
+                if stored is not None and parent is not None and parent == last:
+                    stored.block_hashes.append(h & UINT64)
+                    stored.token_ids.extend(block_tokens)
+                else:
+                    stored = BlockStored(
+                        block_hashes=[h & UINT64],
+                        parent_block_hash=None if parent is None else parent & UINT64,
+                        token_ids=list(block_tokens),
+                        block_size=block_size,
+                        lora_id=None,
+                        medium=MEDIUM_GPU,
+                        lora_name=None,
+                    )
+                    out.append(stored)
+                last = parent = h
+        elif type(ev) is engine_events.BlockRemoved:
+            stored = None
+            for h in ev.block_hashes:
+                prev = out[-1] if out else None
+                if isinstance(prev, BlockRemoved):
+                    prev.block_hashes.append(h & UINT64)
+                else:
+                    out.append(BlockRemoved(block_hashes=[h & UINT64], medium=MEDIUM_GPU))
+        else:
+            stored = None
+            out.append(AllBlocksCleared())
+    return out
 
 
 def apply_payload(index: KVEventIndex, instance: int, payload: bytes) -> int:

@@ -272,6 +272,7 @@ class Gateway:
         backend = self.backends[index]
         pool = self.pools[index]
         metrics = self.metrics
+        self.policy.on_dispatch(index, route)
         self.views.on_dispatch(index, route)
         metrics.sent(index)
         try:

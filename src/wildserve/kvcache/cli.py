@@ -9,7 +9,13 @@ from typing import Annotated
 
 import typer
 
+from wildserve.kvcache.categories import CATEGORY_SCHEMES, DEFAULT_SCHEME
 from wildserve.workload.formats import DEFAULT_TRACE
+
+SCHEME_HELP = (
+    "request categories: " + ", ".join(CATEGORY_SCHEMES.names()) + " (NAME@KEY=VALUE overrides a "
+    "setting, e.g. type+turn@pool_turn=5)"
+)
 
 app = typer.Typer(help="Prefix-KV cache analysis of traces.", no_args_is_help=True)
 
@@ -25,7 +31,10 @@ def analyze(
     block_size: Annotated[
         int | None, typer.Option(help="tokens per block (default: the trace's own)")
     ] = None,
-    scheme: Annotated[str, typer.Option(help="categories: auto, native or inferred")] = "auto",
+    scheme: Annotated[str, typer.Option(help=SCHEME_HELP)] = DEFAULT_SCHEME,
+    source: Annotated[
+        str, typer.Option(help="types and turns: auto, native (the trace's) or inferred")
+    ] = "auto",
     option: Annotated[
         list[str] | None,
         typer.Option("--option", "-o", help="reader option KEY=VALUE, e.g. -o max_idle_s=600"),
@@ -52,7 +61,7 @@ def analyze(
     ) as bar:
         task = bar.add_task(f"loading {trace}", total=None)
         _, stream = load_stream(
-            trace, block_size, scheme, max_requests or None, **parse_options(option or [])
+            trace, block_size, scheme, max_requests or None, source, **parse_options(option or [])
         )
         bar.update(task, description=f"characterizing {stream.num_accesses:,} block accesses")
         result = characterize(stream)

@@ -85,7 +85,7 @@ class InferCeptPreemption(PreemptionPolicy):
             near = min(sched.running, key=lambda r: r.max_output_tokens - r.num_output_tokens)
             left = near.max_output_tokens - near.num_output_tokens
             # only if the request closest to finishing can finish in the memory that is free
-            if sched.kv.blocks_needed_for_decode(near, left) <= sched.kv.pool.num_free:
+            if sched.kv.blocks_needed_for_decode(near, left) <= sched.kv.num_free_blocks:
                 out["preserve"] = left * self._step_s * m
         return out
 
@@ -100,7 +100,7 @@ class InferCeptPreemption(PreemptionPolicy):
             choice = min(w, key=lambda k: (w[k], OPTIONS.index(k)))
         self.counts[choice] += 1
         if choice == "discard":
-            sched._preempt(req, now)
+            sched.preempt_recompute(req, now)
             return
         assert req.status == RequestStatus.RUNNING, req
         if choice == "swap":
@@ -110,7 +110,7 @@ class InferCeptPreemption(PreemptionPolicy):
             self.budget_s -= self.host.transfer_time(m)
             sched.kv.free(req, now)
         pending = req.num_tokens - req.num_computed_tokens if req.in_prefill else 0
-        sched._set_pending(req, pending)
+        sched.set_queued_prefill(req, pending)
         sched.park(req)
 
     def resume(
@@ -150,7 +150,7 @@ class InferCeptController(SampledController):
         super().__init__(engines, period_s)
         self.policies = [InferCeptPreemption(e, cfg=cfg) for e in self.engines]
         for e, p in zip(self.engines, self.policies, strict=True):
-            e.scheduler.preemption = p
+            e.set_preemption(p)
 
     def extra_sample(self) -> dict[str, float]:
         return {"swapped_gib": sum(p.host.used_bytes for p in self.policies) / GIB}

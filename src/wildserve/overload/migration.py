@@ -119,7 +119,7 @@ class LlumnixController(SampledController):
         if freeness(self._views.view(src)) >= self.cfg.src_freeness:  # the common case: cheap
             return []
         source = self.engines[src]
-        candidates = [r for r in source.scheduler.running if not r.in_prefill and r.block_ids]
+        candidates = [r for r in source.running_requests() if not r.in_prefill and r.block_ids]
         if not candidates:
             return []
         req = min(candidates, key=lambda r: (len(r.block_ids), r.arrival_s))
@@ -145,10 +145,10 @@ class LlumnixController(SampledController):
         return blocks * mem.block_bytes if mem is not None else 0.0
 
     def _reserve(self, m: Migration, blocks: int, now: float) -> bool:
-        pool = self.engines[m.dst].pool
-        if blocks > pool.num_free:
+        got = self.engines[m.dst].reserve_blocks(blocks, now)
+        if got is None:
             return False
-        m.reserved += pool.allocate(blocks, now)
+        m.reserved += got
         return True
 
     def _stage(self, m: Migration, now: float) -> list[tuple[float, Event]]:
@@ -198,7 +198,7 @@ class LlumnixController(SampledController):
 
     def _land(self, m: Migration, now: float) -> list[tuple[float, Event]]:
         dst = self.engines[m.dst]
-        dst.pool.release(m.reserved, now)
+        dst.release_blocks(m.reserved, now)
         m.reserved = []
         if not dst.attach(m.req, now, with_kv=True):
             raise AssertionError(f"reserved blocks vanished at instance {m.dst}: {m.req}")
@@ -207,7 +207,7 @@ class LlumnixController(SampledController):
 
     def _abandon(self, m: Migration, now: float, why: str) -> list[tuple[float, Event]]:
         if m.reserved:
-            self.engines[m.dst].pool.release(m.reserved, now)
+            self.engines[m.dst].release_blocks(m.reserved, now)
             m.reserved = []
         self._close(m, now, why)
         return []

@@ -128,7 +128,9 @@ class AibrixPrefix(RoutingPolicy):
 class SglangCacheAware(RoutingPolicy):
     """SGLang router's cache_aware policy over its own approximate per-instance prefix trees.
 
-    The trees hold what this router sent where (not what the engines cached), bounded per instance.
+    The trees hold what this router sent where (not what the engines cached), bounded per instance,
+    one per instance id; ``on_dispatch`` inserts the request's blocks into the tree of the instance
+    it went to.
     """
 
     name = "sglang-cache-aware"
@@ -144,28 +146,32 @@ class SglangCacheAware(RoutingPolicy):
         self.balance_rel_threshold = balance_rel_threshold
         self.cache_threshold = cache_threshold
         self.max_tree_blocks = max_tree_blocks
-        self.trees: list[PrefixIndex] = []
+        self.trees: dict[int, PrefixIndex] = {}  # instance id -> what was sent there
+
+    def tree(self, instance_id: int) -> PrefixIndex:
+        tree = self.trees.get(instance_id)
+        if tree is None:
+            tree = self.trees[instance_id] = PrefixIndex(self.max_tree_blocks)
+        return tree
 
     def choose(self, request: RouteRequest, views: Sequence[InstanceView]) -> int:
-        while len(self.trees) < len(views):
-            self.trees.append(PrefixIndex(self.max_tree_blocks))
         loads = [v.num_requests for v in views]
         hi, lo = max(loads), min(loads)
         if hi - lo > self.balance_abs_threshold and hi > self.balance_rel_threshold * lo:
-            chosen = argmin(loads)
-        else:
-            hashes = request.block_hashes
-            matches = [t.match(hashes) for t in self.trees[: len(views)]]
-            best = _argmax(matches)
-            ratio = matches[best] / len(hashes) if hashes else 0.0
-            chosen = best if ratio > self.cache_threshold else argmin(loads)
-        self.trees[chosen].insert(request.block_hashes)
-        return chosen
+            return argmin(loads)
+        hashes = request.block_hashes
+        matches = [self.tree(v.instance_id).match(hashes) for v in views]
+        best = _argmax(matches)
+        ratio = matches[best] / len(hashes) if hashes else 0.0
+        return best if ratio > self.cache_threshold else argmin(loads)
+
+    def on_dispatch(self, instance_id: int, request: RouteRequest) -> None:
+        self.tree(instance_id).insert(request.block_hashes)
 
 
 @ROUTING_POLICIES.register("linear-tuned")
 class LinearTuned(RoutingPolicy):
-    """``queued_prefill + new_tokens + w x requests``: LMetric's two indicators, combined linearly.
+    """``queued_prefill_tokens + new_tokens + w x requests``: LMetric's two indicators, combined linearly.
 
     The family the paper compares LMetric's product with: the same prefill backlog, the same uncached
     tokens and the same request count, added with one weight ``w`` (tokens per request) that has to be

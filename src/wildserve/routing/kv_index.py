@@ -177,7 +177,7 @@ class KVEventViews:
                     instance_id=i,
                     num_running=load.num_running,
                     num_waiting=waiting,
-                    queued_prefill_tokens=local.queued_prefill[i],
+                    queued_prefill_tokens=local.queued_prefill_tokens[i],
                     kv_usage=load.kv_usage,
                     block_size=self.index.block_size,
                     match_blocks=shared.for_instance(i, functools.partial(index_match, i)),
@@ -185,13 +185,14 @@ class KVEventViews:
             )
         return out
 
-    def on_dispatch(self, instance: int, request: RouteRequest, engine_request: object = None):
+    def on_dispatch(self, instance_id: int, request: RouteRequest) -> None:
+        instance = instance_id
         last = self._last
         matched = last.known(instance) if last.hashes is request.block_hashes else None
         if matched is None:  # the policy did not match prefixes (or this is another request)
             matched = self.index.match(instance, request.block_hashes)
         cached = matched * self.index.block_size
-        self.local.on_dispatch(instance, request, new_tokens=request.prompt_tokens - cached)
+        self.local.add_in_flight(instance, request, request.prompt_tokens - cached)
 
     def on_first_token(self, request_id: object) -> None:
         self.local.on_first_token(request_id)

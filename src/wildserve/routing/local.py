@@ -165,7 +165,7 @@ class PrefixIndex:
 @dataclass(slots=True)
 class _InFlight:
     instance: int
-    queued_prefill: int  # 0 once the first token came back
+    queued_prefill_tokens: int  # 0 once the first token came back
 
 
 class RouterLocalViews:
@@ -175,7 +175,7 @@ class RouterLocalViews:
         self.block_size = block_size
         self.indexes = [PrefixIndex(capacity_blocks) for _ in range(num_instances)]
         self.in_flight = [0] * num_instances
-        self.queued_prefill = [0] * num_instances
+        self.queued_prefill_tokens = [0] * num_instances
         self._requests: dict[object, _InFlight] = {}
 
     def views(self, request: RouteRequest) -> list[InstanceView]:
@@ -185,50 +185,43 @@ class RouterLocalViews:
                 instance_id=i,
                 num_running=self.in_flight[i],
                 num_waiting=0,  # a router cannot tell waiting from running on its own
-                queued_prefill_tokens=self.queued_prefill[i],
+                queued_prefill_tokens=self.queued_prefill_tokens[i],
                 block_size=bs,
                 match_blocks=self.indexes[i].match,
             )
             for i in range(len(self.indexes))
         ]
 
-    def on_dispatch(
-        self,
-        instance: int,
-        request: RouteRequest,
-        engine_request: object = None,
-        new_tokens: int | None = None,
+    def on_dispatch(self, instance_id: int, request: RouteRequest) -> None:
+        """Count the request in flight, its uncached tokens estimated from the router's own index."""
+        self.add_in_flight(instance_id, request)
+
+    def add_in_flight(
+        self, instance_id: int, request: RouteRequest, new_tokens: int | None = None
     ) -> None:
         """Count the request in flight; ``new_tokens`` overrides the index's uncached estimate
         (a view source with exact cache state, e.g. KV events, knows it better)."""
-        matched = self.indexes[instance].insert(request.block_hashes)
+        matched = self.indexes[instance_id].insert(request.block_hashes)
         if new_tokens is None:
             new_tokens = request.prompt_tokens - matched * self.block_size
         new = max(0, new_tokens)
-        self._requests[request.request_id] = _InFlight(instance, new)
-        self.in_flight[instance] += 1
-        self.queued_prefill[instance] += new
+        self._requests[request.request_id] = _InFlight(instance_id, new)
+        self.in_flight[instance_id] += 1
+        self.queued_prefill_tokens[instance_id] += new
 
     def on_first_token(self, request_id: object) -> None:
         state = self._requests.get(request_id)
-        if state is not None and state.queued_prefill:
-            self.queued_prefill[state.instance] -= state.queued_prefill
-            state.queued_prefill = 0
+        if state is not None and state.queued_prefill_tokens:
+            self.queued_prefill_tokens[state.instance] -= state.queued_prefill_tokens
+            state.queued_prefill_tokens = 0
 
     def on_finish(self, request_id: object) -> None:
         """Release everything the request held; unknown ids (already released) are ignored."""
         state = self._requests.pop(request_id, None)
         if state is None:
             return
-        self.queued_prefill[state.instance] -= state.queued_prefill
+        self.queued_prefill_tokens[state.instance] -= state.queued_prefill_tokens
         self.in_flight[state.instance] -= 1
-
-    def on_step(self, instance: int, result: object) -> None:
-        """Simulator adapter: a step's first tokens and finishes, as the router would observe them."""
-        for req in result.first_token:  # type: ignore[attr-defined]
-            self.on_first_token(req.request_id)
-        for req in result.finished:  # type: ignore[attr-defined]
-            self.on_finish(req.request_id)
 
     def reset_index(self, instance: int) -> None:
         """Forget what was sent to ``instance`` (it restarted with an empty cache)."""

@@ -68,29 +68,29 @@ def _assign(out: list[int], group: int, value: int) -> None:
 class ClusterPrefixIndex:
     """Block hash -> bit mask of the instances holding it, kept current from per-instance events.
 
-    ``sink(i)`` returns the callback to install as instance ``i``'s block-pool event sink: a hash is
-    "stored" when its first copy is cached there and "removed" when its last copy leaves.
+    A hash is ``stored`` on an instance when its first copy is cached there and ``removed`` when its
+    last copy leaves (the engines' KV events, applied by the view source that listens to them).
     """
 
     def __init__(self, num_instances: int) -> None:
         self.num_instances = num_instances
         self.holders: dict[int, int] = {}
 
-    def sink(self, instance: int):
+    def stored(self, instance: int, block_hashes: Sequence[int]) -> None:
         bit = 1 << instance
         holders = self.holders
+        for h in block_hashes:
+            holders[h] = holders.get(h, 0) | bit
 
-        def on_event(kind: str, block_hash: int, *_: object) -> None:
-            if kind == "stored":
-                holders[block_hash] = holders.get(block_hash, 0) | bit
+    def removed(self, instance: int, block_hashes: Sequence[int]) -> None:
+        clear = ~(1 << instance)
+        holders = self.holders
+        for h in block_hashes:
+            rest = holders.get(h, 0) & clear
+            if rest:
+                holders[h] = rest
             else:
-                rest = holders.get(block_hash, 0) & ~bit
-                if rest:
-                    holders[block_hash] = rest
-                else:
-                    holders.pop(block_hash, None)
-
-        return on_event
+                holders.pop(h, None)
 
     def match_lengths(self, block_hashes: Sequence[int]) -> list[int]:
         return match_lengths(self.holders, block_hashes, self.num_instances)

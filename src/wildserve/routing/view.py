@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,3 +57,22 @@ class InstanceView:
     def new_tokens(self, request: RouteRequest) -> int:
         """Prompt tokens ``request`` would have to prefill here."""
         return max(0, request.prompt_tokens - self.cached_tokens(request.block_hashes))
+
+
+class ViewSource(Protocol):
+    """Builds the views a policy decides on and hears what happened to the requests it placed.
+
+    The driver (simulator or gateway) calls ``on_dispatch`` once per request sent to an instance,
+    ``on_first_token`` when its first token is out (its prefill is done) and ``on_finish`` exactly
+    once when it leaves the instance (finished, aborted, failed or rejected). Implementations:
+    ``sim.simulator.ExactViews`` (the engines' own state, no bookkeeping), ``routing.local``'s
+    ``RouterLocalViews`` (the router's own record) and ``routing.kv_index``'s ``KVEventViews``.
+    """
+
+    def views(self, request: RouteRequest) -> list[InstanceView]: ...
+
+    def on_dispatch(self, instance_id: int, request: RouteRequest) -> None: ...
+
+    def on_first_token(self, request_id: object) -> None: ...
+
+    def on_finish(self, request_id: object) -> None: ...

@@ -33,7 +33,7 @@ def simulate_one(requests, cfg: ClusterConfig, policy: str, ttft_slo: float, tpo
     summary["wall_s"] = result.wall_s
     summary["sim_end_s"] = result.end_s
     summary["preemptions"] = sum(e.num_preemptions for e in result.engines)
-    summary["evictions"] = sum(e.pool.num_evictions for e in result.engines)
+    summary["evictions"] = sum(e.load().num_evictions for e in result.engines)
     return summary, metrics
 
 

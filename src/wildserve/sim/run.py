@@ -9,7 +9,8 @@ from wildserve.engine.cluster import ClusterConfig, build_engines
 from wildserve.errors import ConfigError
 from wildserve.routing.local import RouterLocalViews
 from wildserve.routing.policy import RoutingPolicy, make_policy
-from wildserve.sim.simulator import ExactViews, SimResult, Simulator, ViewSource
+from wildserve.routing.view import ViewSource
+from wildserve.sim.simulator import ExactViews, SimResult, Simulator
 from wildserve.workload.request import Request
 
 VIEW_SOURCES = ("exact", "router-local")
@@ -21,7 +22,7 @@ def make_view_source(name: str, engines: list[Engine]) -> ViewSource:
         return ExactViews(engines)
     if name == "router-local":
         return RouterLocalViews(
-            len(engines), engines[0].config.block_size, capacity_blocks=engines[0].pool.num_blocks
+            len(engines), engines[0].config.block_size, capacity_blocks=engines[0].num_kv_blocks
         )
     raise ConfigError(f"unknown view source '{name}'; choose one of: {', '.join(VIEW_SOURCES)}")
 
@@ -41,7 +42,7 @@ def run_policy(
     result = sim.run(requests)
     result.extra["policy"] = policy_obj.name
     result.extra["view_source"] = view_source
-    stats = getattr(policy_obj, "stats", None)
-    if stats is not None:
-        result.extra["policy_stats"] = stats()
+    stats = policy_obj.stats()
+    if stats:  # policies that keep no counters leave the summary's field empty (None)
+        result.extra["policy_stats"] = stats
     return result

@@ -17,42 +17,30 @@ import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from wildserve.engine import Engine, EngineRequest, StepResult
+from wildserve.engine.kv_events import BlockRemoved, BlockStored, KVEventQueue
 from wildserve.metrics import RequestMetrics
 from wildserve.routing.policy import RoutingPolicy
 from wildserve.routing.prefix_match import ClusterPrefixIndex, LazyPrefixMatch
-from wildserve.routing.view import InstanceView, RouteRequest
+from wildserve.routing.view import InstanceView, RouteRequest, ViewSource
 from wildserve.sim.events import Event, EventQueue
 from wildserve.workload.request import Request
 
 
-class ViewSource(Protocol):
-    """Builds the views a policy decides on and hears what happened to the requests it placed."""
-
-    def views(self, request: RouteRequest) -> list[InstanceView]: ...
-
-    def on_dispatch(
-        self, instance: int, request: RouteRequest, engine_request: EngineRequest
-    ) -> None: ...
-
-    def on_step(self, instance: int, result: StepResult) -> None: ...
-
-
 class ExactViews:
-    """Views read straight from the engines: what a router fed by KV events and metrics sees.
+    """Views read straight from the engines' public face: what a router fed by KV events and
+    metrics sees.
 
     With ``shared_index`` (default: on from 32 instances, when every cache is prefix-closed) a
-    cluster-wide hash -> holders index, kept current by the pools' events, finds every instance's match
-    in one parallel galloping search; otherwise each engine's pool is asked in turn.
+    cluster-wide hash -> holders index, kept current by the engines' KV events (drained before each
+    decision), finds every instance's match in one parallel galloping search; otherwise each engine
+    is asked in turn.
     """
 
     def __init__(self, engines: Sequence[Engine], shared_index: bool | None = None) -> None:
         self.engines = engines
-        closed = all(
-            e.pool.policy.prefix_closed and e.config.enable_prefix_caching for e in engines
-        )
+        closed = all(e.prefix_closed for e in engines)
         if shared_index is None:
             shared_index = closed and len(engines) >= 32
         if shared_index and not closed:
@@ -60,50 +48,64 @@ class ExactViews:
                 "a shared prefix index needs prefix-closed caches (LRU, prefix caching on)"
             )
         self.index: ClusterPrefixIndex | None = None
+        self._events: list[KVEventQueue] = []
         if shared_index:
             self.index = ClusterPrefixIndex(len(engines))
             for i, e in enumerate(engines):
-                sink = self.index.sink(i)
-                for h in e.pool.hash_to_block:
-                    sink("stored", h)
-                e.pool.event_sink = sink
+                self._events.append(e.kv_events())
+                self.index.stored(i, e.cached_block_hashes())
+
+    def _apply_events(self) -> None:
+        index = self.index
+        assert index is not None
+        for i, queue in enumerate(self._events):
+            for ev in queue.drain():
+                if type(ev) is BlockStored:
+                    index.stored(i, ev.block_hashes)
+                elif type(ev) is BlockRemoved:
+                    index.removed(i, ev.block_hashes)
+                # AllCleared: the removals it made came before it
 
     def views(self, request: RouteRequest) -> list[InstanceView]:
         if self.index is None:
             return [self.view(i) for i in range(len(self.engines))]
+        self._apply_events()
         shared = LazyPrefixMatch(self.index.match_lengths, request.block_hashes)
         return [
-            self.view(i, shared.for_instance(i, e.pool.num_matched))
+            self.view(i, shared.for_instance(i, e.cached_blocks))
             for i, e in enumerate(self.engines)
         ]
 
     def view(
         self, instance: int, match: Callable[[Sequence[int]], int] | None = None
     ) -> InstanceView:
-        """One instance's view; ``match`` answers its prefix lookups (default: its own pool)."""
+        """One instance's view; ``match`` answers its prefix lookups (default: the engine's own)."""
         e = self.engines[instance]
         if not e.config.enable_prefix_caching:
             match = _zero
         elif match is None:
-            match = e.pool.num_matched
+            match = e.cached_blocks
+        load = e.load()
         return InstanceView(
             instance_id=instance,
-            num_running=len(e.scheduler.running),
-            num_waiting=len(e.scheduler.waiting),
-            queued_prefill_tokens=e.scheduler.queued_prefill_tokens,
-            kv_usage=e.pool.usage(),
-            num_kv_blocks=e.pool.num_blocks,
+            num_running=load.num_running,
+            num_waiting=load.num_waiting,
+            queued_prefill_tokens=load.queued_prefill_tokens,
+            kv_usage=load.kv_usage,
+            num_kv_blocks=load.num_kv_blocks,
             block_size=e.config.block_size,
             match_blocks=match,
         )
 
-    def on_dispatch(
-        self, instance: int, request: RouteRequest, engine_request: EngineRequest
-    ) -> None:
-        """Exact views need no bookkeeping of their own."""
+    # exact views need no bookkeeping of their own
+    def on_dispatch(self, instance_id: int, request: RouteRequest) -> None:
+        pass
 
-    def on_step(self, instance: int, result: StepResult) -> None:
-        """Exact views need no bookkeeping of their own."""
+    def on_first_token(self, request_id: object) -> None:
+        pass
+
+    def on_finish(self, request_id: object) -> None:
+        pass
 
 
 def _zero(block_hashes: Sequence[int]) -> int:
@@ -303,7 +305,7 @@ class Simulator:
         )
         views = self.view_source.views(route)
         if self.controller is None:
-            instance = self.policy.choose_among(route, views, None)
+            instance = chosen = self.policy.choose_among(route, views, None)
         else:
             shown, targets = self.controller.route_views(views)
             chosen = self.policy.choose_among(route, shown, targets)
@@ -314,11 +316,10 @@ class Simulator:
         )
         self.engine_requests.append(ereq)
         self.instances[index] = instance
-        self.view_source.on_dispatch(instance, route, ereq)
+        self.policy.on_dispatch(chosen, route)
+        self.view_source.on_dispatch(instance, route)
         if not self.engines[instance].add_request(ereq, now):
-            on_finish = getattr(self.view_source, "on_finish", None)
-            if on_finish is not None:
-                on_finish(ereq.request_id)
+            self.view_source.on_finish(ereq.request_id)
             return None
         return instance
 
@@ -334,7 +335,11 @@ class Simulator:
                 return []
             result = engine.step(now, horizon=min(self.next_arrival_s, ctl.horizon(instance)))
             ctl.on_step(self, instance, result)
-        self.view_source.on_step(instance, result)
+        source = self.view_source
+        for req in result.first_token:
+            source.on_first_token(req.request_id)
+        for req in result.finished:
+            source.on_finish(req.request_id)
         if result.num_steps == 0:
             return []
         self.busy[instance] = True
