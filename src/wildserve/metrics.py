@@ -155,7 +155,3 @@ def time_between_tokens(token_times: Iterable[Sequence[float]]) -> np.ndarray:
     """Gaps between consecutive tokens of each request, pooled over requests."""
     gaps = [np.diff(np.asarray(t, dtype=float)) for t in token_times if len(t) > 1]
     return np.concatenate(gaps) if gaps else np.zeros(0)
-
-
-def finite_or_none(x: float) -> float | None:
-    return x if x is not None and math.isfinite(x) else None

@@ -16,7 +16,6 @@ from wildserve.vsearch.config import (
     BaselineConfig,
     ExperimentConfig,
     IndexConfig,
-    OmegaConfig,
     TrainConfig,
 )
 
@@ -101,6 +100,7 @@ def _run_experiment(cfg, index_cfg, train_cfg, baseline_cfg, names, repeats, job
                     output_json, plot_dir, console, make_progress) -> None:  # fmt: skip
     import faiss
 
+    from wildserve.vsearch.config import OmegaConfig
     from wildserve.vsearch.experiment import run_experiment
     from wildserve.vsearch.report import markdown_report, plot
 

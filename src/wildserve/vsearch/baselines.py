@@ -28,6 +28,7 @@ from wildserve.vsearch.methods import (
     FitContext,
     Method,
     bisect_log_multiplier,
+    bisect_smallest,
     keyed,
     lower_bound,
     recall_at_budget,
@@ -224,14 +225,7 @@ class Darth(Method):
 
         if ok(target):
             return target
-        lo, hi = target, 1.0
-        for _ in range(ctx.baseline.darth_tune_steps):
-            mid = 0.5 * (lo + hi)
-            if ok(mid):
-                hi = mid
-            else:
-                lo = mid
-        return hi
+        return bisect_smallest(ok, target, 1.0, ctx.baseline.darth_tune_steps)
 
     def _fit_models(self, ctx: FitContext) -> None:
         cfg = ctx.train_config
