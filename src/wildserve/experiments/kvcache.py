@@ -168,13 +168,14 @@ def cluster_run(params: dict, requests: list) -> dict:
     """The cluster simulation under one eviction policy at one KV capacity (and host tier)."""
     from wildserve.engine import EngineConfig
     from wildserve.engine.cluster import ClusterConfig
+    from wildserve.metrics import DEFAULT_SLO
     from wildserve.sim.run import run_policy
 
     policy, blocks, host_gb = params["policy"], params["blocks"], params["host_memory_gb"]
     engine = EngineConfig(eviction_policy=policy, num_gpu_blocks=blocks, host_memory_gb=host_gb)
     cluster = ClusterConfig(num_instances=params["instances"], engine=engine)
     res = run_policy(requests, cluster, params["router"], progress=run_progress())
-    s = res.metrics().summary(params["instances"], 5.0, 0.1)
+    s = res.metrics().summary(params["instances"], DEFAULT_SLO.ttft_slo, DEFAULT_SLO.tpot_slo)
     return {
         "policy": policy,
         "blocks_per_instance": blocks,

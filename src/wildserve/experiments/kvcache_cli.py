@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
+from wildserve.config_cli import Jobs, bounded
 from wildserve.experiments.sweep_options import ExecutorOption, RayAddressOption
 
 
@@ -44,7 +45,12 @@ def kvcache(
     notes: Annotated[
         Path | None, typer.Option(help="a hand-written markdown reading, appended to the report")
     ] = None,
-    max_requests: Annotated[int, typer.Option(help="first N requests of each trace (0: all)")] = 0,
+    max_requests: Annotated[
+        int,
+        typer.Option(
+            parser=bounded(int, ge=0), metavar="INT", help="first N requests of each trace (0: all)"
+        ),
+    ] = 0,
     leaf: Annotated[
         bool, typer.Option(help="also replay every policy leaf-only (SGLang), main scheme only")
     ] = True,
@@ -53,8 +59,13 @@ def kvcache(
     cluster_trace: Annotated[
         str | None, typer.Option(help="trace of the cluster part (default: Mooncake)")
     ] = None,
-    instances: Annotated[int | None, typer.Option(help="serving instances in the cluster")] = None,
-    jobs: Annotated[int, typer.Option(help="tasks in parallel (0: one per core)")] = 0,
+    instances: Annotated[
+        int | None,
+        typer.Option(
+            parser=bounded(int, ge=1), metavar="INT", help="serving instances in the cluster"
+        ),
+    ] = None,
+    jobs: Jobs = 0,
     executor: ExecutorOption = "local",
     ray_address: RayAddressOption = None,
     cached_only: Annotated[

@@ -287,7 +287,6 @@ class LRUPolicy(ArrayPolicy):
     deepest (least shareable) go first, as vLLM's reversed free order does.
     """
 
-    name = "lru"
     tracks_access = False
     # Each request releases its blocks tail first, so a parent copy always sits behind its child in
     # the queue (or is in use): children go first, and the leaf-only variant is the same policy.
