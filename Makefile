@@ -21,7 +21,7 @@ $(VENV)/.test: pyproject.toml | $(BIN)/python
 demo: $(VENV)/.core
 	$(BIN)/wildserve simulate --trace builtin:mooncake-conversation --model qwen2.5-7b --gpu h20 \
 		--instances 16 --rate-scale 1.5 --policy round-robin,vllm-v1,lmetric \
-		--output-json results/demo.json --plot-dir results/demo
+		--out results/demo
 
 test: $(VENV)/.test
 	$(BIN)/python -m pytest -q

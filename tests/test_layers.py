@@ -20,7 +20,7 @@ import wildserve
 # Lowest first; a new subpackage or top-level module must be placed here (the test says so).
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("wildserve", "errors", "io", "console", "metrics", "_blocks_native", "process_pool"),
-    ("registry", "config", "report", "blocks"),
+    ("registry", "config", "config_cli", "doctor", "report", "blocks"),
     ("workload", "perf"),
     ("kvcache",),
     ("engine",),

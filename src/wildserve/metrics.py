@@ -9,11 +9,26 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 DEFAULT_PERCENTILES: tuple[float, ...] = (50, 90, 99)
+
+
+@dataclass(frozen=True)
+class SloConfig:
+    """The latency objectives SLO attainment counts against (the LMetric paper's)."""
+
+    ttft_slo: float = field(
+        default=5.0, metadata={"help": "TTFT objective (s) for SLO attainment", "gt": 0}
+    )
+    tpot_slo: float = field(
+        default=0.1, metadata={"help": "TPOT objective (s) for SLO attainment", "gt": 0}
+    )
+
+
+DEFAULT_SLO = SloConfig()
 
 
 def _pname(p: float) -> str:
@@ -140,7 +155,3 @@ def time_between_tokens(token_times: Iterable[Sequence[float]]) -> np.ndarray:
     """Gaps between consecutive tokens of each request, pooled over requests."""
     gaps = [np.diff(np.asarray(t, dtype=float)) for t in token_times if len(t) > 1]
     return np.concatenate(gaps) if gaps else np.zeros(0)
-
-
-def finite_or_none(x: float) -> float | None:
-    return x if x is not None and math.isfinite(x) else None

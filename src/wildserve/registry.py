@@ -18,7 +18,14 @@ class Registry(Generic[T]):
         self._items: dict[str, T] = {}
 
     def register(self, name: str) -> Callable[[T], T]:
+        """Decorator; a registered class gets ``cls.name = name`` (its name is spelled once)."""
+
         def decorator(obj: T) -> T:
+            if isinstance(obj, type):
+                own = obj.__dict__.get("name")
+                if isinstance(own, str) and own != name:
+                    raise ValueError(f"{self.kind} '{name}': class says name = '{own}'")
+                obj.name = name  # type: ignore[attr-defined]
             self.add(name, obj)
             return obj
 

@@ -104,13 +104,16 @@ def test_cache_analyze_command_writes_report_json_and_plots(tmp_path):
     _register()
     out = tmp_path / "report"
     res = CliRunner().invoke(
-        app, ["cache", "analyze", f"mooncake:{_mooncake_file(tmp_path)}", "--out", str(out)]
-    )
+        app,
+        ["cache", "analyze", f"mooncake:{_mooncake_file(tmp_path)}", "--out", str(out),
+         "--scheme", "type+t1/t2+"],
+    )  # fmt: skip
     assert res.exit_code == 0, res.output
     text = (out / "report.md").read_text()
     assert "ideal hit ratio" in text and "| t1 |" in text and "90% of ideal" in text
     doc = json.loads((out / "analysis.json").read_text())
-    assert doc["num_requests"] == 40 and doc["category_scheme"] == "inferred"
+    assert doc["num_requests"] == 40 and doc["category_scheme"] == "type+t1/t2+"
+    assert doc["category_source"] == "inferred"
     for png in ("reuse_time.png", "category_split.png", "capacity.png"):
         assert (out / png).stat().st_size > 1000
     bad = CliRunner().invoke(app, ["cache", "analyze", "mooncake:/no/such/file"])

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from wildserve.errors import ConfigError
+from wildserve.errors import ConfigError, UnknownNameError
 from wildserve.kvcache.categories import categorize, infer_followups, turn_bucket
 from wildserve.kvcache.stream import NEVER, build_stream, stream_from_chains
 from wildserve.workload import load_trace
@@ -65,17 +65,23 @@ def test_categories_native_inferred_and_auto():
         Request(1, 1.0, 80, 1, (1, 2, 3, 4, 5), 16, 5, "text", 2, parent_id=0),
         Request(2, 2.0, 32, 1, (9, 8), 16, 6, "image", 1),
     ]
-    c = categorize(reqs)
-    assert c.scheme == "native" and c.names == ["image|t1", "text|t1", "text|t2+"]
+    c = categorize(reqs, "type+t1/t2+")
+    assert c.source == "native" and c.names == ["image|t1", "text|t1", "text|t2+"]
     assert c.ids.tolist() == [1, 2, 0] and c.parents.tolist() == [-1, 0, -1]
     assert c.sessions.tolist() == [5, 5, 6]
-    inferred = categorize([_mc(0, [1, 2, 3]), _mc(1, [1, 2, 4, 5])])
-    assert inferred.scheme == "inferred" and inferred.names == ["t1", "t2+"]
+    inferred = categorize([_mc(0, [1, 2, 3]), _mc(1, [1, 2, 4, 5])], "type+t1/t2+")
+    assert inferred.source == "inferred" and inferred.names == ["t1", "t2+"]
     assert inferred.ids.tolist() == [0, 1] and inferred.sessions.tolist() == [0, 0]
     assert turn_bucket(1) == "t1" and turn_bucket(7) == "t2+"
     assert [turn_bucket(t, (2, 4)) for t in (1, 2, 3, 4, 9)] == ["t1", "t2-3", "t2-3", "t4+", "t4+"]
     with pytest.raises(ConfigError, match="turn edges"):
-        categorize(reqs, turn_edges=(3, 2))
+        categorize(reqs, "type+t1/t2+@turn_edges=(3, 2)")
+    with pytest.raises(ConfigError, match="no setting colour"):
+        categorize(reqs, "type@colour=1")
+    with pytest.raises(UnknownNameError, match="choose one of"):
+        categorize(reqs, "type+day")
+    with pytest.raises(ConfigError, match="source"):
+        categorize(reqs, source="guessed")
 
 
 def test_bailian_file_gets_native_type_and_turn_categories(tmp_path):
@@ -91,7 +97,10 @@ def test_bailian_file_gets_native_type_and_turn_categories(tmp_path):
     path.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
     reqs = load_trace(f"bailian:{path}")
     s = build_stream(reqs)
-    assert s.categories.names == ["search|t1", "text|t1", "text|t2+"]
+    assert s.categories.names == ["search|pooled", "text|pooled"]  # the default pools rare pairs
+    assert build_stream(
+        reqs, categories=categorize(reqs, "type+turn@min_requests=1")
+    ).categories.names == ["search|t1", "text|t1", "text|t2"]
     assert s.block_size == 16 and s.lengths.tolist() == [2, 4, 1]  # full 16-token blocks only
     # request 1 re-reads request 0's two blocks; request 2's block 1 is the same first block
     assert s.blocks.tolist()[:6] == [0, 1, 0, 1, 2, 3] and s.blocks[6] == 0

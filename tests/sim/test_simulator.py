@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -63,6 +65,19 @@ def test_round_robin_spreads_and_hits_need_locality():
     reqs = synthetic(200, 3)
     res = run(reqs, "round-robin")
     assert np.bincount(res.metrics().instance).tolist() == [50, 50, 50, 50]
+    # Only the first trace block (the family) is shared. A request can hit only if an earlier one of
+    # its family went to the same instance, and then at most on that block.
+    seen: set[tuple[int, int]] = set()
+    for src, er in zip(reqs, res.requests, strict=True):  # arrival order is dispatch order
+        where = (res.instances[src.request_id], src.hash_ids[0])
+        if where not in seen:
+            assert er.num_hit_tokens == 0, src
+        assert er.num_hit_tokens <= min(src.block_size, src.prompt_tokens), src
+        seen.add(where)
+    assert sum(er.num_hit_tokens for er in res.requests) > 0
+    # the same arrivals and lengths without shared blocks: nothing hits
+    alone = [dataclasses.replace(r, hash_ids=(-1 - r.request_id, *r.hash_ids[1:])) for r in reqs]
+    assert run(alone, "round-robin").metrics().hit_tokens.sum() == 0
 
 
 def test_shared_prefix_index_gives_the_same_run_as_per_engine_lookups():

@@ -54,7 +54,7 @@ def test_spec_errors(tmp_path):
         load_trace("builtin:nope")
     with pytest.raises(TraceFormatError, match=r"nope\.jsonl: no such file"):
         load_trace(f"mooncake:{tmp_path}/nope.jsonl")
-    with pytest.raises(TraceFormatError, match="a trace spec is builtin:NAME"):
+    with pytest.raises(TraceFormatError, match="unknown trace format 'mooncak'; a trace spec is"):
         load_trace("mooncak:/x/y")
     with pytest.raises(
         ConfigError, match="has no option session_rate; its options are: block_size"

@@ -22,8 +22,8 @@ class ClusterConfig:
         default="qwen2.5-7b", metadata={"help": "model name (see `wildserve perf models`)"}
     )
     gpu: str = field(default="h20", metadata={"help": "GPU name: h100, h200, h20, a100, a800"})
-    tp: int = field(default=1, metadata={"help": "tensor-parallel GPUs per instance"})
-    num_instances: int = field(default=16, metadata={"help": "serving instances"})
+    tp: int = field(default=1, metadata={"help": "tensor-parallel GPUs per instance", "ge": 1})
+    num_instances: int = field(default=16, metadata={"help": "serving instances", "ge": 1})
     cost_model: str = field(
         default="analytic",
         metadata={"help": "step-time model: analytic, or table (Vidur profiles)"},

@@ -97,7 +97,7 @@ class EngineRequest:
 
     @property
     def is_finished(self) -> bool:
-        return self.status > RequestStatus.PREEMPTED
+        return self.status.is_finished
 
     @property
     def in_prefill(self) -> bool:

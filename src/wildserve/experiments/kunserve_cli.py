@@ -10,7 +10,10 @@ from typing import Annotated
 
 import typer
 
+from wildserve.config_cli import Jobs, bounded
 from wildserve.experiments.sweep_options import ExecutorOption, RayAddressOption
+
+_SECONDS = {"parser": bounded(float, gt=0), "metavar": "FLOAT"}
 
 _BOUNDS = "burst factors must be >= 1"
 
@@ -89,12 +92,19 @@ def kunserve(
             help="base loads as KV/prefill shares vLLM may use without a burst, e.g. 0.5/0.35,0.7/0.5"
         ),
     ] = None,
-    burst_start: Annotated[float | None, typer.Option(help="burst start (s)")] = None,
-    burst_len: Annotated[float | None, typer.Option(help="burst length (s)")] = None,
-    duration: Annotated[float | None, typer.Option(help="simulated arrivals (s)")] = None,
+    burst_start: Annotated[float | None, typer.Option(help="burst start (s)", **_SECONDS)] = None,
+    burst_len: Annotated[float | None, typer.Option(help="burst length (s)", **_SECONDS)] = None,
+    duration: Annotated[
+        float | None, typer.Option(help="simulated arrivals (s)", **_SECONDS)
+    ] = None,
     router: Annotated[str | None, typer.Option(help="router of every system but Llumnix")] = None,
     seed: Annotated[
-        int, typer.Option(help="draws resampled outputs and WEKA's session starts")
+        int,
+        typer.Option(
+            parser=bounded(int, ge=0),
+            metavar="INT",
+            help="draws resampled outputs and WEKA's session starts",
+        ),
     ] = 0,
     out: Annotated[
         Path, typer.Option(help="folder for figures and results.json (report: <out>.md)")
@@ -114,7 +124,7 @@ def kunserve(
         bool,
         typer.Option(help="run nothing: report the points whose runs are all in the run cache"),
     ] = False,
-    jobs: Annotated[int, typer.Option(help="simulations in parallel (0: one per core)")] = 0,
+    jobs: Jobs = 0,
     executor: ExecutorOption = "local",
     ray_address: RayAddressOption = None,
 ) -> None:

@@ -21,7 +21,7 @@ from wildserve.engine import EngineConfig
 from wildserve.engine.cluster import ClusterConfig
 from wildserve.experiments.runcache import RunCache
 from wildserve.experiments.runner import Executor, RunResult, RunSpec, run_progress, run_sweep
-from wildserve.metrics import RequestMetrics
+from wildserve.metrics import DEFAULT_SLO, RequestMetrics
 from wildserve.routing.policy import make_policy
 from wildserve.sim.run import run_policy
 from wildserve.workload.formats import renumber
@@ -137,7 +137,7 @@ def simulate_run(params: Mapping[str, Any], requests: Sequence[Request]) -> RunR
         requests, cfg, policy, progress=run_progress(), view_source=params["view_source"]
     )
     metrics = result.metrics()
-    summary = metrics.summary(cfg.num_instances, ttft_slo_s=5.0, tpot_slo_s=0.1)
+    summary = metrics.summary(cfg.num_instances, DEFAULT_SLO.ttft_slo, DEFAULT_SLO.tpot_slo)
     summary["preemptions"] = sum(e.num_preemptions for e in result.engines)
     summary["policy_stats"] = result.extra.get("policy_stats")
     summary["session_switch_rate"] = session_switch_rate(requests, result.instances)

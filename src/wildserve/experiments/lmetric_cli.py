@@ -10,6 +10,8 @@ from typing import Annotated
 
 import typer
 
+from wildserve.config_cli import Fields, Jobs, bounded, config_options
+from wildserve.engine.cluster import ClusterConfig
 from wildserve.experiments.sweep_options import ExecutorOption, RayAddressOption
 
 
@@ -28,7 +30,11 @@ def _parse_seeds(text: str) -> tuple[int | None, ...]:
     return tuple(out)
 
 
+@config_options(
+    cluster=Fields(ClusterConfig, only=("num_instances",), flags={"num_instances": "instances"})
+)
 def lmetric(
+    cluster: ClusterConfig,
     workloads: Annotated[
         str, typer.Option(help="comma-separated: mooncake, weka")
     ] = "mooncake,weka",
@@ -53,10 +59,14 @@ def lmetric(
         str, typer.Option(help="trace spec of the WEKA sessions")
     ] = "builtin:weka-claude-code",
     max_requests: Annotated[
-        int, typer.Option(help="use the first N requests of each trace (0: all)")
+        int,
+        typer.Option(
+            parser=bounded(int, ge=0),
+            metavar="INT",
+            help="use the first N requests of each trace (0: all)",
+        ),
     ] = 0,
     view_source: Annotated[str, typer.Option(help="exact or router-local")] = "exact",
-    instances: Annotated[int, typer.Option(help="serving instances")] = 16,
     zero_score_demo: Annotated[
         bool, typer.Option(help="also run the hot-prompt failure demo")
     ] = True,
@@ -64,7 +74,7 @@ def lmetric(
         "docs/results/lmetric.md"
     ),
     output_json: Annotated[Path | None, typer.Option(help="write all run summaries here")] = None,
-    jobs: Annotated[int, typer.Option(help="simulations in parallel (0: one per core)")] = 0,
+    jobs: Jobs = 0,
     cache_dir: Annotated[
         Path | None, typer.Option(help="keep finished runs here and reuse them (resume); none: off")
     ] = Path("results/lmetric-runs"),
@@ -118,7 +128,7 @@ def lmetric(
     exp = LMetricExperiment(
         workloads=chosen,
         setups=setups,
-        num_instances=instances,
+        num_instances=cluster.num_instances,
         view_source=view_source,
         max_requests=max_requests,
         policies=names,

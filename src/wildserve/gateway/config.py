@@ -13,14 +13,16 @@ from wildserve.errors import ConfigError
 class GatewayConfig:
     """One gateway in front of a fixed list of OpenAI-compatible backends."""
 
-    backends: list[str] = field(default_factory=list, metadata={"help": "backend base URLs"})
+    backends: list[str] = field(
+        default_factory=list, metadata={"help": "backend base URL (repeat per backend)"}
+    )
     kv_events: list[str] = field(
         default_factory=list,
         metadata={"help": "ZMQ KV-event endpoints, one per backend in order (exact view source)"},
     )
     policy: str = option("lmetric", "routing policy (any registered one)")
     host: str = option("127.0.0.1", "address to listen on")
-    port: int = option(8000, "port to listen on", ge=0)
+    port: int = option(8000, "port to listen on (0: any free one)", ge=0, le=65535)
     tokenizer: str | None = option(None, "tokenizer.json of the served model; default: byte tokens")
     block_size: int = option(16, "tokens per prefix block (the engines' KV block size)", ge=1)
     prefix_index_blocks: int = option(1 << 20, "router-local prefix index size per backend", ge=1)
@@ -69,9 +71,13 @@ class EngineServerConfig:
 
     model: str = option("qwen2.5-7b", "model name (see `wildserve perf models`)")
     gpu: str = option("h20", "GPU name: h100, h200, h20, a100, a800")
-    tp: int = option(1, "tensor-parallel GPUs per instance")
+    tp: int = option(1, "tensor-parallel GPUs per instance", ge=1)
     cost_model: str = option("analytic", "step-time model: analytic, or table")
-    speed: float = option(1.0, "wall-clock speed-up of modeled time (inf: no waiting at all)")
+    speed: float = option(
+        1.0, "wall-clock speed-up of modeled time (inf: no waiting at all)", gt=0, allow_inf=True
+    )
+    host: str = option("127.0.0.1", "address the server listens on (and publishes KV events on)")
+    port: int = option(8001, "port to listen on (0: any free one)", ge=0, le=65535)
     served_model_name: str | None = option(None, "model name in the API (default: --model)")
     tokenizer: str | None = option(
         None, "tokenizer.json (or its folder); default: one token per byte"
@@ -82,7 +88,7 @@ class EngineServerConfig:
     )
     kv_events_buffer_steps: int = option(10_000, "event batches kept for replay (vLLM's)", ge=1)
     kv_events_topic: str = option("", "ZMQ topic of the KV events (vLLM's default is empty)")
-    default_max_tokens: int = option(16, "output tokens when a request gives no max_tokens")
+    default_max_tokens: int = option(16, "output tokens when a request gives no max_tokens", ge=1)
     engine: EngineConfig = field(default_factory=EngineConfig)
 
     def __post_init__(self) -> None:
@@ -105,6 +111,6 @@ class ReplayConfig:
     endpoint: str = option("completions", "completions or chat")
     model: str | None = option(None, "model name to send (default: the first of /v1/models)")
     tokenizer: str | None = option(None, "tokenizer.json of the served model; default: byte tokens")
-    timeout_s: float = option(600.0, "longest a request may take")
-    max_seconds: float = option(0.0, "stop sending after this many seconds (0: no limit)")
-    seed: int = option(0, "seed of the synthetic prompt text")
+    timeout_s: float = option(600.0, "longest a request may take", gt=0)
+    max_seconds: float = option(0.0, "stop sending after this many seconds (0: no limit)", ge=0)
+    seed: int = option(0, "seed of the synthetic prompt text", ge=0)

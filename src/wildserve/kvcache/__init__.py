@@ -49,6 +49,7 @@ from wildserve.kvcache.policy import (
 )
 from wildserve.kvcache.rwa import RWAPolicy
 from wildserve.kvcache.wa import WAPolicy
+from wildserve.kvcache.wa_paper import WAPaperPolicy
 
 __all__ = [
     "EVICTION_POLICIES",
@@ -65,6 +66,7 @@ __all__ = [
     "OPTPolicy",
     "RWAPolicy",
     "Table",
+    "WAPaperPolicy",
     "WAPolicy",
     "make_eviction_policy",
     "parse_policy_spec",

@@ -10,7 +10,14 @@ Definitions (all over full-block accesses of a ``BlockStream``):
   in the same session (conversation context) or another one (shared prompts);
 - lifespan: last minus first access time of blocks used at least twice;
 - capacity for x% of the ideal hit ratio: smallest cache (blocks) whose hit ratio reaches x% of the
-  ideal one, under LRU (what engines do) and OPT (a lower bound for any policy).
+  ideal one, under LRU (what engines do) and OPT (a lower bound for any policy);
+- WA indicators (``wa_indicators``), what a per-category reuse model can exploit: the spread of the
+  categories' mean reuse times (largest / smallest) and of their reuse probabilities (largest -
+  smallest), over categories with at least 1% of the accesses and 10 reuses; the share of ideal hits
+  made by first-turn requests (single-turn reuse: shared prompts, not conversation context); the
+  access-weighted KS distance of the categories' reuse times from their exponential fit (how wrong
+  WA's model is); and the access share of the largest category (one dominant category leaves a
+  per-category model nothing to separate).
 """
 
 from __future__ import annotations
@@ -61,9 +68,27 @@ class TraceAnalysis:
     single_use_block_share: float
     categories: list[CategoryStats]
     category_scheme: str
+    category_source: str = ""  # native or inferred types and turns
     curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
     capacity: dict[str, dict[str, int]] = field(default_factory=dict)
     reuse_times: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # for plots
+
+    def wa_indicators(self, min_share: float = 0.01, min_reuses: int = 10) -> dict[str, float]:
+        """What makes a per-category reuse model useful (see the module docstring)."""
+        big = [c for c in self.categories
+               if c.access_share >= min_share and c.num_reuses >= min_reuses and c.exp_rate]  # fmt: skip
+        means = [1.0 / c.exp_rate for c in big if c.exp_rate]
+        probs = [c.reuse_probability for c in big]
+        weight = sum(c.access_share for c in big if c.exp_ks is not None)
+        ks = sum(c.access_share * c.exp_ks for c in big if c.exp_ks is not None)
+        return {
+            "categories_used": float(len(big)),
+            "reuse_time_spread": max(means) / min(means) if len(means) > 1 else 1.0,
+            "reuse_probability_spread": max(probs) - min(probs) if len(probs) > 1 else 0.0,
+            "single_turn_reuse_share": self.hit_shares["first-turn requests"],
+            "ks_from_exponential": ks / weight if weight > 0 else float("nan"),
+            "largest_category_share": max((c.access_share for c in self.categories), default=1.0),
+        }
 
 
 def _pcts(x: np.ndarray) -> dict[str, float | None]:
@@ -167,6 +192,7 @@ def characterize(stream: BlockStream) -> TraceAnalysis:
         single_use_block_share=float((~multi).sum() / max(1, u)),
         categories=categories,
         category_scheme=stream.categories.scheme,
+        category_source=stream.categories.source,
         reuse_times=reuse_times,
     )
 

@@ -9,28 +9,39 @@ from typing import Annotated
 
 import typer
 
-from wildserve.workload.formats import DEFAULT_TRACE
+from wildserve.config_cli import Fields, OutDir, ReaderOptions, bounded, config_options
+from wildserve.kvcache.categories import CATEGORY_SCHEMES, DEFAULT_SCHEME
+from wildserve.workload.selection import TraceSelection
+
+SCHEME_HELP = (
+    "request categories: " + ", ".join(CATEGORY_SCHEMES.names()) + " (NAME@KEY=VALUE overrides a "
+    "setting, e.g. type+turn@pool_turn=5)"
+)
 
 app = typer.Typer(help="Prefix-KV cache analysis of traces.", no_args_is_help=True)
 
 
 @app.command("analyze")
+@config_options(selection=Fields(TraceSelection, only=("trace", "max_requests")))
 def analyze(
-    trace: Annotated[
-        str, typer.Argument(help="builtin:NAME, FORMAT:PATH or a path (format sniffed)")
-    ] = DEFAULT_TRACE,
-    out: Annotated[
-        Path | None, typer.Option(help="folder for report.md, analysis.json and PNGs")
+    selection: TraceSelection,
+    spec: Annotated[
+        str | None, typer.Argument(help="the trace spec, as --trace (either one)")
     ] = None,
+    out: OutDir = None,
     block_size: Annotated[
-        int | None, typer.Option(help="tokens per block (default: the trace's own)")
+        int | None,
+        typer.Option(
+            parser=bounded(int, ge=1),
+            metavar="INT",
+            help="tokens per block (default: the trace's own)",
+        ),
     ] = None,
-    scheme: Annotated[str, typer.Option(help="categories: auto, native or inferred")] = "auto",
-    option: Annotated[
-        list[str] | None,
-        typer.Option("--option", "-o", help="reader option KEY=VALUE, e.g. -o max_idle_s=600"),
-    ] = None,
-    max_requests: Annotated[int, typer.Option(help="only the first N requests (0: all)")] = 0,
+    scheme: Annotated[str, typer.Option(help=SCHEME_HELP)] = DEFAULT_SCHEME,
+    source: Annotated[
+        str, typer.Option(help="types and turns: auto, native (the trace's) or inferred")
+    ] = "auto",
+    option: ReaderOptions = None,
     capacity: Annotated[
         bool, typer.Option(help="search the capacity for 90/95/99% of the ideal hit ratio")
     ] = True,
@@ -45,15 +56,19 @@ def analyze(
     from wildserve.kvcache.report import write_report
     from wildserve.kvcache.stream import load_stream
     from wildserve.workload.cli import parse_options
+    from wildserve.workload.selection import require_requests
 
+    trace, max_requests = spec or selection.trace, selection.max_requests
     console = make_console()
     with Progress(
         SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console
     ) as bar:
         task = bar.add_task(f"loading {trace}", total=None)
-        _, stream = load_stream(
-            trace, block_size, scheme, max_requests or None, **parse_options(option or [])
+        reader_options = parse_options(option or [])
+        requests, stream = load_stream(
+            trace, block_size, scheme, max_requests or None, source, **reader_options
         )
+        require_requests(requests, trace, reader_options)
         bar.update(task, description=f"characterizing {stream.num_accesses:,} block accesses")
         result = characterize(stream)
         if capacity:

@@ -74,7 +74,6 @@ def _lfu_key(a, s, now, depth, cat, hint, count):
 class LFUPolicy(KeyedPolicy):
     """Least frequently used since the block was filled; ties go to the one released first."""
 
-    name = "lfu"
     key = _lfu_key
 
 
@@ -101,7 +100,6 @@ class GDSFPolicy(KeyedPolicy):
     stopped being used are overtaken by the rising L (LFU with dynamic aging).
     """
 
-    name = "gdsf"
     key = _gdsf_key
     evicted = _gdsf_evicted
 
@@ -124,7 +122,6 @@ class OPTPolicy(KeyedPolicy):
     so it only runs offline.
     """
 
-    name = "opt"
     offline_only = True
     hint_kind = "next_use"
     prefix_closed = True

@@ -287,7 +287,6 @@ class LRUPolicy(ArrayPolicy):
     deepest (least shareable) go first, as vLLM's reversed free order does.
     """
 
-    name = "lru"
     tracks_access = False
     # Each request releases its blocks tail first, so a parent copy always sits behind its child in
     # the queue (or is in use): children go first, and the leaf-only variant is the same policy.
@@ -316,14 +315,27 @@ def parse_policy_spec(spec: str) -> tuple[str, bool, dict[str, object]]:
             f"eviction policy '{spec}': unknown variant '{variant}'; choose one of: "
             f"{', '.join(VARIANTS)}"
         )
-    kwargs: dict[str, object] = {}
-    for item in settings:
-        key, sep, value = item.partition("=")
-        if not sep or not key.isidentifier():
-            raise ConfigError(f"eviction policy '{spec}': setting '{item}' is not KEY=VALUE")
-        kwargs[key] = _literal(value)
+    kwargs = parse_settings(f"eviction policy '{spec}'", settings)
     EVICTION_POLICIES.get(name)
     return name, variant == "leaf", kwargs
+
+
+def parse_settings(
+    what: str, items: Sequence[str], allowed: Sequence[str] | None = None
+) -> dict[str, object]:
+    """``KEY=VALUE`` items (Python literals, else strings) of a spec; keys checked against
+    ``allowed`` when given. ``what`` names the spec in errors."""
+    out: dict[str, object] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.isidentifier():
+            raise ConfigError(f"{what}: setting '{item}' is not KEY=VALUE")
+        if allowed is not None and key not in allowed:
+            raise ConfigError(
+                f"{what} has no setting {key}; its settings are: {', '.join(allowed)}"
+            )
+        out[key] = _literal(value)
+    return out
 
 
 def make_eviction_policy(spec: str, **kwargs: object) -> EvictionPolicy:

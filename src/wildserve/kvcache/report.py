@@ -25,6 +25,7 @@ def _pct(x: float | None) -> str:
 def to_json(a: TraceAnalysis) -> dict:
     doc = {k: v for k, v in a.__dict__.items() if k not in ("categories", "reuse_times")}
     doc["categories"] = [c.__dict__ for c in a.categories]
+    doc["wa_indicators"] = a.wa_indicators()
     return doc
 
 
@@ -52,9 +53,20 @@ def markdown(a: TraceAnalysis, plots: dict[str, str], command: str = "") -> str:
     ]
     for k, v in a.hit_shares.items():
         lines.append(f"| share of ideal hits: {k} | {_pct(v)} |")
+    ind = a.wa_indicators()
+    lines += [
+        f"| WA indicators: categories with >= 1% of accesses | {ind['categories_used']:.0f} |",
+        f"| WA indicators: reuse-time spread (largest / smallest mean) | "
+        f"{_f(ind['reuse_time_spread'])} |",
+        f"| WA indicators: reuse-probability spread | {_pct(ind['reuse_probability_spread'])} |",
+        f"| WA indicators: KS from exponential (access-weighted) | "
+        f"{_f(ind['ks_from_exponential'], 2)} |",
+        f"| WA indicators: largest category's access share | "
+        f"{_pct(ind['largest_category_share'])} |",
+    ]
     lines += [
         "",
-        f"## Categories ({a.category_scheme})",
+        f"## Categories ({a.category_scheme}, {a.category_source or 'given'} types and turns)",
         "",
         "| category | requests | access share | ideal hit ratio | share of hits | reuse prob. | "
         "reuse time p50 / p90 / p99 (s) | exp. rate (1/s) | KS vs exp. |",

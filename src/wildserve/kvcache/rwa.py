@@ -55,6 +55,5 @@ def rwa_observe(a, s, now, depth, cat, hint, fill):
 class RWAPolicy(WAPolicy):
     """WA over (category, reuse level) classes (see the module docstring)."""
 
-    name = "rwa"
     observe = rwa_observe
     classes_per_category = LEVELS

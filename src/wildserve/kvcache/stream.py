@@ -14,7 +14,7 @@ import numpy as np
 from wildserve.blocks import ROOT_HASH, chain_hash
 from wildserve.errors import ConfigError
 from wildserve.kvcache._core import AccessHints
-from wildserve.kvcache.categories import Categories, categorize
+from wildserve.kvcache.categories import DEFAULT_SCHEME, Categories, categorize
 from wildserve.workload.request import Request
 
 NEVER = np.inf  # next use of a block that is not used again
@@ -154,18 +154,20 @@ def build_stream(
 def load_stream(
     spec: str,
     block_size: int | None = None,
-    scheme: str = "auto",
+    scheme: str = DEFAULT_SCHEME,
     max_requests: int | None = None,
+    source: str = "auto",
     **options: object,
 ) -> tuple[list[Request], BlockStream]:
-    """Load a trace spec (reader ``options``), categorize it and build its block stream."""
+    """Load a trace spec (reader ``options``), categorize it (``scheme``, types and turns from
+    ``source``) and build its block stream."""
     from wildserve.workload import load_trace
     from wildserve.workload.transforms import limit
 
     requests = load_trace(spec, **options)
     if max_requests:
         requests = list(limit(requests, max_requests))
-    cats = categorize(requests, scheme)
+    cats = categorize(requests, scheme, source)
     return requests, build_stream(requests, block_size, cats, name=spec)
 
 

@@ -58,7 +58,6 @@ def wa_score(a, c, age):
 class WAPolicy(WindowedFitPolicy):
     """Workload-aware eviction (see the module docstring for the model and its fit)."""
 
-    name = "wa"
     score = wa_score
 
     def __init__(

@@ -67,8 +67,6 @@ DROP_PLANNERS: Registry[type[DropPlanner]] = Registry("drop planner")
 class GreedyPlanner(DropPlanner):
     """Smallest pipeline degree, then fewest instances, that covers the queued demand."""
 
-    name = "greedy"
-
     def __init__(self, degrees: Sequence[int] = (2, 4, 8)) -> None:
         self.degrees = sorted(set(degrees))
 
@@ -101,8 +99,6 @@ class GreedyPlanner(DropPlanner):
 @DROP_PLANNERS.register("fixed")
 class FixedPlanner(DropPlanner):
     """Consecutive groups of one degree; a group drops as a whole when a member is overloaded."""
-
-    name = "fixed"
 
     def __init__(self, degree: int = 2) -> None:
         if degree < 2:

@@ -47,23 +47,18 @@ SYSTEMS: Registry[type[OverloadSystem]] = Registry("overload system")
 
 @SYSTEMS.register("vllm")
 class Vllm(OverloadSystem):
-    name = "vllm"
-
     def controller(self, cluster: LayeredCluster, period_s: float) -> SampledController:
         return SampledController(cluster.engines, period_s)
 
 
 @SYSTEMS.register("infercept")
 class InferCept(OverloadSystem):
-    name = "infercept"
-
     def controller(self, cluster: LayeredCluster, period_s: float) -> SampledController:
         return InferCeptController(cluster.engines, None, period_s)
 
 
 @SYSTEMS.register("llumnix")
 class Llumnix(OverloadSystem):
-    name = "llumnix"
     router = "llumnix"
 
     def controller(self, cluster: LayeredCluster, period_s: float) -> SampledController:
@@ -72,7 +67,6 @@ class Llumnix(OverloadSystem):
 
 @SYSTEMS.register("kunserve")
 class KunServe(OverloadSystem):
-    name = "kunserve"
     config = KunServeConfig()
 
     def controller(self, cluster: LayeredCluster, period_s: float) -> SampledController:
@@ -81,7 +75,6 @@ class KunServe(OverloadSystem):
 
 @SYSTEMS.register("kunserve-recompute")
 class KunServeRecompute(KunServe):
-    name = "kunserve-recompute"
     config = KunServeConfig(kv_mode="recompute")
 
 
@@ -89,7 +82,6 @@ class KunServeRecompute(KunServe):
 class KunServeDegree4(KunServe):
     """Diagnostic: every group has 4 stages."""
 
-    name = "kunserve-deg4"
     config = KunServeConfig(degrees=(4,))
 
 
@@ -97,7 +89,6 @@ class KunServeDegree4(KunServe):
 class KunServeDegree8(KunServe):
     """Diagnostic: every group has 8 stages."""
 
-    name = "kunserve-deg8"
     config = KunServeConfig(degrees=(8,))
 
 

@@ -7,7 +7,7 @@ A100) to A800: same tensor cores, memory system and kernels, different peaks. On
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 
 from wildserve.errors import ConfigError
 from wildserve.registry import Registry
@@ -52,9 +52,6 @@ class Efficiency:
 
         if self.overlap_p < 1.0:
             raise ConfigError(f"efficiency field 'overlap_p' must be >= 1, got {self.overlap_p}")
-
-    def with_overrides(self, **changes: float) -> Efficiency:
-        return replace(self, **changes)
 
 
 _MAY_BE_ZERO = {

@@ -8,6 +8,11 @@ from pathlib import Path
 
 import typer
 
+from wildserve.config_cli import bounded, config_options
+from wildserve.perf.cost import CostModelSpec
+
+_COUNT = bounded(int, ge=0)
+
 app = typer.Typer(help="GPU step-time models: check, inspect and calibrate.", no_args_is_help=True)
 
 
@@ -89,17 +94,24 @@ def check(
 
 
 @app.command()
+@config_options(spec=CostModelSpec)
 def step(
-    model: str = typer.Option(..., help="Model name, e.g. qwen2.5-7b."),
-    gpu: str = typer.Option(..., help="GPU name, e.g. h20."),
-    tp: int = typer.Option(1, help="Tensor-parallel degree."),
-    cost_model: str = typer.Option("analytic", help="analytic or table."),
-    prefill_tokens: int = typer.Option(0, help="New tokens of one prefill chunk."),
-    prefill_context: int = typer.Option(
-        0, help="Tokens already in KV before that chunk (cached prefix)."
+    spec: CostModelSpec,
+    prefill_tokens: int = typer.Option(
+        0, help="New tokens of one prefill chunk.", parser=_COUNT, metavar="INT"
     ),
-    decode_seqs: int = typer.Option(0, help="Decoding sequences in the batch."),
-    context: int = typer.Option(0, help="Context tokens of each decoding sequence."),
+    prefill_context: int = typer.Option(
+        0,
+        help="Tokens already in KV before that chunk (cached prefix).",
+        parser=_COUNT,
+        metavar="INT",
+    ),
+    decode_seqs: int = typer.Option(
+        0, help="Decoding sequences in the batch.", parser=_COUNT, metavar="INT"
+    ),
+    context: int = typer.Option(
+        0, help="Context tokens of each decoding sequence.", parser=_COUNT, metavar="INT"
+    ),
 ) -> None:
     """Cost one step and print where the time goes."""
     from rich.console import Console
@@ -112,6 +124,7 @@ def step(
 
     if min(prefill_tokens, prefill_context, decode_seqs, context) < 0:
         raise ConfigError("token and sequence counts must be >= 0")
+    model, gpu, tp, cost_model = spec.model, spec.gpu, spec.tp, spec.cost_model
     cm = build_cost_model(cost_model, model, gpu, tp)
     shape = BatchShape()
     if prefill_tokens:
@@ -141,7 +154,12 @@ def fit(
     profiles: Path = typer.Option(
         None, help="Vidur compute profiles dir (default: the shipped ones)."
     ),
-    stride: int = typer.Option(1, help="Use every n-th token count of each profile."),
+    stride: int = typer.Option(
+        1,
+        help="Use every n-th token count of each profile.",
+        parser=bounded(int, ge=1),
+        metavar="INT",
+    ),
 ) -> None:
     """Refit the per-family efficiencies on the non-held-out profiles and print them as code."""
     from rich.console import Console

@@ -2,54 +2,56 @@
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable
-from dataclasses import fields
+import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Annotated
 
 import typer
 
+from wildserve.config_cli import Fields, OutputJson, bounded, config_options
 from wildserve.rollout.config import RolloutConfig, SamplingConfig, SpecConfig, TrainConfig
 
-
-def _default(cls: type, name: str) -> Any:
-    return next(f.default for f in fields(cls) if f.name == name)
-
-
-def rollout(
-    model: str = typer.Option("smollm2", help="target model (registry name)"),
-    prompts: int = typer.Option(64, min=1, help="word problems per epoch"),
-    epochs: int = typer.Option(
-        _default(RolloutConfig, "epochs"), min=1, help="passes over the same prompts (RL epochs)"
-    ),
-    spec: str = typer.Option(
-        "fastest-of-n",
-        help="comma list of: none, ngram, suffix, early-exit, draft-model, fastest-of-n",
-    ),
-    decoupled: bool = typer.Option(
-        _default(RolloutConfig, "decoupled"), help="model drafters may also run ahead in a thread"
-    ),
-    samples_per_prompt: int = typer.Option(
-        _default(RolloutConfig, "samples_per_prompt"), min=1, help="responses per prompt per epoch"
-    ),
-    temperature: float = typer.Option(_default(SamplingConfig, "temperature")),
-    top_p: float = typer.Option(_default(SamplingConfig, "top_p")),
-    max_new_tokens: int = typer.Option(_default(SamplingConfig, "max_new_tokens")),
-    draft_len: int = typer.Option(
-        _default(SpecConfig, "num_draft_tokens"), help="max draft length k"
-    ),
-    fixed_draft_len: bool = typer.Option(False, help="always draft k (no cost-model planner)"),
-    early_exit_layers: int = typer.Option(_default(SpecConfig, "early_exit_layers")),
-    seed: int = typer.Option(_default(RolloutConfig, "seed")),
-    baseline: bool = typer.Option(
-        True, help="also run plain batched generation ('none') to compare"
-    ),
-    threads: int = typer.Option(
-        1,
+Threads = Annotated[
+    int,
+    typer.Option(
+        parser=bounded(int, ge=0),
+        metavar="INT",
         help="torch CPU threads; 1 avoids OpenMP spin-waits on a busy shared machine (0: default)",
     ),
-    output_json: Path | None = typer.Option(None, help="write per-epoch figures here"),
+]
+
+
+@config_options(
+    run_cfg=Fields(RolloutConfig, exclude=("spec_mode",)),
+    sampling=SamplingConfig,
+    spec_cfg=Fields(
+        SpecConfig,
+        only=("num_draft_tokens", "early_exit_layers"),
+        flags={"num_draft_tokens": "draft-len"},
+    ),
+)
+def rollout(
+    run_cfg: RolloutConfig,
+    sampling: SamplingConfig,
+    spec_cfg: SpecConfig,
+    model: Annotated[str, typer.Option(help="target model (registry name)")] = "smollm2",
+    prompts: Annotated[
+        int, typer.Option(parser=bounded(int, ge=1), metavar="INT", help="word problems per epoch")
+    ] = 64,
+    spec: Annotated[
+        str,
+        typer.Option(
+            help="comma list of: none, ngram, suffix, early-exit, draft-model, fastest-of-n"
+        ),
+    ] = "fastest-of-n",
+    fixed_draft_len: Annotated[
+        bool, typer.Option(help="always draft k (no cost-model planner)")
+    ] = False,
+    baseline: Annotated[
+        bool, typer.Option(help="also run plain batched generation ('none') to compare")
+    ] = True,
+    threads: Threads = 1,
+    output_json: OutputJson = None,
 ) -> None:
     """Generate word-problem rollouts per speculation mode and print speed, acceptance and reward."""
     import numpy as np
@@ -57,6 +59,7 @@ def rollout(
 
     from wildserve.console import make_console, make_progress
     from wildserve.io import atomic_write_json
+    from wildserve.rollout.config import SPEC_MODES
     from wildserve.rollout.models import MODELS
     from wildserve.rollout.prompts import make_problems
     from wildserve.rollout.report import summary_rows, summary_table
@@ -64,25 +67,19 @@ def rollout(
 
     if threads > 0:
         torch.set_num_threads(threads)
-    sampling = SamplingConfig(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens)
-    spec_cfg = SpecConfig(
-        num_draft_tokens=draft_len,
-        adaptive_draft_len=not fixed_draft_len,
-        early_exit_layers=early_exit_layers,
-    )
+    spec_cfg = dataclasses.replace(spec_cfg, adaptive_draft_len=not fixed_draft_len)
     modes = [m.strip() for m in spec.split(",") if m.strip()]
     if baseline and "none" not in modes:
         modes.insert(0, "none")
-    configs = [
-        RolloutConfig(
-            spec_mode=m,
-            epochs=epochs,
-            samples_per_prompt=samples_per_prompt,
-            seed=seed,
-            decoupled=decoupled,
-        )
-        for m in modes
-    ]
+    for m in modes:
+        SPEC_MODES.get(m)  # fail on a typo before loading the model
+    configs = [dataclasses.replace(run_cfg, spec_mode=m) for m in modes]
+    epochs, samples_per_prompt, seed, decoupled = (
+        run_cfg.epochs,
+        run_cfg.samples_per_prompt,
+        run_cfg.seed,
+        run_cfg.decoupled,
+    )
     console = make_console(200)
     loaded = MODELS.get(model)()
     problems = make_problems(prompts, np.random.default_rng(seed))
@@ -124,37 +121,6 @@ def rollout(
         )
 
 
-def _config_command(cls: type, run: Callable[..., None], extra: list[inspect.Parameter]):
-    """A typer command whose options are ``cls``'s fields (default, help, ``ge`` bound) plus
-    ``extra``; ``run(config, **extra)`` gets the built config, so defaults live only in ``cls``."""
-    params = list(extra)
-    for f in fields(cls):
-        kind = type(f.default)
-        flag = f"--{f.name.replace('_', '-')}"
-        if kind is bool:
-            flag = f"{flag}/--no-{f.name.replace('_', '-')}"
-        option = typer.Option(
-            f.default,
-            flag,
-            help=f.metadata.get("help"),
-            min=f.metadata.get("ge") if kind in (int, float) else None,
-        )
-        params.append(
-            inspect.Parameter(
-                f.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind
-            )
-        )
-    names = {p.name for p in extra}
-
-    def command(**kwargs: Any) -> None:
-        config = cls(**{k: v for k, v in kwargs.items() if k not in names})
-        run(config, **{k: v for k, v in kwargs.items() if k in names})
-
-    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
-    command.__doc__ = run.__doc__
-    return command
-
-
 def _train(config: TrainConfig, out: Path, threads: int, steps: int) -> None:
     """GRPO + LoRA on SmolLM2 over the word problems, rollouts from the speculative loop; resumes
     from OUT/checkpoint.pt; writes metrics.json, steps/*.json.gz and reward/entropy/acceptance plots."""
@@ -188,29 +154,20 @@ def _train(config: TrainConfig, out: Path, threads: int, steps: int) -> None:
     console.print(f"wrote {out}/metrics.json and plots")
 
 
-train = _config_command(
-    TrainConfig,
-    _train,
-    [
-        inspect.Parameter(
-            "out",
-            inspect.Parameter.KEYWORD_ONLY,
-            default=typer.Option(..., "--out", help="run folder (resumed if it has a checkpoint)"),
-            annotation=Path,
+@config_options(config=TrainConfig)
+def train(
+    config: TrainConfig,
+    out: Annotated[Path, typer.Option("--out", help="run folder (resumed if it has a checkpoint)")],
+    threads: Threads = 1,
+    steps: Annotated[
+        int,
+        typer.Option(
+            parser=bounded(int, ge=0),
+            metavar="INT",
+            help="stop after this many more steps (0: all)",
         ),
-        inspect.Parameter(
-            "threads",
-            inspect.Parameter.KEYWORD_ONLY,
-            default=typer.Option(1, "--threads", min=0, help="torch CPU threads (0: default)"),
-            annotation=int,
-        ),
-        inspect.Parameter(
-            "steps",
-            inspect.Parameter.KEYWORD_ONLY,
-            default=typer.Option(
-                0, "--steps", min=0, help="stop after this many more steps (0: all)"
-            ),
-            annotation=int,
-        ),
-    ],
-)
+    ] = 0,
+) -> None:
+    """GRPO + LoRA on SmolLM2 over the word problems, rollouts from the speculative loop; resumes
+    from OUT/checkpoint.pt; writes metrics.json, steps/*.json.gz and reward/entropy/acceptance plots."""
+    _train(config, out, threads, steps)

@@ -12,9 +12,11 @@ from wildserve.registry import Registry
 class SamplingConfig:
     """How the target picks tokens: temperature 0 means greedy (argmax)."""
 
-    temperature: float = field(default=1.0, metadata={"help": "softmax temperature; 0 = greedy"})
-    top_p: float = field(default=1.0, metadata={"help": "nucleus mass kept, in (0, 1]"})
-    max_new_tokens: int = field(default=160, metadata={"help": "response length cap"})
+    temperature: float = field(
+        default=1.0, metadata={"help": "softmax temperature; 0 = greedy", "ge": 0}
+    )
+    top_p: float = field(default=1.0, metadata={"help": "nucleus mass kept", "gt": 0, "le": 1})
+    max_new_tokens: int = field(default=160, metadata={"help": "response length cap", "ge": 1})
 
     def __post_init__(self) -> None:
         if self.temperature < 0:
@@ -34,7 +36,7 @@ class SpecConfig:
     """Speculation knobs shared by every drafter and by the fastest-of-N selector."""
 
     num_draft_tokens: int = field(
-        default=6, metadata={"help": "draft length k (0: no speculation)"}
+        default=6, metadata={"help": "draft length k (0: no speculation)", "ge": 0}
     )
     adaptive_draft_len: bool = field(
         default=True, metadata={"help": "let the cost-model planner pick k per step (<= k)"}
@@ -54,7 +56,7 @@ class SpecConfig:
         default=True, metadata={"help": "history drafter proposes a token tree, not one chain"}
     )
     early_exit_layers: int = field(
-        default=8, metadata={"help": "target layers the self-drafter runs"}
+        default=8, metadata={"help": "target layers the self-drafter runs", "ge": 1}
     )
     prior_strength: float = field(
         default=4.0, metadata={"help": "pseudo-drafts of the pooled acceptance rate per request"}
@@ -93,10 +95,16 @@ class RolloutConfig:
     """One rollout run: prompts, epochs, samples per prompt and the speculation mode."""
 
     spec_mode: str = "none"
-    epochs: int = 3
-    samples_per_prompt: int = 1  # GRPO-style group size: responses per prompt per epoch
-    seed: int = 0
-    decoupled: bool = False
+    epochs: int = field(
+        default=3, metadata={"help": "passes over the same prompts (RL epochs)", "ge": 1}
+    )
+    samples_per_prompt: int = field(  # GRPO-style group size
+        default=1, metadata={"help": "responses per prompt per epoch", "ge": 1}
+    )
+    seed: int = field(default=0, metadata={"help": "seed of problems and sampling", "ge": 0})
+    decoupled: bool = field(
+        default=False, metadata={"help": "model drafters may also run ahead in a thread"}
+    )
 
     def __post_init__(self) -> None:
         if self.spec_mode not in SPEC_MODES:
@@ -144,7 +152,9 @@ class TrainConfig:
         default=3, metadata={"help": "re-quantized drafter bits (0: off)", "ge": 0}
     )
     quant_group: int = field(default=32, metadata={"help": "quantization group size", "ge": 1})
-    seed: int = field(default=0, metadata={"help": "seed of problems, sampling and LoRA init"})
+    seed: int = field(
+        default=0, metadata={"help": "seed of problems, sampling and LoRA init", "ge": 0}
+    )
 
     def __post_init__(self) -> None:
         for f in fields(self):

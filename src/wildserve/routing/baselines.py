@@ -35,8 +35,6 @@ def _argmax(keys: Sequence[float]) -> int:
 class VllmV1(RoutingPolicy):
     """vLLM v1's data-parallel balancer: least ``4 x waiting + running``."""
 
-    name = "vllm-v1"
-
     def choose(self, request: RouteRequest, views: Sequence[InstanceView]) -> int:
         return argmin([4 * v.num_waiting + v.num_running for v in views])
 
@@ -44,8 +42,6 @@ class VllmV1(RoutingPolicy):
 @ROUTING_POLICIES.register("llm-d")
 class LlmD(RoutingPolicy):
     """llm-d's inference scheduler: weighted min-max scorers, prefix 3 : queue 2 : KV usage 2."""
-
-    name = "llm-d"
 
     def __init__(
         self, prefix_weight: float = 3.0, queue_weight: float = 2.0, kv_weight: float = 2.0
@@ -67,8 +63,6 @@ class LlmD(RoutingPolicy):
 class Dynamo(RoutingPolicy):
     """NVIDIA Dynamo's KV router: least ``overlap_weight x prefill blocks + active decode blocks``."""
 
-    name = "dynamo"
-
     def __init__(self, overlap_weight: float = 1.0) -> None:
         self.overlap_weight = overlap_weight
 
@@ -85,8 +79,6 @@ class Dynamo(RoutingPolicy):
 @ROUTING_POLICIES.register("production-weighted")
 class ProductionWeighted(RoutingPolicy):
     """A production-style scorer: cache hit %, batch size, token load at 1/3 each; sampled by score."""
-
-    name = "production-weighted"
 
     def __init__(self, seed: int = 0) -> None:
         self._rng = np.random.default_rng(seed)
@@ -105,8 +97,6 @@ class ProductionWeighted(RoutingPolicy):
 @ROUTING_POLICIES.register("aibrix-prefix")
 class AibrixPrefix(RoutingPolicy):
     """AIBrix's prefix-cache router: balance when running counts drift, else follow the prefix."""
-
-    name = "aibrix-prefix"
 
     def __init__(self, imbalance_abs: int = 16, std_factor: float = 2.0) -> None:
         self.imbalance_abs = imbalance_abs
@@ -132,8 +122,6 @@ class SglangCacheAware(RoutingPolicy):
     one per instance id; ``on_dispatch`` inserts the request's blocks into the tree of the instance
     it went to.
     """
-
-    name = "sglang-cache-aware"
 
     def __init__(
         self,
@@ -178,8 +166,6 @@ class LinearTuned(RoutingPolicy):
     tuned for each workload and load. The experiment grid-searches ``w`` per load.
     """
 
-    name = "linear-tuned"
-
     def __init__(self, w: float = 4096.0) -> None:
         self.w = w
 
@@ -198,8 +184,6 @@ class LinearNew(RoutingPolicy):
     It was this project's first tuned baseline; LMetric beats its best grid point on Mooncake where
     it does not beat ``linear-tuned``'s, so both are reported.
     """
-
-    name = "linear-new"
 
     def __init__(self, alpha: float = 1.0, beta: float = 1000.0) -> None:
         self.alpha = alpha

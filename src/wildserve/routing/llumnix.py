@@ -29,8 +29,6 @@ def freeness(view: InstanceView) -> float:
 class LlumnixDispatch(RoutingPolicy):
     """Highest freeness; falls back to fewest requests when no view knows its KV size."""
 
-    name = "llumnix"
-
     def choose(self, request: RouteRequest, views: Sequence[InstanceView]) -> int:
         if not any(v.num_kv_blocks for v in views):
             return argmin([v.num_requests for v in views])

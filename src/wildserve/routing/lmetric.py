@@ -78,8 +78,6 @@ def is_costly_switch(queued: Sequence[int], new: Sequence[int], chosen: int) -> 
 class LMetric(RoutingPolicy):
     """The knob-free LMetric scheduler."""
 
-    name = "lmetric"
-
     def __init__(
         self, mitigate_zero: bool = False, tie_break: str = "lowest", seed: int = 0
     ) -> None:

@@ -74,8 +74,6 @@ class RoundRobin(RoutingPolicy):
     dispatch, else the lowest id), so an ejected instance is skipped and none is passed over.
     """
 
-    name = "round-robin"
-
     def __init__(self) -> None:
         self._last = -1  # instance id of the last dispatch
 
@@ -97,8 +95,6 @@ class RoundRobin(RoutingPolicy):
 @ROUTING_POLICIES.register("least-requests")
 class LeastRequests(RoutingPolicy):
     """Fewest unfinished requests (running + waiting)."""
-
-    name = "least-requests"
 
     def choose(self, request: RouteRequest, views: Sequence[InstanceView]) -> int:
         return argmin([v.num_requests for v in views])

@@ -28,6 +28,7 @@ from wildserve.vsearch.methods import (
     FitContext,
     Method,
     bisect_log_multiplier,
+    bisect_smallest,
     keyed,
     lower_bound,
     recall_at_budget,
@@ -103,8 +104,6 @@ def time_to_all(log_: TrajectoryLog, k: int) -> np.ndarray:
 class Laet(Method):
     """Learned adaptive early termination: one predicted budget per query, a model per K and a
     multiplier per (K, target)."""
-
-    name = "laet"
 
     calls_slot = 1
 
@@ -202,8 +201,6 @@ def mean_ndis_to_target(found_at: np.ndarray, k: int, target: float) -> float:
 class Darth(Method):
     """Declarative recall: a recall@K regressor per K consulted on an adaptive schedule."""
 
-    name = "darth"
-
     calls_slot = 1
 
     uses_val_log = False
@@ -228,14 +225,7 @@ class Darth(Method):
 
         if ok(target):
             return target
-        lo, hi = target, 1.0
-        for _ in range(ctx.baseline.darth_tune_steps):
-            mid = 0.5 * (lo + hi)
-            if ok(mid):
-                hi = mid
-            else:
-                lo = mid
-        return hi
+        return bisect_smallest(ok, target, 1.0, ctx.baseline.darth_tune_steps)
 
     def _fit_models(self, ctx: FitContext) -> None:
         cfg = ctx.train_config

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 
+from wildserve.config_cli import Fields, bounded, config_options
 from wildserve.io import atomic_write_text
 from wildserve.vsearch.config import (
     IndexConfig,
@@ -17,6 +18,8 @@ from wildserve.vsearch.config import (
 app = typer.Typer(help="HNSW vector search with OMEGA early termination.", no_args_is_help=True)
 
 _IDX = IndexConfig()
+_SEED = bounded(int, ge=0)
+_POSITIVE = bounded(int, ge=1)
 _TRN = TrainConfig()
 
 
@@ -25,13 +28,12 @@ def _write_json_atomic(path: Path, obj: dict) -> None:
 
 
 @app.command()
+@config_options(index_cfg=IndexConfig)
 def build(
+    index_cfg: IndexConfig,
     data: str = typer.Option(..., help="glove, synthetic, or a .npy/.fvecs file"),
     out: Path = typer.Option(..., help="index file to write (.npz)"),
-    metric: str = typer.Option(_IDX.metric, help="l2, ip or angular"),
-    m: int = typer.Option(_IDX.m, help="HNSW M"),
-    ef_construction: int = typer.Option(_IDX.ef_construction, help="HNSW efConstruction"),
-    seed: int = typer.Option(0, help="seed for synthetic data"),
+    seed: int = typer.Option(0, help="seed for synthetic data", parser=_SEED, metavar="INT"),
 ) -> None:
     """Build an HNSW graph with faiss and save it in the flat layout the numba search reads."""
     import numpy as np
@@ -42,15 +44,15 @@ def build(
 
     console = Console()
     with console.status("building HNSW with faiss"):
-        graph = build_graph(
-            load_vectors(data, np.random.default_rng(seed)), IndexConfig(metric, m, ef_construction)
-        )
+        graph = build_graph(load_vectors(data, np.random.default_rng(seed)), index_cfg)
         graph.save(out)
     console.print(f"wrote {out}: {graph.num_vectors} vectors, {graph.max_level + 1} layers")
 
 
 @app.command()
+@config_options(train_cfg=Fields(TrainConfig, only=("ef", "seed"), fixed={"k_max": 1}))
 def train(
+    train_cfg: TrainConfig,
     index: Path = typer.Option(..., help="index from `vsearch build`"),
     queries: str = typer.Option(..., help="training query vectors (.npy/.fvecs)"),
     out: Path = typer.Option(..., help="model file to write (.npz)"),
@@ -60,8 +62,6 @@ def train(
     ),
     ks: str = typer.Option("1,10,100", help="Ks the baselines are tuned for (omega: any K <= max)"),
     targets: str = typer.Option("0.9,0.95,0.99", help="recall targets to tune/calibrate for"),
-    ef: int = typer.Option(_TRN.ef, help="beam width of the training searches"),
-    seed: int = typer.Option(_TRN.seed, help="LightGBM, subsampling and split seed"),
 ) -> None:
     """Fit one early-termination method (OMEGA: one K=1 model for every K) and save it."""
     import numpy as np
@@ -75,6 +75,7 @@ def train(
     from wildserve.vsearch.trajectory import collect
 
     cls = METHODS.get(method)
+    ef, seed = train_cfg.ef, train_cfg.seed
     k_list = parse_list(ks, int, "--ks", 1, ef)
     t_list = parse_list(targets, float, "--targets", 1e-9, 1 - 1e-9)
     console = Console()
@@ -104,13 +105,16 @@ def train(
 
 
 @app.command()
+@config_options(search_cfg=Fields(TrainConfig, only=("ef",), fixed={"k_max": 1}))
 def search(
+    search_cfg: TrainConfig,
     index: Path = typer.Option(..., help="index from `vsearch build`"),
     model: Path | None = typer.Option(None, help="model from `vsearch train` (any method)"),
     queries: str = typer.Option(..., help="query vectors (.npy/.fvecs)"),
-    k: int = typer.Option(10, help="neighbours per query"),
-    target: float = typer.Option(0.95, help="average recall target"),
-    ef: int = typer.Option(_TRN.ef, help="beam width (without --model: a plain fixed-ef search)"),
+    k: int = typer.Option(10, help="neighbours per query", parser=_POSITIVE, metavar="INT"),
+    target: float = typer.Option(
+        0.95, help="average recall target", parser=bounded(float, gt=0, lt=1), metavar="FLOAT"
+    ),
     out: Path | None = typer.Option(None, help="write ids to this .npy"),
     truth: Path | None = typer.Option(
         None, help="exact ids (.ivecs/.npy) to report recall against"
@@ -129,6 +133,7 @@ def search(
     from wildserve.vsearch.methods import load_method
     from wildserve.vsearch.search import NEVER, Searcher, recall_at_k
 
+    ef = search_cfg.ef  # without --model: a plain fixed-ef search
     graph = HnswGraph.load(index)
     searcher = Searcher(graph)
     q = searcher.prepare(load_vectors(queries, np.random.default_rng(0)))
@@ -179,3 +184,10 @@ def parse_list(value: str, kind: type, name: str, lo: float, hi: float) -> tuple
         if not lo <= v <= hi:
             raise ConfigError(f"{name}: {v} outside [{lo:g}, {hi:g}]")
     return items
+
+
+def _check_range(name: str, value: float, lo: float, hi: float = float("inf")) -> None:
+    from wildserve.errors import ConfigError
+
+    if not lo <= value <= hi:
+        raise ConfigError(f"{name}: {value} outside [{lo:g}, {hi:g}]")

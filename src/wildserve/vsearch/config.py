@@ -25,8 +25,10 @@ class IndexConfig:
     """How the HNSW graph is built (faiss IndexHNSWFlat)."""
 
     metric: str = field(default="angular", metadata={"help": "l2, ip or angular"})
-    m: int = field(default=16, metadata={"help": "HNSW M (base layer keeps 2*M links)"})
-    ef_construction: int = field(default=200, metadata={"help": "beam width while inserting"})
+    m: int = field(default=16, metadata={"help": "HNSW M (base layer keeps 2*M links)", "ge": 2})
+    ef_construction: int = field(
+        default=200, metadata={"help": "beam width while inserting", "ge": 1}
+    )
 
     def __post_init__(self) -> None:
         _check_positive("m", self.m)
@@ -38,7 +40,8 @@ class TrainConfig:
     """Training searches, LightGBM settings and the offline statistics shared by the learned methods."""
 
     ef: int = field(
-        default=1000, metadata={"help": "beam width of the training and early-stop searches"}
+        default=1000,
+        metadata={"help": "beam width of the training and early-stop searches", "ge": 1},
     )
     k_max: int = field(default=100, metadata={"help": "largest K any method serves"})
     record_growth: float = field(
@@ -57,7 +60,9 @@ class TrainConfig:
     max_rows: int = field(
         default=400_000, metadata={"help": "rows kept per model (seeded subsample)"}
     )
-    seed: int = field(default=0, metadata={"help": "seed of LightGBM and of row subsampling"})
+    seed: int = field(
+        default=0, metadata={"help": "seed of LightGBM and of row subsampling", "ge": 0}
+    )
 
     def __post_init__(self) -> None:
         if self.ef < self.k_max:
@@ -147,22 +152,26 @@ class ExperimentConfig:
         default=None,
         metadata={"help": "training queries (validation split off); default: held out of the base"},
     )
-    n_base: int = field(default=100_000, metadata={"help": "base vectors kept (0 = all)"})
-    n_train: int = field(default=1000, metadata={"help": "training queries"})
-    n_val: int = field(default=300, metadata={"help": "queries the baselines are tuned on"})
+    n_base: int = field(default=100_000, metadata={"help": "base vectors kept (0 = all)", "ge": 0})
+    n_train: int = field(default=1000, metadata={"help": "training queries", "ge": 3})
+    n_val: int = field(
+        default=300, metadata={"help": "queries the baselines are tuned on", "ge": 2}
+    )
     n_test: int = field(
-        default=1000, metadata={"help": "held-out queries every number is reported on"}
+        default=1000, metadata={"help": "held-out queries every number is reported on", "ge": 1}
     )
     ks: tuple[int, ...] = DEFAULT_KS
     k_weights: tuple[float, ...] = DEFAULT_K_WEIGHTS
     targets: tuple[float, ...] = DEFAULT_TARGETS
-    n_stream: int = field(default=1000, metadata={"help": "queries in the mixed-K stream"})
+    n_stream: int = field(default=1000, metadata={"help": "queries in the mixed-K stream", "ge": 1})
     ef_caps: tuple[int, ...] = ()  # further beam caps at which the learned methods are re-run
     equal_budget: bool = field(
         default=True,
         metadata={"help": "also fit LAET and DARTH at OMEGA's preprocessing budget"},
     )
-    seed: int = field(default=0, metadata={"help": "seed of the split, the stream and the models"})
+    seed: int = field(
+        default=0, metadata={"help": "seed of the split, the stream and the models", "ge": 0}
+    )
 
     def __post_init__(self) -> None:
         if len(self.ks) != len(self.k_weights):
@@ -194,7 +203,7 @@ class BaselineConfig:
         default=0.1, metadata={"help": "DARTH minimum interval: this fraction of the same mean"}
     )
     darth_tune_steps: int = field(
-        default=4, metadata={"help": "bisection steps of DARTH's stop level"}
+        default=4, metadata={"help": "bisection steps of DARTH's stop level", "ge": 0}
     )
     tune_z: float = field(
         default=2.0, metadata={"help": "tuned knobs need mean - z*stderr >= target on validation"}

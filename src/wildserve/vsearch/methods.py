@@ -151,19 +151,25 @@ def recall_at_budget(found_at: np.ndarray, budget: np.ndarray, k: int) -> np.nda
     return (found_at[:, :k] <= budget[:, None]).mean(axis=1)
 
 
+def bisect_smallest(ok, lo: float, hi: float, steps: int) -> float:
+    """The upper end of [lo, hi] after ``steps`` halvings toward the smallest x with ok(x) (ok is
+    monotone and holds at ``hi``): every method that tunes a knob on validation queries bisects so."""
+    for _ in range(steps):
+        mid = 0.5 * (lo + hi)
+        if ok(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
 def bisect_log_multiplier(ok, lo: float = -6.0, hi: float = 10.0, steps: int = 30) -> float:
     """Smallest 2**x in [2**lo, 2**hi] with ok(2**x) (ok is monotone); inf when even 2**hi fails."""
     if not ok(2.0**hi):
         return float("inf")
     if ok(2.0**lo):
         return 2.0**lo
-    for _ in range(steps):
-        mid = 0.5 * (lo + hi)
-        if ok(2.0**mid):
-            hi = mid
-        else:
-            lo = mid
-    return 2.0**hi
+    return 2.0 ** bisect_smallest(lambda x: ok(2.0**x), lo, hi, steps)
 
 
 def tuning_key(k: int, target: float) -> tuple[int, float]:
@@ -174,8 +180,6 @@ def tuning_key(k: int, target: float) -> tuple[int, float]:
 @METHODS.register("fixed-ef")
 class FixedEf(Method):
     """The practitioner's oracle: the smallest ef whose validation recall meets the target, per K."""
-
-    name = "fixed-ef"
 
     uses_train_log = False
 

@@ -229,8 +229,6 @@ def fit_omega(
 class Omega(Method):
     """OMEGA as a method of the comparison: fitted on the training log only (no tuning on validation)."""
 
-    name = "omega"
-
     uses_val_log = False
     uses_val_queries = False
     calls_slot = P_CALLS

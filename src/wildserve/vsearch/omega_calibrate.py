@@ -20,6 +20,7 @@ import numpy as np
 from numba import njit
 
 from wildserve.vsearch import kernel
+from wildserve.vsearch.methods import bisect_smallest, lower_bound
 from wildserve.vsearch.omega_rule import S_TAU, S_THETA, rank_bucket, replay
 from wildserve.vsearch.trajectory import TrajectoryLog
 from wildserve.vsearch.trees import FlatForest, fit_isotonic, forest_raw
@@ -156,10 +157,6 @@ def typing_oargs(forest: FlatForest, cal_x, cal_y, cal_off) -> tuple:
             np.zeros(kernel.NUM_BASE_FEATURES))  # fmt: skip
 
 
-def lower_bound(x: np.ndarray, z: float) -> float:
-    return float(x.mean() - z * x.std(ddof=1) / np.sqrt(x.size)) if x.size > 1 else float(x.mean())
-
-
 def calibrate_levels(
     rs: ReplaySet,
     sched_for,
@@ -220,11 +217,4 @@ def _bisect_theta(run, target: float, z: float, steps: int) -> float:
 
     if not ok(1.0):
         return 2.0
-    lo, hi = 0.0, 1.0
-    for _ in range(steps):
-        mid = 0.5 * (lo + hi)
-        if ok(mid):
-            hi = mid
-        else:
-            lo = mid
-    return hi
+    return bisect_smallest(ok, 0.0, 1.0, steps)

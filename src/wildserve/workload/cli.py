@@ -8,10 +8,12 @@ import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from wildserve.config_cli import Fields, ReaderOptions, bounded, config_options
 from wildserve.console import make_console
 from wildserve.errors import ConfigError
 from wildserve.workload import transforms
-from wildserve.workload.formats import BUILTINS, DEFAULT_TRACE, FORMATS, iter_trace
+from wildserve.workload.formats import BUILTINS, FORMATS, iter_trace
+from wildserve.workload.selection import TraceSelection
 from wildserve.workload.stats import TraceSummary, summarize
 
 app = typer.Typer(help="Inspect workload traces.", no_args_is_help=True)
@@ -76,25 +78,26 @@ def _table(spec: str, s: TraceSummary) -> Table:
 
 
 @app.command("info")
+@config_options(selection=Fields(TraceSelection, only=("trace", "rate_scale", "max_requests")))
 def info(
+    selection: TraceSelection,
     spec: Annotated[
-        str, typer.Argument(help="builtin:NAME, FORMAT:PATH or a path (format sniffed)")
-    ] = DEFAULT_TRACE,
-    option: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--option", "-o", help="reader option KEY=VALUE, e.g. -o session_rate=0.2 for weka"
-        ),
+        str | None, typer.Argument(help="the trace spec, as --trace (either one)")
     ] = None,
-    rate_scale: Annotated[
-        float, typer.Option(help="divide inter-arrival times by this factor")
-    ] = 1.0,
-    limit: Annotated[int | None, typer.Option(help="only the first N requests")] = None,
+    option: ReaderOptions = None,
+    limit: Annotated[  # old spelling of --max-requests
+        int | None, typer.Option(parser=bounded(int, ge=1), metavar="INT", hidden=True)
+    ] = None,
 ) -> None:
     """Requests, duration, rate, length percentiles, sessions, categories and prefix-block reuse."""
-    requests = iter_trace(spec, **parse_options(option or []))
-    requests = transforms.rate_scale(requests, rate_scale)
-    if limit is not None:
+    from wildserve.workload.selection import require_requests
+
+    spec = spec or selection.trace
+    limit = limit or selection.max_requests
+    reader_options = parse_options(option or [])
+    requests = iter_trace(spec, **reader_options)
+    requests = transforms.rate_scale(requests, selection.rate_scale)
+    if limit:
         requests = transforms.limit(requests, limit)
     console = make_console()
     with Progress(
@@ -113,6 +116,8 @@ def info(
                 yield r
 
         summary = summarize(counted(requests))
+    if summary.num_requests == 0:
+        require_requests([], spec, reader_options)
     console.print(_table(spec, summary))
 
 

@@ -187,6 +187,14 @@ def resolve_spec(spec: str) -> tuple[TraceFormat, Path, dict[str, Any]]:
             raise TraceFormatError(rest, None, None, "no such file or directory")
         return FORMATS.get(prefix), path, {}
     path = Path(spec).expanduser()
+    if sep and prefix.replace("-", "").replace("_", "").isalnum() and not path.exists():
+        raise TraceFormatError(
+            spec,
+            None,
+            None,
+            f"unknown trace format '{prefix}'; a trace spec is builtin:NAME "
+            f"({', '.join(BUILTINS.names())}), FORMAT:PATH ({', '.join(FORMATS.names())}) or a path",
+        )
     if not path.exists():
         raise TraceFormatError(
             spec,

@@ -148,8 +148,6 @@ def draft_tree(
 class NgramDrafter(Drafter):
     """Prompt lookup: continue the longest recent n-gram that already occurred in this sequence."""
 
-    name = "ngram"
-
     def __init__(self, ctx: DrafterContext) -> None:
         self.max_n, self.min_n = ctx.spec.ngram_max, ctx.spec.ngram_min
         self.depth = ctx.spec.ngram_max + max(ctx.spec.num_draft_tokens, 1)
@@ -176,8 +174,6 @@ class NgramDrafter(Drafter):
 class HistoryDrafter(Drafter):
     """Suffix indexes over finished responses: of every prompt, and of the same prompt (earlier
     epochs and the group's samples that finished before this one)."""
-
-    name = "suffix"
 
     def __init__(self, ctx: DrafterContext) -> None:
         spec = ctx.spec
