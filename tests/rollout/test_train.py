@@ -151,7 +151,7 @@ def homogeneity_p(a: list[tuple[int, ...]], b: list[tuple[int, ...]]) -> float:
     ("option", "message"),
     [
         (("--group-size", "1"), "group-size"),
-        (("--learning-rate", "0"), "learning_rate must be > 0"),
+        (("--learning-rate", "0"), "'--learning-rate': 0 is outside the allowed range > 0"),
     ],
 )
 def test_cli_rejects_bad_options_before_doing_anything(tmp_path, option, message):
