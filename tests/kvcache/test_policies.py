@@ -200,7 +200,7 @@ def test_wa_grows_categories_on_demand():
 
 
 def test_stale_numba_cache_is_dropped_when_any_source_changes(tmp_path):
-    from wildserve.kvcache._core import drop_stale_numba_cache
+    from wildserve.kvcache._numba_cache import drop_stale_numba_cache
 
     (tmp_path / "a.py").write_text("x = 1\n")
     cache = tmp_path / "__pycache__"

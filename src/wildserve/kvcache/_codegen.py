@@ -19,9 +19,9 @@ from typing import Any
 
 import numba as nb
 
-from wildserve.kvcache import _core
+from wildserve.kvcache import _core, _numba_cache
 
-PACKAGE_DIGEST = _core.source_digest(Path(__file__).parent)[:10]
+PACKAGE_DIGEST = _numba_cache.source_digest(Path(__file__).parent)[:10]
 
 
 def specialize(template: Any, owner: type, name: str, inline: bool = False, **bind: Any) -> Any:
