@@ -228,6 +228,16 @@ def generated_params(callback: Callable[..., Any]) -> dict[str, ConfigParam]:
     return {}
 
 
+def bounded_option(
+    kind: type, help: str, *names: str, hidden: bool = False, **bounds: float
+) -> Any:
+    """A typer option for a number that is not a config field, checked at parse time."""
+    return typer.Option(
+        *names, parser=bounded(kind, **bounds), metavar=kind.__name__.upper(), help=help,
+        hidden=hidden,
+    )  # fmt: skip
+
+
 # ---- the vocabulary every command shares ------------------------------------------------------
 TraceSpec = Annotated[
     str, typer.Option("--trace", help="trace spec: builtin:NAME, FORMAT:PATH or a path")
@@ -245,14 +255,9 @@ OutDir = Annotated[
 OutputJson = Annotated[
     Path | None, typer.Option("--output-json", help="write only the results JSON here (atomically)")
 ]
-Jobs = Annotated[
-    int,
-    typer.Option(
-        "--jobs",
-        parser=bounded(int, ge=0),
-        metavar="INT",
-        help="worker processes (0: one per core)",
-    ),
+Jobs = Annotated[int, bounded_option(int, "worker processes (0: one per core)", "--jobs", ge=0)]
+MaxRequests = Annotated[
+    int, bounded_option(int, "use the first N requests of each trace (0: all)", ge=0)
 ]
 
 

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from wildserve.config_cli import Jobs, bounded
+from wildserve.config_cli import Jobs, bounded, bounded_option
 from wildserve.experiments.sweep_options import ExecutorOption, RayAddressOption
 
 _SECONDS = {"parser": bounded(float, gt=0), "metavar": "FLOAT"}
@@ -99,12 +99,7 @@ def kunserve(
     ] = None,
     router: Annotated[str | None, typer.Option(help="router of every system but Llumnix")] = None,
     seed: Annotated[
-        int,
-        typer.Option(
-            parser=bounded(int, ge=0),
-            metavar="INT",
-            help="draws resampled outputs and WEKA's session starts",
-        ),
+        int, bounded_option(int, "draws resampled outputs and WEKA's session starts", ge=0)
     ] = 0,
     out: Annotated[
         Path, typer.Option(help="folder for figures and results.json (report: <out>.md)")

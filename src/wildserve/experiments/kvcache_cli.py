@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from wildserve.config_cli import Jobs, bounded
+from wildserve.config_cli import Jobs, MaxRequests, bounded
 from wildserve.experiments.sweep_options import ExecutorOption, RayAddressOption
 
 
@@ -45,12 +45,7 @@ def kvcache(
     notes: Annotated[
         Path | None, typer.Option(help="a hand-written markdown reading, appended to the report")
     ] = None,
-    max_requests: Annotated[
-        int,
-        typer.Option(
-            parser=bounded(int, ge=0), metavar="INT", help="first N requests of each trace (0: all)"
-        ),
-    ] = 0,
+    max_requests: MaxRequests = 0,
     leaf: Annotated[
         bool, typer.Option(help="also replay every policy leaf-only (SGLang), main scheme only")
     ] = True,

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from wildserve.config_cli import Fields, Jobs, bounded, config_options
+from wildserve.config_cli import Fields, Jobs, MaxRequests, config_options
 from wildserve.engine.cluster import ClusterConfig
 from wildserve.experiments.sweep_options import ExecutorOption, RayAddressOption
 
@@ -58,14 +58,7 @@ def lmetric(
     weka: Annotated[
         str, typer.Option(help="trace spec of the WEKA sessions")
     ] = "builtin:weka-claude-code",
-    max_requests: Annotated[
-        int,
-        typer.Option(
-            parser=bounded(int, ge=0),
-            metavar="INT",
-            help="use the first N requests of each trace (0: all)",
-        ),
-    ] = 0,
+    max_requests: MaxRequests = 0,
     view_source: Annotated[str, typer.Option(help="exact or router-local")] = "exact",
     zero_score_demo: Annotated[
         bool, typer.Option(help="also run the hot-prompt failure demo")

@@ -9,7 +9,13 @@ from typing import Annotated
 
 import typer
 
-from wildserve.config_cli import Fields, OutputJson, ReaderOptions, bounded, config_options
+from wildserve.config_cli import (
+    Fields,
+    OutputJson,
+    ReaderOptions,
+    bounded_option,
+    config_options,
+)
 from wildserve.engine import EngineConfig
 from wildserve.gateway.config import EngineServerConfig, GatewayConfig, ReplayConfig
 from wildserve.metrics import SloConfig
@@ -70,18 +76,15 @@ def engine(
     engine_cfg: EngineConfig,
     kv_events_port: Annotated[
         int | None,
-        typer.Option(
-            parser=bounded(int, ge=0, le=65535),
-            metavar="INT",
-            help="publish vLLM KV events on tcp://HOST:PORT (ZMQ PUB)",
-        ),
+        bounded_option(int, "publish vLLM KV events on tcp://HOST:PORT (ZMQ PUB)", ge=0, le=65535),
     ] = None,
     kv_events_replay_port: Annotated[
         int | None,
-        typer.Option(
-            parser=bounded(int, ge=0, le=65535),
-            metavar="INT",
-            help="answer vLLM KV-event replay requests on tcp://HOST:PORT (ZMQ ROUTER)",
+        bounded_option(
+            int,
+            "answer vLLM KV-event replay requests on tcp://HOST:PORT (ZMQ ROUTER)",
+            ge=0,
+            le=65535,
         ),
     ] = None,
     log_level: LogLevel = "warning",

@@ -9,7 +9,13 @@ from typing import Annotated
 
 import typer
 
-from wildserve.config_cli import Fields, OutDir, ReaderOptions, bounded, config_options
+from wildserve.config_cli import (
+    Fields,
+    OutDir,
+    ReaderOptions,
+    bounded_option,
+    config_options,
+)
 from wildserve.kvcache.categories import CATEGORY_SCHEMES, DEFAULT_SCHEME
 from wildserve.workload.selection import TraceSelection
 
@@ -31,11 +37,7 @@ def analyze(
     out: OutDir = None,
     block_size: Annotated[
         int | None,
-        typer.Option(
-            parser=bounded(int, ge=1),
-            metavar="INT",
-            help="tokens per block (default: the trace's own)",
-        ),
+        bounded_option(int, "tokens per block (default: the trace's own)", ge=1),
     ] = None,
     scheme: Annotated[str, typer.Option(help=SCHEME_HELP)] = DEFAULT_SCHEME,
     source: Annotated[

@@ -8,15 +8,15 @@ from typing import Annotated
 
 import typer
 
-from wildserve.config_cli import Fields, OutputJson, bounded, config_options
+from wildserve.config_cli import Fields, OutputJson, bounded, bounded_option, config_options
 from wildserve.rollout.config import RolloutConfig, SamplingConfig, SpecConfig, TrainConfig
 
 Threads = Annotated[
     int,
-    typer.Option(
-        parser=bounded(int, ge=0),
-        metavar="INT",
-        help="torch CPU threads; 1 avoids OpenMP spin-waits on a busy shared machine (0: default)",
+    bounded_option(
+        int,
+        "torch CPU threads; 1 avoids OpenMP spin-waits on a busy shared machine (0: default)",
+        ge=0,
     ),
 ]
 
@@ -160,12 +160,7 @@ def train(
     out: Annotated[Path, typer.Option("--out", help="run folder (resumed if it has a checkpoint)")],
     threads: Threads = 1,
     steps: Annotated[
-        int,
-        typer.Option(
-            parser=bounded(int, ge=0),
-            metavar="INT",
-            help="stop after this many more steps (0: all)",
-        ),
+        int, bounded_option(int, "stop after this many more steps (0: all)", ge=0)
     ] = 0,
 ) -> None:
     """GRPO + LoRA on SmolLM2 over the word problems, rollouts from the speculative loop; resumes
