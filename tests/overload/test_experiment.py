@@ -271,18 +271,27 @@ def test_blockers_after_the_burst_window_count_for_the_cause():
 def test_a_clumpy_trace_gets_its_burst_on_the_busiest_window():
     from wildserve.experiments.kunserve import busiest_offset
     from wildserve.workload.request import Request
+    from wildserve.workload.transforms import rate_scale, window
 
-    # arrivals only in [300, 320) of the trace: the burst window [10, 20) at base 2 is 20 trace s
-    reqs = [Request(i, 300.0 + 0.5 * i, 100, 10) for i in range(40)]
-    exp = tiny()
+    # sparse arrivals every 5 s from 100 s, a clump in [300, 320) of the trace
+    times = [100.0 + 5 * i for i in range(40)] + [300.0 + 0.5 * i for i in range(40)]
+    reqs = [Request(i, t, 100, 10) for i, t in enumerate(sorted(set(times)))]
+    exp = tiny()  # burst window [10, 20) s: 20 trace seconds at base 2
+
+    def in_burst(off: float, base: float, trace, exp=exp) -> int:
+        sliced = rate_scale(window(trace, off, off + exp.duration_s * base), base)
+        return sum(
+            exp.burst_start_s <= r.arrival_s < exp.burst_start_s + exp.burst_s for r in sliced
+        )
+
     plain = Workload("c", "builtin:azure-conv", trace_offset_s=100.0)
     clumpy = dataclasses.replace(plain, busy_search_s=400.0)
     assert busiest_offset(exp, plain, 2.0, reqs) == 100.0
     off = busiest_offset(exp, clumpy, 2.0, reqs)
-    assert off == 300.0 - exp.burst_start_s * 2.0  # the window starts on the clump
+    assert off == 280.0  # an arrival, 20 trace s before the clump: the window starts on it
+    assert in_burst(off, 2.0, reqs) == 40 == max(in_burst(r.arrival_s, 2.0, reqs) for r in reqs)
     code = next(w for w in WORKLOADS if w.name.startswith("azure-code"))
     trace = load_trace(code.trace, **code.options)
-    for base in (0.5, 1.0, 2.0):
-        start = busiest_offset(exp, code, base, trace) + exp.burst_start_s * base
-        n = sum(start <= r.arrival_s < start + exp.burst_s * base for r in trace)
-        assert n > 0
+    for base in (0.5, 1.0, 1.8, 2.5):
+        real = KunServeExperiment()
+        assert in_burst(busiest_offset(real, code, base, trace), base, trace, real) > 0

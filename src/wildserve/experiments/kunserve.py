@@ -223,19 +223,22 @@ def busiest_offset(
 ) -> float:
     """Where the slice starts in the trace: ``trace_offset_s``, or, with ``busy_search_s``, later.
 
-    The rule: the slice at ``base`` maps the burst window ``[burst_start_s, + burst_s)`` onto
-    ``burst_s * base`` seconds of the trace; of the trace windows of that length starting every
-    second in ``[trace_offset_s + burst_start_s * base, trace_offset_s + busy_search_s]``, the one
-    with the most arrivals (the earliest of ties) becomes the burst window.
+    The rule: the slice starts at an arrival ``a`` (so ``rate_scale``, which keeps the first arrival
+    in place, maps scaled time ``s`` to trace time ``a + s * base``) in ``[trace_offset_s,
+    trace_offset_s + busy_search_s - burst_start_s * base]``; of these, the one whose burst window,
+    trace ``[a + burst_start_s * base, + burst_s * base)``, holds the most arrivals (the earliest of
+    ties).
     """
     off = workload.trace_offset_s
     if workload.busy_search_s <= 0:
         return off
     t = np.sort(np.fromiter((r.arrival_s for r in reqs), float, len(reqs)))
     lead, length = exp.burst_start_s * base, exp.burst_s * base
-    starts = np.arange(off + lead, off + max(lead, workload.busy_search_s) + 0.5, 1.0)
-    counts = np.searchsorted(t, starts + length, "left") - np.searchsorted(t, starts, "left")
-    return float(starts[int(np.argmax(counts))] - lead)
+    a = t[(t >= off) & (t <= off + max(0.0, workload.busy_search_s - lead))]
+    if not len(a):
+        return off
+    counts = np.searchsorted(t, a + lead + length, "left") - np.searchsorted(t, a + lead, "left")
+    return float(a[int(np.argmax(counts))])
 
 
 _FACTS: dict[str, dict] = {}

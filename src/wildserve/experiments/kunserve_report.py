@@ -55,7 +55,14 @@ def method_lines(doc: dict) -> list[str]:
         f"- Bursts: the requests arriving in [{cfg['burst_start_s']:g}, "
         f"{cfg['burst_start_s'] + cfg['burst_s']:g}) s are replicated so the window carries the "
         f"burst factor times its load; factors {cfg['factors'][0]:g} to {cfg['factors'][-1]:g}. "
-        f"Arrivals are simulated for {cfg['duration_s']:g} s; every run drains.",
+        f"Arrivals are simulated for {cfg['duration_s']:g} s; every run drains."
+        + "".join(
+            f" {w['name']}: its trace comes in clumps, so its slice starts where the burst window "
+            f"holds the most arrivals, up to {w['busy_search_s']:g} s of the trace after offset "
+            f"{w['trace_offset_s']:g} s (`busiest_offset`)."
+            for w in cfg["workloads"]
+            if w.get("busy_search_s", 0) > 0
+        ),
         "- Base loads: a calibration run of vLLM without a burst at the workload's nominal rate "
         "measures its peak KV demand (blocks held plus blocks the queues need) and its prefill "
         "demand (uncached prompt tokens per second); each base load is the highest rate, scaled "
