@@ -63,7 +63,10 @@ def lmetric(
         typer.Option(help="comma-separated untuned policies (default: LMetric, ours, baselines)"),
     ] = None,
     linear: Annotated[
-        str, typer.Option(help="tuned linear families to grid-search (comma-separated; '' none)")
+        str,
+        typer.Option(
+            help="tuned linear families: 'family' (its grid) or 'family=v1/v2', comma-separated; '' none"
+        ),
     ] = "linear-tuned,linear-new",
     weka: Annotated[
         str, typer.Option(help="trace spec of the WEKA sessions")
@@ -95,9 +98,9 @@ def lmetric(
     from wildserve.experiments.lmetric import (
         DEFAULT_POLICIES,
         DEFAULT_WORKLOADS,
-        LINEAR_GRIDS,
         LMetricExperiment,
         WorkloadSpec,
+        parse_linear,
         run_experiment,
         run_zero_score_demo,
     )
@@ -128,10 +131,7 @@ def lmetric(
         if seeds:
             w = dataclasses.replace(w, seeds=_parse_seeds(seeds))
         chosen[i] = w
-    families = [f for f in linear.split(",") if f]
-    for f in families:
-        if f not in LINEAR_GRIDS:
-            raise ConfigError(f"unknown linear family '{f}'; choose from {', '.join(LINEAR_GRIDS)}")
+    linear_grids = parse_linear(linear)
     names = tuple(policies.split(",")) if policies else DEFAULT_POLICIES
     for name in names:
         ROUTING_POLICIES.get(name)  # fail on a typo before any work
@@ -146,7 +146,7 @@ def lmetric(
         view_source=view_source,
         max_requests=max_requests,
         policies=names,
-        linear_grids={f: LINEAR_GRIDS[f] for f in families},
+        linear_grids=linear_grids,
     )
     runner = make_executor(executor, jobs, ray_address)
     t0 = time.perf_counter()
