@@ -263,9 +263,6 @@ OutputJson = Annotated[
     Path | None, typer.Option("--output-json", help="write only the results JSON here (atomically)")
 ]
 Jobs = Annotated[int, bounded_option(int, "worker processes (0: one per core)", "--jobs", ge=0)]
-Threads = Annotated[
-    int, bounded_option(int, "CPU threads of the one process (0: the library's default)", ge=0)
-]
 MaxRequests = Annotated[
     int, bounded_option(int, "use the first N requests of each trace (0: all)", ge=0)
 ]
