@@ -8,6 +8,12 @@ router for ``--warmup`` then ``--duration`` seconds. Prompts are ``/v1/completio
 4. Reported: requests/s, p50/p99 latency (wrk's), non-2xx answers, and the router's CPU per request:
 user + system time of the router process and its children (all threads) during the measured window,
 divided by the requests completed in it. Routers and engines share the machine's cores with wrk.
+Beside it: each engine's share of the requests (the busiest engine's share shows a placement that
+overloads one single-threaded engine) and the engines' CPU per request.
+
+Before the first cell, one engine and one gateway serve a few requests of each size and mode: the
+engines' numba kernels compile on their first request (or load from numba's cache), which on a cold
+cache stalls them for seconds, long enough for the gateway's health checks to eject them all.
 
     .venv/bin/pip install -e '.[test,gateway,compare]' && apt-get install -y wrk
     .venv/bin/python benchmarks/gateway_throughput.py --output-json results/gateway_throughput.json
@@ -23,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,10 +115,10 @@ def run_wrk(url: str, script: Path, seconds: float, connections: int, threads: i
 def measure(router_pid: int, engine_pids: list[int], url: str, script: Path, args) -> dict:
     run_wrk(url, script, args.warmup, args.connections, args.wrk_threads)
     cpu0 = cpu_seconds(router_pid)
-    eng0 = sum(cpu_seconds(p) for p in engine_pids)
+    eng0 = [cpu_seconds(p) for p in engine_pids]
     stats = run_wrk(url, script, args.duration, args.connections, args.wrk_threads)
     cpu = cpu_seconds(router_pid) - cpu0
-    eng = sum(cpu_seconds(p) for p in engine_pids) - eng0
+    eng = [cpu_seconds(p) - c for p, c in zip(engine_pids, eng0, strict=True)]
     n = max(1, stats["requests"])
     errors = stats["status_errors"] + stats["connect"] + stats["read"] + stats["timeout"]
     return {
@@ -122,9 +129,32 @@ def measure(router_pid: int, engine_pids: list[int], url: str, script: Path, arg
         "errors": errors,
         "router_cpu_s": cpu,
         "cpu_us_per_request": cpu / n * 1e6,
-        "engines_cpu_us_per_request": eng / n * 1e6,
+        "engines_cpu_us_per_request": sum(eng) / n * 1e6,
+        "engine_cpu_shares": [round(e / max(1e-9, sum(eng)), 3) for e in eng],
         "router_threads": _threads(router_pid),
     }
+
+
+def prime(args) -> None:
+    """Serve a few requests of every size and mode once, unmeasured: compiles (or loads) every
+    numba kernel the engines and the gateway use, so that no measured cell pays for it."""
+    engines, urls, endpoints = start_engines(1, "inf", True)
+    proc = None
+    try:
+        proc, url = start_router("lmetric+kv-events", urls, endpoints)
+        for size in [int(x) for x in args.prompt_chars.split(",")]:
+            for stream in (False, True):
+                prompt = "p" * size
+                body = json.dumps(
+                    {"model": MODEL, "prompt": prompt, "max_tokens": 4, "stream": stream}
+                )
+                for _ in range(3):
+                    req = urllib.request.Request(f"{url}/v1/completions", body.encode(),
+                                                 {"Content-Type": "application/json"})  # fmt: skip
+                    with urllib.request.urlopen(req, timeout=120) as resp:
+                        resp.read()
+    finally:
+        stop([p for p in [proc, *engines] if p is not None])
 
 
 def _threads(pid: int) -> int:
@@ -156,6 +186,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="gateway-throughput-"))
     results: dict = {"args": vars(args) | {"output_json": str(args.output_json)}, "cells": []}
     t0 = time.perf_counter()
+    prime(args)
     for (
         size
     ) in sizes:  # routers inner: each cell's routers are measured minutes, not an hour, apart
@@ -178,7 +209,8 @@ def main() -> None:
                 print(f"{size:>6} chars {mode:6s} {router:18s} {cell['req_per_s']:8.0f} req/s  "
                       f"p50 {cell['p50_ms']:6.1f} ms  p99 {cell['p99_ms']:6.1f} ms  "
                       f"CPU {cell['cpu_us_per_request']:6.0f} us/req (engines "
-                      f"{cell['engines_cpu_us_per_request']:.0f})  threads "
+                      f"{cell['engines_cpu_us_per_request']:.0f}, busiest "
+                      f"{max(cell['engine_cpu_shares']):.0%})  threads "
                       f"{cell['router_threads']}  errors {cell['errors']}", flush=True)  # fmt: skip
     results["wall_s"] = time.perf_counter() - t0
     print(markdown(results["cells"]))
@@ -194,8 +226,8 @@ def markdown(cells: list[dict]) -> str:
     base = {(c["prompt_chars"], c["mode"]): c for c in cells if c["router"] == "sglang-router"}
     lines = [
         "| prompt | mode | router | req/s | p50 ms | p99 ms | router CPU us/req | "
-        "req/s vs sglang | CPU vs sglang | errors |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "req/s vs sglang | CPU vs sglang | busiest engine | errors |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for c in sorted(cells, key=lambda c: (c["prompt_chars"], c["mode"])):
         ref = base.get((c["prompt_chars"], c["mode"]))
@@ -204,7 +236,7 @@ def markdown(cells: list[dict]) -> str:
         lines.append(
             f"| {c['prompt_chars']:,} chars | {c['mode']} | {c['router']} | {c['req_per_s']:,.0f} | "
             f"{c['p50_ms']:.1f} | {c['p99_ms']:.1f} | {c['cpu_us_per_request']:,.0f} | {rate} | "
-            f"{cpu} | {c['errors']} |"
+            f"{cpu} | {max(c.get('engine_cpu_shares', [0])):.0%} | {c['errors']} |"
         )
     return "\n".join(lines)
 

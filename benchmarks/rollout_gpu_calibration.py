@@ -61,6 +61,18 @@ def _table(torch, model, widths, ctx, device, deadline) -> dict:
     return {"batches": batches, "widths": list(widths), "seconds": rows}
 
 
+def measure(torch, target, draft_layers: int, ctx: int, device, deadline: float) -> dict:
+    """The file's "models": the target's V(batch, width) and its early-exit view's D(batch)."""
+    from wildserve.rollout.drafters.model import early_exit_view
+
+    models = {"target": _table(torch, target, WIDTHS, ctx, device, deadline)}
+    layers = target.config.num_hidden_layers
+    print(f"draft-model: early exit after {draft_layers} of {layers} layers", flush=True)
+    view = early_exit_view(target, draft_layers)
+    models["draft-model"] = _table(torch, view, (1,), ctx, device, deadline)
+    return models
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path, default=Path("results/rollout_gpu_calibration.json"))
@@ -81,18 +93,13 @@ def main() -> int:
     os.environ["HF_HUB_OFFLINE"] = "1"
     from wildserve.io import atomic_write_json
     from wildserve.rollout.calibration import FORMAT
-    from wildserve.rollout.drafters.model import early_exit_view
     from wildserve.rollout.models import load_smollm2
 
     deadline = time.monotonic() + args.budget_s
     device = torch.device("cuda")
     target = load_smollm2().model.to(device=device, dtype=torch.bfloat16).eval()
     print(f"target smollm2 on {torch.cuda.get_device_name(0)}", flush=True)
-    models = {"target": _table(torch, target, WIDTHS, args.ctx, device, deadline)}
-    print("draft-model: early exit after 24 of 30 layers", flush=True)
-    models["draft-model"] = _table(
-        torch, early_exit_view(target, 24), (1,), args.ctx, device, deadline
-    )
+    models = measure(torch, target, 24, args.ctx, device, deadline)
     for name in args.extra_model:
         if time.monotonic() > deadline:
             break

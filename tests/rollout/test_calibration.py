@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -68,3 +70,40 @@ def test_bad_calibration_files_name_the_field(tmp_path):
         load_calibration(write(tmp_path, {"target": bad}))
     with pytest.raises(ConfigError, match="role 'draft-model'"):
         load_calibration(write(tmp_path, {"target": TARGET}))("draft-model", 1)
+
+
+class _CpuEvent:
+    """Stand-in for torch.cuda.Event on CPU: wall time, in milliseconds as CUDA events give."""
+
+    def __init__(self, enable_timing: bool = False) -> None:
+        self.t = 0.0
+
+    def record(self) -> None:
+        self.t = time.perf_counter()
+
+    def elapsed_time(self, end: _CpuEvent) -> float:
+        return (end.t - self.t) * 1e3
+
+
+def test_timing_path_writes_a_file_the_simulator_loads(tmp_path, monkeypatch):
+    """The CUDA timing code (prefill, timed forwards, cache crop, early-exit view, file format)
+    run on CPU with CUDA events replaced by wall-clock stand-ins: everything but CUDA itself."""
+    torch = pytest.importorskip("torch")
+    from tests.rollout.conftest import tiny_llama
+
+    spec = importlib.util.spec_from_file_location("rollout_gpu_calibration", SCRIPT)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    monkeypatch.setattr(torch.cuda, "Event", _CpuEvent)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
+    monkeypatch.setattr(script, "BATCHES", (1, 4))
+    models = script.measure(
+        torch, tiny_llama(seed=3), 1, 8, torch.device("cpu"), time.monotonic() + 60
+    )
+    assert models["target"]["batches"] == [1, 4]
+    assert models["target"]["widths"] == list(script.WIDTHS)
+    assert all(s > 0 for row in models["target"]["seconds"] for s in row)
+    assert models["draft-model"]["widths"] == [1]
+    costs = load_calibration(write(tmp_path, models))
+    assert costs("target", 4).forward_time(2, 3) > 0
+    assert costs("draft-model", 1).decode_run_times(4, 0, 2).shape == (2,)

@@ -90,7 +90,7 @@ class PrefixIndex:
     def insert(self, block_hashes: Sequence[int]) -> int:
         """Mark a request's blocks as just used (deeper blocks count as older, so they go first);
         returns how many of them were indexed before."""
-        hashes = block_hashes if isinstance(block_hashes, list) else list(block_hashes)
+        hashes = block_hashes if isinstance(block_hashes, (list, array)) else list(block_hashes)
         matched, node, used = self._walk(hashes)
         self._stamp += 1
         stamp = self._stamp
