@@ -137,3 +137,17 @@ def test_acceptance_and_report_state_the_measured_numbers(ran):
     assert f"{a['ratio_to_fair_linear']:.3f}x" in text
     assert "Recorded arrival times" in text
     assert (tmp / "lmetric" / "mooncake_qwen2.5-7b_vs_load.png").stat().st_size > 10_000
+
+
+def test_parse_linear_takes_a_family_or_some_of_its_grid():
+    from wildserve.errors import ConfigError
+
+    grids = lmetric_exp.parse_linear("linear-tuned=2048/8192,linear-new")
+    assert grids == {
+        "linear-tuned": ("w", (2048.0, 8192.0)),
+        "linear-new": lmetric_exp.LINEAR_GRIDS["linear-new"],
+    }
+    assert lmetric_exp.parse_linear("") == {}
+    for bad in ("linear-old", "linear-new=x", "linear-new=0"):
+        with pytest.raises(ConfigError):
+            lmetric_exp.parse_linear(bad)

@@ -50,6 +50,29 @@ LINEAR_GRIDS: dict[str, tuple[str, tuple[float, ...]]] = {
 LINEAR_FAMILIES = tuple(LINEAR_GRIDS)
 
 
+def parse_linear(text: str) -> dict[str, tuple[str, tuple[float, ...]]]:
+    """``--linear``: ``family`` (its whole grid) or ``family=v1/v2`` (those grid values), comma-separated."""
+    from wildserve.errors import ConfigError
+
+    out: dict[str, tuple[str, tuple[float, ...]]] = {}
+    for item in filter(None, (x.strip() for x in text.split(","))):
+        family, _, values = item.partition("=")
+        if family not in LINEAR_GRIDS:
+            raise ConfigError(
+                f"unknown linear family '{family}'; choose from {', '.join(LINEAR_GRIDS)}"
+            )
+        param, grid = LINEAR_GRIDS[family]
+        if values:
+            try:
+                grid = tuple(float(v) for v in values.split("/"))
+            except ValueError:
+                raise ConfigError(f"--linear: '{item}' is not family=v1/v2/...") from None
+            if any(v <= 0 for v in grid):
+                raise ConfigError(f"--linear: '{item}': grid values must be positive")
+        out[family] = (param, grid)
+    return out
+
+
 @dataclass(frozen=True)
 class WorkloadSpec:
     """A trace, its reader options, the loads (rate scales) it is swept over and the seeds of each.

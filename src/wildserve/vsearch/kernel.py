@@ -5,8 +5,9 @@ The base layer mirrors faiss's `search_from_candidates`: a beam W of the ef clos
 enters W only if W is not full or it beats W's farthest, nodes are expanded closest-first and the search
 ends when no unexpanded node of W is left (faiss keeps W and the frontier in one MinimaxHeap; we keep a
 max-heap W plus a min-heap frontier C, which expands the same nodes in the same order up to exact ties).
-After every expansion the policy's `check(tr, top_d, ring, q, cargs, pst)` is called; it returns True to
-stop. `tr` holds the counters, `top_d` the sorted distances of the `track` best points so far, `ring` the
+After an expansion the policy's `check(tr, top_d, ring, q, cargs, pst)` is called, once the distance
+computations reach `pst[0]` (the policy's own "nothing to do before" count; 0: after every expansion); it
+returns True to stop. `tr` holds the counters, `top_d` the sorted distances of the `track` best points so far, `ring` the
 last 100 distances computed on layer 0, `q` the query, `pst` a per-query scratch vector the policy owns.
 """
 
@@ -383,7 +384,9 @@ def search_batch(
             tr[T_RING] = nring
             tr[T_TOPN] = topn
             tr[T_WN] = wn
-            if check(tr, top_d, ring, q, cargs, pst):
+            # the policy keeps in pst[0] the computation count before which it has nothing to do:
+            # skipping the call until then saves passing its arguments after every expansion
+            if ndis >= pst[0] and check(tr, top_d, ring, q, cargs, pst):
                 tr[T_STOPPED] = 1.0
                 break
         tr[T_HOPS] = hops

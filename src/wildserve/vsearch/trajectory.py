@@ -43,7 +43,8 @@ def record_rows(tr, top_d, ring, q, cargs, pst):
     """A never-stopping policy that appends a row whenever ndis reaches the next grid point."""
     feats, tops, wins, row_query, counter, grid = cargs
     ndis = tr[kernel.T_NDIS]
-    g = int(pst[0])
+    # pst[0] is the next grid point's count (the kernel calls this only from then on)
+    g = np.searchsorted(grid, pst[0], side="left")
     if g >= grid.size or ndis < grid[g]:
         return False
     r = counter[0]
@@ -65,7 +66,7 @@ def record_rows(tr, top_d, ring, q, cargs, pst):
     counter[0] = r + 1
     while g < grid.size and grid[g] <= ndis:
         g += 1
-    pst[0] = g
+    pst[0] = grid[g] if g < grid.size else np.inf
     return False
 
 
