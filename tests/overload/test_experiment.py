@@ -266,3 +266,23 @@ def test_blockers_after_the_burst_window_count_for_the_cause():
     assert cause(p).startswith("compute-bound")
     assert cause({**p, "vllm_after": after}).startswith("KV-bound")
     assert after_burst({}, 60.0) is None
+
+
+def test_a_clumpy_trace_gets_its_burst_on_the_busiest_window():
+    from wildserve.experiments.kunserve import busiest_offset
+    from wildserve.workload.request import Request
+
+    # arrivals only in [300, 320) of the trace: the burst window [10, 20) at base 2 is 20 trace s
+    reqs = [Request(i, 300.0 + 0.5 * i, 100, 10) for i in range(40)]
+    exp = tiny()
+    plain = Workload("c", "builtin:azure-conv", trace_offset_s=100.0)
+    clumpy = dataclasses.replace(plain, busy_search_s=400.0)
+    assert busiest_offset(exp, plain, 2.0, reqs) == 100.0
+    off = busiest_offset(exp, clumpy, 2.0, reqs)
+    assert off == 300.0 - exp.burst_start_s * 2.0  # the window starts on the clump
+    code = next(w for w in WORKLOADS if w.name.startswith("azure-code"))
+    trace = load_trace(code.trace, **code.options)
+    for base in (0.5, 1.0, 2.0):
+        start = busiest_offset(exp, code, base, trace) + exp.burst_start_s * base
+        n = sum(start <= r.arrival_s < start + exp.burst_s * base for r in trace)
+        assert n > 0

@@ -46,6 +46,9 @@ class Workload:
     options: dict = field(default_factory=dict)  # reader and output-length options (-o)
     nominal_rate: float = 1.0  # rate multiplier of the calibration run
     trace_offset_s: float = 600.0  # where the slice starts in the original trace
+    # > 0: the slice starts up to this much later than trace_offset_s, where the burst window holds
+    # the most arrivals of the trace (busiest_offset), so a clumpy trace's burst is not in a gap
+    busy_search_s: float = 0.0
     description: str = ""
 
     def load(self, seed: int) -> list[Request]:
@@ -72,7 +75,8 @@ WORKLOADS = (
         "builtin:azure-code",
         {"output_scale": 16, "output_cap": 16384},
         nominal_rate=1.0,
-        trace_offset_s=1560.0,  # the trace pauses for minutes at 600 s; from 26 min it is steady
+        trace_offset_s=1560.0,  # the trace pauses for minutes at 600 s; from 26 min it is steadier
+        busy_search_s=600.0,  # but still comes in clumps with gaps of tens of seconds
         description="Azure code completions (outputs ~28 tokens) with outputs 16x longer (capped "
         "at 16k): prompts ~2k, outputs ~0.45k tokens",
     ),
@@ -204,7 +208,7 @@ def scenario_requests(
     ``trace``: the workload's whole trace (default: as the last sweep in this process loaded it).
     """
     reqs = _LOADED[workload.name] if trace is None else trace
-    off = workload.trace_offset_s
+    off = busiest_offset(exp, workload, base, reqs)
     sliced = list(rate_scale(window(reqs, off, off + exp.duration_s * base), base))
     facts = _facts(exp, setup)
     usable = facts["blocks_per_instance"] - int(exp.engine.watermark * facts["blocks_per_instance"])
@@ -212,6 +216,26 @@ def scenario_requests(
     fits = [r for r in sliced if cdiv(r.prompt_tokens + max(1, r.output_tokens), bs) <= usable]
     out = burst(fits, exp.burst_start_s, exp.burst_s, factor) if factor > 1 else fits
     return out, len(sliced) - len(fits)
+
+
+def busiest_offset(
+    exp: KunServeExperiment, workload: Workload, base: float, reqs: Sequence[Request]
+) -> float:
+    """Where the slice starts in the trace: ``trace_offset_s``, or, with ``busy_search_s``, later.
+
+    The rule: the slice at ``base`` maps the burst window ``[burst_start_s, + burst_s)`` onto
+    ``burst_s * base`` seconds of the trace; of the trace windows of that length starting every
+    second in ``[trace_offset_s + burst_start_s * base, trace_offset_s + busy_search_s]``, the one
+    with the most arrivals (the earliest of ties) becomes the burst window.
+    """
+    off = workload.trace_offset_s
+    if workload.busy_search_s <= 0:
+        return off
+    t = np.sort(np.fromiter((r.arrival_s for r in reqs), float, len(reqs)))
+    lead, length = exp.burst_start_s * base, exp.burst_s * base
+    starts = np.arange(off + lead, off + max(lead, workload.busy_search_s) + 0.5, 1.0)
+    counts = np.searchsorted(t, starts + length, "left") - np.searchsorted(t, starts, "left")
+    return float(starts[int(np.argmax(counts))] - lead)
 
 
 _FACTS: dict[str, dict] = {}
