@@ -1,13 +1,13 @@
 """Config-field helpers shared by every layer's config dataclasses and their command lines.
 
 A setting is defined once, as a dataclass field made by :func:`option` (default, help text, bounds);
-``__post_init__`` calls :func:`check_bounds`, and a command line reads its default and help text back
-with :func:`field_default` and :func:`field_help` instead of restating them.
+``__post_init__`` calls :func:`check_bounds`, and ``wildserve.config_cli`` turns the fields into
+command-line options (default, help text and bounds read back, never restated).
 """
 
 from __future__ import annotations
 
-from dataclasses import Field, field, fields
+from dataclasses import field, fields
 
 from wildserve.errors import ConfigError
 
@@ -28,13 +28,3 @@ def check_bounds(config: object, label: str) -> None:
             raise ConfigError(f"{label}: {f.name}={value} is too small ({m['help']})")
         if ("le" in m and value > m["le"]) or ("lt" in m and value >= m["lt"]):
             raise ConfigError(f"{label}: {f.name}={value} is too large ({m['help']})")
-
-
-def field_default(table: dict[str, Field], name: str):
-    """Default of a config field (``table``: name -> field): defaults are defined once, in the dataclass."""
-    return table[name].default
-
-
-def field_help(table: dict[str, Field], name: str) -> str:
-    """Help text of a config field (``table``: name -> field)."""
-    return table[name].metadata.get("help", "")

@@ -248,6 +248,13 @@ ReaderOptions = Annotated[
         "--option", "-o", help="reader option KEY=VALUE (repeatable), e.g. -o max_idle_s=30"
     ),
 ]
+TraceSpecs = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--trace",
+        help="trace spec (repeatable): builtin:NAME, FORMAT:PATH or a path; replaces the defaults",
+    ),
+]
 OutDir = Annotated[
     Path | None,
     typer.Option("--out", help="run folder: results JSON, report and plots inside (atomic writes)"),
@@ -259,6 +266,15 @@ Jobs = Annotated[int, bounded_option(int, "worker processes (0: one per core)", 
 MaxRequests = Annotated[
     int, bounded_option(int, "use the first N requests of each trace (0: all)", ge=0)
 ]
+
+
+def trace_name(spec: str) -> str:
+    """A trace spec as a name fit for file names and tables: ``mooncake:/d/x.jsonl`` -> ``x``."""
+    import re
+
+    body = spec.partition(":")[2] if ":" in spec else spec
+    stem = Path(body).name.split(".")[0]
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", stem).strip("-") or "trace"
 
 
 # ---- introspection (tests, tooling) -------------------------------------------------------------

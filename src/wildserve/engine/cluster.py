@@ -12,22 +12,15 @@ from wildserve.engine.config import EngineConfig
 from wildserve.engine.engine import Engine
 from wildserve.engine.memory import GpuMemory
 from wildserve.perf import MemoryConfig, build_cost_model, get_gpu, get_model, kv_capacity
+from wildserve.perf.cost import CostModelSpec
 
 
 @dataclass
-class ClusterConfig:
-    """A homogeneous cluster: every instance runs the same model on the same GPUs."""
+class ClusterConfig(CostModelSpec):
+    """A homogeneous cluster: every instance runs the same model (``CostModelSpec``: model, GPU,
+    tensor parallelism, step-time model) on the same GPUs."""
 
-    model: str = field(
-        default="qwen2.5-7b", metadata={"help": "model name (see `wildserve perf models`)"}
-    )
-    gpu: str = field(default="h20", metadata={"help": "GPU name: h100, h200, h20, a100, a800"})
-    tp: int = field(default=1, metadata={"help": "tensor-parallel GPUs per instance", "ge": 1})
     num_instances: int = field(default=16, metadata={"help": "serving instances", "ge": 1})
-    cost_model: str = field(
-        default="analytic",
-        metadata={"help": "step-time model: analytic, or table (Vidur profiles)"},
-    )
     engine: EngineConfig = field(default_factory=EngineConfig)
 
 

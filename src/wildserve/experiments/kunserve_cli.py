@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 import sys
 import time
@@ -10,7 +11,14 @@ from typing import Annotated
 
 import typer
 
-from wildserve.config_cli import Jobs, bounded, bounded_option
+from wildserve.config_cli import (
+    Jobs,
+    ReaderOptions,
+    TraceSpecs,
+    bounded,
+    bounded_option,
+    trace_name,
+)
 from wildserve.experiments.sweep_options import ExecutorOption, RayAddressOption
 
 _SECONDS = {"parser": bounded(float, gt=0), "metavar": "FLOAT"}
@@ -77,9 +85,12 @@ def kunserve(
     workloads: Annotated[
         str,
         typer.Option(
-            help="comma-separated: azure-conv-x4, azure-code-x16, reasoning, weka; or all"
+            help="comma-separated: azure-conv-x4, azure-code-x16, reasoning, weka; or all "
+            "(ignored with --trace)"
         ),
     ] = "all",
+    trace: TraceSpecs = None,
+    option: ReaderOptions = None,
     systems: Annotated[
         str | None, typer.Option(help="comma-separated systems (default: the four compared)")
     ] = None,
@@ -102,11 +113,10 @@ def kunserve(
         int, bounded_option(int, "draws resampled outputs and WEKA's session starts", ge=0)
     ] = 0,
     out: Annotated[
-        Path, typer.Option(help="folder for figures and results.json (report: <out>.md)")
-    ] = Path("docs/results/kunserve"),
-    report: Annotated[
-        Path | None, typer.Option(help="markdown report path (default: <out>.md)")
-    ] = None,
+        Path,
+        typer.Option(help="run folder: results.json, report.md and the figures (atomic writes)"),
+    ] = Path("results/kunserve"),
+    report: Annotated[Path | None, typer.Option(hidden=True)] = None,  # old: the report elsewhere
     notes: Annotated[
         Path | None,
         typer.Option(help="markdown written by hand from these runs, placed after the timing"),
@@ -130,6 +140,7 @@ def kunserve(
         SETUPS,
         WORKLOADS,
         KunServeExperiment,
+        Workload,
         run_experiment,
         run_key,
     )
@@ -145,12 +156,19 @@ def kunserve(
     from wildserve.io import atomic_write_json
     from wildserve.overload.systems import SYSTEMS
     from wildserve.routing import ROUTING_POLICIES
+    from wildserve.workload.cli import parse_options
 
     if seed < 0 or jobs < 0:
         raise ConfigError(f"--seed and --jobs must be >= 0, got {seed} and {jobs}")
+    # a --trace replaces the named workloads: its arrivals from the start, at its own rate
+    chosen = [Workload(trace_name(t), t, trace_offset_s=0.0) for t in trace or ()]
+    reader_options = parse_options(option or [])
     exp = KunServeExperiment(
         setups=_pick(setups, {s.name: s for s in SETUPS}, "setup"),
-        workloads=_pick(workloads, {w.name: w for w in WORKLOADS}, "workload"),
+        workloads=[
+            dataclasses.replace(w, options={**w.options, **reader_options})
+            for w in chosen or _pick(workloads, {w.name: w for w in WORKLOADS}, "workload")
+        ],
         seed=seed,
     )
     if systems is not None:
@@ -179,7 +197,7 @@ def kunserve(
         exp.router = router
     if not exp.pairs():
         raise ConfigError("no (workload, setup) pair to run: every chosen setup skips them")
-    report = report if report is not None else out.with_suffix(".md")
+    report = report if report is not None else out / "report.md"
     console = make_console()
     if notes is not None and not notes.is_file():
         raise ConfigError(f"--notes: {notes} is not a file")

@@ -37,11 +37,12 @@ def kvcache(
         typer.Option(help="category schemes, comma-separated; the first is the main one"),
     ] = None,
     out: Annotated[
-        Path, typer.Option(help="folder for kvcache.md, kvcache.json, the PNGs and runs/")
+        Path,
+        typer.Option(
+            help="run folder: kvcache.json, kvcache.md, the PNGs and runs/ (atomic writes)"
+        ),
     ] = Path("results/kvcache"),
-    report: Annotated[
-        Path | None, typer.Option(help="markdown report path (default: OUT/kvcache.md)")
-    ] = None,
+    report: Annotated[Path | None, typer.Option(hidden=True)] = None,  # old: the report elsewhere
     notes: Annotated[
         Path | None, typer.Option(help="a hand-written markdown reading, appended to the report")
     ] = None,

@@ -10,9 +10,19 @@ from typing import Annotated
 
 import typer
 
-from wildserve.config_cli import Fields, Jobs, MaxRequests, config_options
+from wildserve.config_cli import (
+    Fields,
+    Jobs,
+    MaxRequests,
+    ReaderOptions,
+    TraceSpecs,
+    config_options,
+    trace_name,
+)
 from wildserve.engine.cluster import ClusterConfig
 from wildserve.experiments.sweep_options import ExecutorOption, RayAddressOption
+
+_LOADS = (0.5, 1.0, 1.5, 2.0)  # a --trace's loads unless --rate-scales (arrivals as recorded)
 
 
 def _parse_seeds(text: str) -> tuple[int | None, ...]:
@@ -36,7 +46,7 @@ def _parse_seeds(text: str) -> tuple[int | None, ...]:
 def lmetric(
     cluster: ClusterConfig,
     workloads: Annotated[
-        str, typer.Option(help="comma-separated: mooncake, weka")
+        str, typer.Option(help="comma-separated: mooncake, weka (ignored with --trace)")
     ] = "mooncake,weka",
     models: Annotated[str, typer.Option(help="comma-separated model@gpu setups")] = (
         "qwen2.5-7b@h20,qwen3-30b-a3b@h20"
@@ -61,15 +71,18 @@ def lmetric(
     weka: Annotated[
         str, typer.Option(help="trace spec of the WEKA sessions")
     ] = "builtin:weka-claude-code",
+    trace: TraceSpecs = None,
+    option: ReaderOptions = None,
     max_requests: MaxRequests = 0,
     view_source: Annotated[str, typer.Option(help="exact or router-local")] = "exact",
     zero_score_demo: Annotated[
         bool, typer.Option(help="also run the hot-prompt failure demo")
     ] = True,
-    report: Annotated[Path, typer.Option(help="markdown report path")] = Path(
-        "docs/results/lmetric.md"
-    ),
-    output_json: Annotated[Path | None, typer.Option(help="write all run summaries here")] = None,
+    out: Annotated[
+        Path, typer.Option(help="run folder: results.json, report.md and the plots (atomic writes)")
+    ] = Path("results/lmetric"),
+    report: Annotated[Path | None, typer.Option(hidden=True)] = None,  # old: the report elsewhere
+    output_json: Annotated[Path | None, typer.Option(hidden=True)] = None,  # old: a JSON elsewhere
     jobs: Jobs = 0,
     cache_dir: Annotated[
         Path | None, typer.Option(help="keep finished runs here and reuse them (resume); none: off")
@@ -86,6 +99,7 @@ def lmetric(
         DEFAULT_POLICIES,
         DEFAULT_WORKLOADS,
         LMetricExperiment,
+        WorkloadSpec,
         parse_linear,
         run_experiment,
         run_zero_score_demo,
@@ -95,21 +109,28 @@ def lmetric(
     from wildserve.experiments.runner import make_executor
     from wildserve.io import atomic_write_json
     from wildserve.routing import ROUTING_POLICIES
+    from wildserve.workload.cli import parse_options
 
     console = make_console()
     known = {w.name: w for w in DEFAULT_WORKLOADS}
+    reader_options = parse_options(option or [])
     chosen = []
-    for name in workloads.split(","):
+    for name in workloads.split(",") if not trace else []:
         if name not in known:
             raise ConfigError(f"unknown workload '{name}'; choose from {', '.join(known)}")
         w = known[name]
         if name == "weka":
             w = dataclasses.replace(w, spec=weka)
+        chosen.append(w)
+    chosen += [WorkloadSpec(trace_name(spec), spec, _LOADS) for spec in trace or ()]
+    for i, w in enumerate(chosen):
+        if reader_options:
+            w = dataclasses.replace(w, options={**w.options, **reader_options})
         if rate_scales:
             w = dataclasses.replace(w, rate_scales=tuple(float(x) for x in rate_scales.split(",")))
         if seeds:
             w = dataclasses.replace(w, seeds=_parse_seeds(seeds))
-        chosen.append(w)
+        chosen[i] = w
     linear_grids = parse_linear(linear)
     names = tuple(policies.split(",")) if policies else DEFAULT_POLICIES
     for name in names:
@@ -137,7 +158,9 @@ def lmetric(
         zero = run_zero_score_demo(executor=runner) if zero_score_demo else None
     doc["wall_s"] = time.perf_counter() - t0
     command = "wildserve experiment lmetric " + " ".join(shlex.quote(a) for a in sys.argv[3:])
-    path = write_report(doc, metrics, report, report.parent / "lmetric", command.strip(), zero)
-    if output_json is not None:
-        atomic_write_json(output_json, doc)
+    report = report if report is not None else out / "report.md"
+    path = write_report(doc, metrics, report, out, command.strip(), zero)
+    for json_path in (out / "results.json", output_json):
+        if json_path is not None:
+            atomic_write_json(json_path, doc)
     console.print(f"report: {path} ({doc['wall_s']:.0f} s)")

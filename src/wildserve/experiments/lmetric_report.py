@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -229,7 +230,7 @@ def write_report(
     """Markdown with the command, per-load tables, acceptance checks and links to the plots."""
     points = fold(doc["runs"])
     n = doc["config"]["instances"]
-    rel = Path(plot_dir.name)
+    rel = Path(os.path.relpath(plot_dir, out_md.parent))
     grids = "; ".join(f"`{f}` {p} in {g}" for f, (p, g) in doc["config"]["linear_grids"].items())
     lines = [
         "# LMetric vs. the schedulers it is compared with (cluster simulator)",

@@ -56,12 +56,13 @@ def omega(
     repeats: int = typer.Option(
         3, help="timing repeats per cell (best and median kept)", parser=_POSITIVE, metavar="INT"
     ),
-    jobs: int = typer.Option(
+    threads: int = typer.Option(
         1,
         help="faiss threads for building and ground truth (searches are single-threaded)",
         parser=_POSITIVE,
         metavar="INT",
     ),
+    jobs: int | None = typer.Option(None, hidden=True, parser=_POSITIVE),  # old name of --threads
     out: Path = typer.Option(
         Path("results/omega"), help="run folder: results.json, report.md, plots, cache/"
     ),
@@ -92,11 +93,11 @@ def omega(
     # the learned methods serve K up to the largest asked for
     train_cfg = dataclasses.replace(_TRN, ef=ef, seed=cfg.seed, k_max=max(k_list))
     _run_experiment(cfg, dataclasses.replace(_IDX, metric=index_cfg.metric, m=index_cfg.m),
-                    train_cfg, baseline_cfg, names, repeats, jobs, out,
+                    train_cfg, baseline_cfg, names, repeats, jobs or threads, out,
                     output_json, plot_dir, make_console(), make_progress)  # fmt: skip
 
 
-def _run_experiment(cfg, index_cfg, train_cfg, baseline_cfg, names, repeats, jobs, out,
+def _run_experiment(cfg, index_cfg, train_cfg, baseline_cfg, names, repeats, threads, out,
                     output_json, plot_dir, console, make_progress) -> None:  # fmt: skip
     import faiss
 
@@ -104,7 +105,7 @@ def _run_experiment(cfg, index_cfg, train_cfg, baseline_cfg, names, repeats, job
     from wildserve.vsearch.experiment import run_experiment
     from wildserve.vsearch.report import markdown_report, plot
 
-    faiss.omp_set_num_threads(jobs)
+    faiss.omp_set_num_threads(threads)
     with make_progress(console, description_width=44) as bar:
         task = bar.add_task("starting", total=1)
 

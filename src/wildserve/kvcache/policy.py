@@ -89,6 +89,10 @@ class EvictionPolicy(ABC):
 
         ``hints`` carry, per block, what ``hint_kind`` asks for (see ``AccessHints``).
         """
+        self._access_many(block_ids, now, depth0, category, parent, hints)
+
+    def _access_many(self, block_ids, now, depth0, category, parent, hints) -> None:
+        """What ``on_access_many`` does (its arguments); default: ``on_access`` per block."""
         for i, b in enumerate(block_ids):
             self.on_access(b, now, depth0 + i, category)
 
@@ -231,15 +235,7 @@ class ArrayPolicy(EvictionPolicy):
     def on_access(self, block_id: int, now: float, depth: int, category: int) -> None:
         self.on_access_many([block_id], now, depth, category)
 
-    def on_access_many(
-        self,
-        block_ids: Sequence[int],
-        now: float,
-        depth0: int,
-        category: int,
-        parent: int = -1,
-        hints: AccessHints | None = None,
-    ) -> None:
+    def _access_many(self, block_ids, now, depth0, category, parent, hints) -> None:
         ids = self._fit(_as_ids(block_ids))
         if (category + 1) * self.classes_per_category > self._num_classes:
             self.ensure_categories(category + 1)

@@ -30,7 +30,7 @@ import numpy as np
 from wildserve.errors import ConfigError
 from wildserve.kvcache import _core
 from wildserve.kvcache._core import at, getf, putf, tab
-from wildserve.kvcache.aged import CLS, LAST, NUM_TABLES, AgeKeyedPolicy
+from wildserve.kvcache.aged import CLS, H_AGED, LAST, NUM_TABLES, AgeKeyedPolicy, invalidate_scores
 from wildserve.kvcache.policy import Table
 
 # per-class tables after the lists: p, lam, window sums (accesses, reuses, summed reuse time) and
@@ -40,13 +40,14 @@ FIT_TABLES = NUM_TABLES + 4  # a subclass numbers its own tables from here
 # header scalars (floats unless noted): refit period, min_obs, end of the current bucket, bucket
 # (int), buckets (int), minimum reuse gap, fit once (int), frozen (int)
 _REFIT, _MIN_OBS, _BUCKET_END, _BUCKET, _NUM_BUCKETS, _MIN_GAP, _ONCE, _FROZEN, _RATE0 = range(
-    _core.H_PAR, _core.H_PAR + 9
+    H_AGED, H_AGED + 9
 )
-H_FIT = _core.H_PAR + 9  # a subclass's own scalars start here
+H_FIT = H_AGED + 9  # a subclass's own scalars start here
 
 
 @nb.njit(cache=True)
 def _refit(a):
+    invalidate_scores(a)  # the scores read the fit
     ncat = a[_core.H_NCAT]
     min_obs = getf(a, _MIN_OBS)
     rate0 = getf(a, _RATE0)
@@ -207,6 +208,7 @@ class WindowedFitPolicy(AgeKeyedPolicy):
         )
 
     def _init_header(self, a: np.ndarray) -> None:
+        super()._init_header(a)
         rate0, min_gap_s, fit_once = self._fit_settings
         a[_REFIT] = _core.float_bits(self.window_s if fit_once else self.refit_s)
         a[_MIN_OBS] = _core.float_bits(float(self.min_obs))

@@ -12,9 +12,10 @@ from wildserve.perf.table import TableCostModel
 from wildserve.registry import Registry
 
 
-@dataclass(frozen=True)
+@dataclass
 class CostModelSpec:
-    """Which step-time model to build: a model on a GPU type at a tensor-parallel degree."""
+    """Which step-time model to build: a model on a GPU type at a tensor-parallel degree (the
+    fields every instance config starts with, e.g. ``engine.cluster.ClusterConfig``)."""
 
     model: str = field(
         default="qwen2.5-7b", metadata={"help": "model name (see `wildserve perf models`)"}

@@ -79,6 +79,14 @@ def claims(result: dict) -> list[str]:
                 f"the cell): mean {np.mean(ratios):.2f}x, range {min(ratios):.2f}-{max(ratios):.2f}x "
                 f"over {len(ratios)} cells."
             )
+        fixed = [(by[("omega", *kt)][field_], by[("fixed-ef", *kt)][field_]) for kt in keys
+                 if ("omega", *kt) in by and ("fixed-ef", *kt) in by]  # fmt: skip
+        if fixed:
+            r = [o / f for o, f in fixed]
+            lines.append(
+                f"- OMEGA's {label} / fixed-ef's (its ef tuned per cell on validation): mean "
+                f"{np.mean(r):.2f}x, range {min(r):.2f}-{max(r):.2f}x over {len(r)} cells."
+            )
     pre = result["preprocessing_seconds"]
     if "omega" in pre:
         parts = [
