@@ -41,10 +41,7 @@ RANDOM = ("simulate", "replay", "rollout", "rollout-train", "experiment kunserve
 # build threads are --threads); nothing in it is a sweep of independent runs to spread over workers
 NO_JOBS = {"experiment omega": "one timed process; faiss threads are --threads"}
 # -o absent, with the reason (to be closed by the command's owner)
-NO_READER_OPTIONS = {
-    "experiment kvcache": "its traces are loaded by name in the workers (KVCacheExperiment.traces); "
-    "reader options are not carried into the run specs yet"
-}
+NO_READER_OPTIONS: dict[str, str] = {}  # command -> why it reads a trace without -o
 OLD_SPELLINGS = ("--report", "--plot-dir", "--output-dir", "--dataset", "--limit")
 
 

@@ -157,3 +157,25 @@ def test_an_unknown_trace_format_is_one_line_error(tmp_path):
     assert not (tmp_path / "o").exists()  # nothing half-written
     bad = _invoke("--capacities", "0,2", "--no-cluster", "--out", str(tmp_path / "o"))
     assert bad.exit_code != 0 and "(0, 1]" in str(bad.exception)
+
+
+def test_reader_options_reach_every_trace_the_experiment_reads(tmp_path):
+    from wildserve.experiments.kvcache import _requests
+
+    trace = sessions_trace(tmp_path / "s.jsonl")
+    plain = _requests(trace, 0)
+    capped = _requests(trace, 0, (("output_cap", 2),))
+    assert {r.output_tokens for r in plain} == {4}
+    assert {r.output_tokens for r in capped} == {2}  # the option went to the reader
+    out = tmp_path / "o"
+    bad = _invoke("--trace", trace, "-o", "no_such_option=1", "--no-cluster", "--out", str(out))
+    assert bad.exit_code != 0
+    msg = str(bad.exception) if bad.exception else bad.output
+    assert "no_such_option" in msg and "\n" not in msg.strip()
+    assert not out.exists()  # nothing half-written
+    args = ["--trace", trace, "--capacities", "1", "--policies", "lru", "--schemes", "type",
+            "--no-leaf", "--no-cluster", "--jobs", "1"]  # fmt: skip
+    ok = _invoke(*args, "-o", "output_cap=2", "--out", str(out))
+    assert ok.exit_code == 0, ok.output
+    (spec,) = json.loads((out / "kvcache.json").read_text())["config"]["reader_options"].items()
+    assert spec == ("output_cap", 2)

@@ -54,6 +54,8 @@ class KVCacheExperiment:
     max_requests: int = 0  # 0: whole traces
     # traces whose WA indicators are reported besides ``traces`` (Azure: no block ids)
     indicator_traces: tuple[str, ...] = ("builtin:azure-conv", "builtin:azure-code")
+    # reader options (``-o KEY=VALUE``) applied to every trace the experiment reads
+    reader_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         from wildserve.kvcache.categories import parse_scheme
@@ -92,32 +94,34 @@ def _with_variant(spec: str, variant: str) -> str:
 
 
 # ---- loading: one request list per trace, one stream per (trace, scheme) -----------------------
-_REQUESTS: dict[tuple[str, int], list] = {}
-_STREAMS: dict[tuple[str, str, int], Any] = {}
+Options = tuple[tuple[str, Any], ...]  # reader options, hashable (sorted KEY=VALUE pairs)
+_REQUESTS: dict[tuple[str, int, Options], list] = {}
+_STREAMS: dict[tuple[str, str, int, Options], Any] = {}
 
 
-def _requests(trace: str, max_requests: int) -> list:
+def _requests(trace: str, max_requests: int, options: Options = ()) -> list:
     from wildserve.workload import load_trace
     from wildserve.workload.transforms import limit
 
-    key = (trace, max_requests)
+    key = (trace, max_requests, options)
     if key not in _REQUESTS:
-        requests = load_trace(trace)
+        requests = load_trace(trace, **dict(options))
         _REQUESTS[key] = list(limit(requests, max_requests)) if max_requests else requests
     return _REQUESTS[key]
 
 
-def _stream(trace: str, scheme: str, max_requests: int):
+def _stream(trace: str, scheme: str, max_requests: int, options: Options = ()):
     """The trace's block stream under ``scheme``; schemes share the block arrays (built once per
     process; forked workers inherit what the parent built)."""
     from wildserve.kvcache.categories import categorize
     from wildserve.kvcache.stream import build_stream
 
-    key = (trace, scheme, max_requests)
+    key = (trace, scheme, max_requests, options)
     if key not in _STREAMS:
-        requests = _requests(trace, max_requests)
+        requests = _requests(trace, max_requests, options)
         cats = categorize(requests, scheme)
-        other = next((s for (t, _, m), s in _STREAMS.items() if (t, m) == key[::2]), None)
+        same = (trace, max_requests, options)
+        other = next((s for (t, _, m, o), s in _STREAMS.items() if (t, m, o) == same), None)
         if other is None:
             _STREAMS[key] = build_stream(requests, None, cats, name=trace)
         else:  # same blocks, other categories; the derived caches depend on them: fresh ones
@@ -153,10 +157,10 @@ def _short(trace: str) -> str:
 
 
 # ---- part 2: cluster simulation ----------------------------------------------------------------
-def _categorized(trace: str, scheme: str, max_requests: int):
+def _categorized(trace: str, scheme: str, max_requests: int, options: Options = ()):
     """The trace's requests with their category names under ``scheme``, for the engines."""
-    requests = _requests(trace, max_requests)
-    stream = _stream(trace, scheme, max_requests)
+    requests = _requests(trace, max_requests, options)
+    stream = _stream(trace, scheme, max_requests, options)
     names = stream.categories.names
     return [
         dataclasses.replace(r, category=names[c])
@@ -198,12 +202,12 @@ def gpu_blocks(instances: int = 1) -> int:
 
 
 # ---- part 3: what predicts a WA win ----------------------------------------------------------
-def indicators(trace: str, scheme: str, max_requests: int) -> dict:
+def indicators(trace: str, scheme: str, max_requests: int, options: Options = ()) -> dict:
     """The trace's WA indicators under ``scheme``, or why they cannot be measured."""
     from wildserve.kvcache.analyze import characterize
 
     try:
-        stream = _stream(trace, scheme, max_requests)
+        stream = _stream(trace, scheme, max_requests, options)
     except WildserveError as exc:
         return {"trace": trace, "error": str(exc)}
     a = characterize(stream)
@@ -251,34 +255,39 @@ def run(
     shared: dict[str, Any] = {}
     where: dict[str, tuple[str, str, str]] = {}  # run key -> (trace, scheme, spec)
     m = cfg.max_requests
+    o: Options = tuple(sorted(cfg.reader_options.items()))
+    # in the run parameters (and so the cache fingerprint) only when given
+    extra = {"reader_options": [list(kv) for kv in o]} if o else {}
     if offline:
         for trace in cfg.traces:
+            _requests(trace, m, o)  # a bad file or reader option fails here, not as a skip
             try:  # built once, shared by every run of the trace
                 for scheme in cfg.schemes:
-                    shared[f"{trace} [{scheme}]"] = _stream(trace, scheme, m)
+                    shared[f"{trace} [{scheme}]"] = _stream(trace, scheme, m, o)
             except ConfigError as exc:  # e.g. no block ids (Azure): nothing to replay
                 out.skipped[trace] = str(exc)
                 continue
-            out.streams[trace] = _stream_info(_stream(trace, cfg.schemes[0], m))
+            out.streams[trace] = _stream_info(_stream(trace, cfg.schemes[0], m, o))
             for scheme in cfg.schemes:
                 for spec in cfg.specs(scheme):
                     key = f"{trace} {scheme} {spec}"
                     where[key] = (trace, scheme, spec)
                     params = {"trace": trace, "scheme": scheme, "spec": spec,
-                              "fractions": list(cfg.fractions), "max_requests": m}  # fmt: skip
+                              "fractions": list(cfg.fractions), "max_requests": m,
+                              **extra}  # fmt: skip
                     runs.append(RunSpec(key, f"{__name__}:sweep_run", params,
                                         (f"{trace} [{scheme}]",)))  # fmt: skip
         for trace in dict.fromkeys((*cfg.traces, *cfg.indicator_traces)):
-            out.indicators.append(indicators(trace, cfg.schemes[0], m))
+            out.indicators.append(indicators(trace, cfg.schemes[0], m, o))
     if cluster:
         trace, scheme = cfg.cluster_trace, cfg.schemes[0]
-        shared["cluster"] = _categorized(trace, scheme, m)
+        shared["cluster"] = _categorized(trace, scheme, m, o)
         from wildserve.kvcache.stream import build_stream
 
-        out.engine_blocks_working_set = build_stream(_requests(trace, m), 16).num_blocks
+        out.engine_blocks_working_set = build_stream(_requests(trace, m, o), 16).num_blocks
         full = gpu_blocks()
         common = {"trace": trace, "scheme": scheme, "max_requests": m,
-                  "instances": cfg.instances, "router": cfg.router}  # fmt: skip
+                  "instances": cfg.instances, "router": cfg.router, **extra}  # fmt: skip
         for frac in cfg.cluster_capacities:
             blocks = max(1, round(frac * full))
             points = [(p, 0.0) for p in cfg.cluster_policies]

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from wildserve.config_cli import Jobs, MaxRequests, bounded
+from wildserve.config_cli import Jobs, MaxRequests, ReaderOptions, bounded
 from wildserve.experiments.sweep_options import ExecutorOption, RayAddressOption
 
 
@@ -26,6 +26,7 @@ def kvcache(
             "FORMAT:PATH or a path); default: the Mooncake and WEKA builtins",
         ),
     ] = None,
+    option: ReaderOptions = None,
     capacities: Annotated[
         str | None, typer.Option(help="cache sizes as shares of the working set, e.g. 1%,2%,0.05")
     ] = None,
@@ -79,8 +80,11 @@ def kvcache(
     from wildserve.experiments.kvcache_report import write
     from wildserve.experiments.runcache import ReadOnlyRunCache, RunCache
     from wildserve.experiments.runner import make_executor
+    from wildserve.workload.cli import parse_options
 
     given: dict[str, Any] = {"max_requests": max_requests, "leaf_variants": leaf}
+    if option:
+        given["reader_options"] = parse_options(option)
     if trace:
         given["traces"] = tuple(trace)
         given["indicator_traces"] = ()  # a user's own traces: only theirs
