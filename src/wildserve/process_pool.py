@@ -18,11 +18,26 @@ T = TypeVar("T")
 _QUEUE: Any = None
 
 
-def _init(queue: Any) -> None:
+def _init(queue: Any, parent_pid: int) -> None:
     global _QUEUE
     _QUEUE = queue
     # Ctrl-C reaches the whole process group; the parent decides, and terminates the workers
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A worker forked while a Ctrl-C unwinds ``pool.submit`` is in neither the pool's nor
+    # multiprocessing's list, so ``_stop_workers`` cannot see it: it must die with its parent.
+    _die_with_parent()
+    if os.getppid() != parent_pid:  # the parent is already gone
+        os._exit(1)
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGKILL this process when its parent exits (``prctl(PR_SET_PDEATHSIG)``)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: _stop_workers covers the usual case
+        pass
 
 
 def report_progress(key: str, done: int, total: int) -> None:
@@ -63,7 +78,9 @@ def run_parallel(
     ctx = mp.get_context("fork" if hasattr(os, "fork") else "spawn")
     manager = ctx.Manager()
     queue = manager.Queue()
-    pool = ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init, initargs=(queue,))
+    pool = ProcessPoolExecutor(
+        jobs, mp_context=ctx, initializer=_init, initargs=(queue, os.getpid())
+    )
     try:
         results = _collect(pool, queue, tasks, on_progress, on_result)
     except BaseException:  # Ctrl-C (or a failed task): stop every worker now, not after the queue
