@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from wildserve.config_cli import Jobs, MaxRequests, ReaderOptions, bounded
+from wildserve.config_cli import Jobs, MaxRequests, ReaderOptions, TraceSpecs, bounded
 from wildserve.experiments.sweep_options import ExecutorOption, RayAddressOption
 
 
@@ -18,14 +18,7 @@ def _items(text: str | None) -> tuple[str, ...] | None:
 
 
 def kvcache(
-    trace: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--trace",
-            help="trace spec (repeatable; any format: builtin:NAME, "
-            "FORMAT:PATH or a path); default: the Mooncake and WEKA builtins",
-        ),
-    ] = None,
+    trace: TraceSpecs = None,  # default: the Mooncake and WEKA builtins
     option: ReaderOptions = None,
     capacities: Annotated[
         str | None, typer.Option(help="cache sizes as shares of the working set, e.g. 1%,2%,0.05")

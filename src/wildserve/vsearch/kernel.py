@@ -6,9 +6,10 @@ enters W only if W is not full or it beats W's farthest, nodes are expanded clos
 ends when no unexpanded node of W is left (faiss keeps W and the frontier in one MinimaxHeap; we keep a
 max-heap W plus a min-heap frontier C, which expands the same nodes in the same order up to exact ties).
 After an expansion the policy's `check(tr, top_d, ring, q, cargs, pst)` is called, once the distance
-computations reach `pst[0]` (the policy's own "nothing to do before" count; 0: after every expansion); it
-returns True to stop. `tr` holds the counters, `top_d` the sorted distances of the `track` best points so far, `ring` the
-last 100 distances computed on layer 0, `q` the query, `pst` a per-query scratch vector the policy owns.
+computations reach `pst[0]` (the policy's own "nothing to do before" count; 0: after every expansion);
+it returns True to stop. `tr` holds the counters, `top_d` the sorted distances of the `track` best
+points so far, `ring` the last 100 distances computed on layer 0, `q` the query, `pst` a per-query
+scratch vector the policy owns.
 """
 
 from __future__ import annotations
