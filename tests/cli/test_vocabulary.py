@@ -156,3 +156,21 @@ def test_lmetric_sweeps_a_given_trace_with_reader_options_into_its_run_folder(tm
     assert workload["spec"] == "builtin:weka-claude-code"
     assert workload["options"] == {"max_idle_s": 30}
     assert [r["workload"] for r in doc["runs"]] == ["weka-claude-code"]
+
+
+def test_lmetric_takes_seeds_and_loads_per_workload(tmp_path):
+    import json
+
+    from wildserve.cli import run
+
+    out = tmp_path / "run"
+    args = ["experiment", "lmetric", "--workloads", "mooncake,weka", "--max-requests", "30",
+            "--models", "qwen2.5-7b@h20", "--policies", "round-robin", "--linear", "",
+            "--no-zero-score-demo", "--rate-scales", "1", "--rate-scales", "weka=0.5,2",
+            "--seeds", "0", "--seeds", "weka=1,2", "--jobs", "1", "--cache-dir", "none",
+            "--instances", "2", "--out", str(out)]  # fmt: skip
+    assert run(args) == 0
+    doc = json.loads((out / "results.json").read_text())
+    given = {w["name"]: (w["rate_scales"], w["seeds"]) for w in doc["config"]["workloads"]}
+    assert given == {"mooncake": ([1.0], [0]), "weka": ([0.5, 2.0], [1, 2])}
+    assert len(doc["runs"]) == 1 + 2 * 2

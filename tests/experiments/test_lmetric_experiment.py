@@ -151,3 +151,17 @@ def test_parse_linear_takes_a_family_or_some_of_its_grid():
     for bad in ("linear-old", "linear-new=x", "linear-new=0"):
         with pytest.raises(ConfigError):
             lmetric_exp.parse_linear(bad)
+
+
+def test_seeds_and_loads_are_given_to_every_workload_or_to_one():
+    from wildserve.errors import ConfigError
+    from wildserve.experiments.lmetric_cli import per_workload
+
+    names = ("mooncake", "weka")
+    assert per_workload("--seeds", None, names) == {}
+    assert per_workload("--seeds", ["0,1,2"], names) == {"mooncake": "0,1,2", "weka": "0,1,2"}
+    given = per_workload("--seeds", ["0,1,2", "weka=0,1,2,3,4"], names)
+    assert given == {"mooncake": "0,1,2", "weka": "0,1,2,3,4"}
+    assert per_workload("--rate-scales", ["weka=0.5,1"], names) == {"weka": "0.5,1"}
+    with pytest.raises(ConfigError, match="no workload 'azure'"):
+        per_workload("--seeds", ["azure=0"], names)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shlex
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
@@ -40,6 +41,40 @@ def _parse_seeds(text: str) -> tuple[int | None, ...]:
     return tuple(out)
 
 
+def _parse_scales(text: str) -> tuple[float, ...]:
+    from wildserve.errors import ConfigError
+
+    try:
+        out = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise ConfigError(
+            f"--rate-scales: '{text}' is not a comma-separated list of numbers"
+        ) from None
+    if any(not x > 0 for x in out):
+        raise ConfigError(f"--rate-scales: '{text}': every load must be positive")
+    return out
+
+
+def per_workload(flag: str, values: Sequence[str] | None, names: Sequence[str]) -> dict[str, str]:
+    """``--flag 0,1,2`` (every workload) or ``--flag NAME=0,1,2`` (one), repeatable: NAME -> text.
+
+    A later value for the same workload replaces an earlier one, so ``--seeds 0,1,2 --seeds
+    weka=0,1,2,3,4`` gives WEKA five seeds and the others three.
+    """
+    from wildserve.errors import ConfigError
+
+    out: dict[str, str] = {}
+    for value in values or ():
+        name, sep, text = value.partition("=")
+        if not sep:
+            out.update(dict.fromkeys(names, value))
+        elif name not in names:
+            raise ConfigError(f"{flag}: no workload '{name}' in this run ({', '.join(names)})")
+        else:
+            out[name] = text
+    return out
+
+
 @config_options(
     cluster=Fields(ClusterConfig, only=("num_instances",), flags={"num_instances": "instances"})
 )
@@ -52,11 +87,16 @@ def lmetric(
         "qwen2.5-7b@h20,qwen3-30b-a3b@h20"
     ),
     rate_scales: Annotated[
-        str | None, typer.Option(help="override the loads of every workload, e.g. 0.5,1,2")
+        list[str] | None,
+        typer.Option(
+            help="override the loads: 0.5,1,2 (every workload) or NAME=0.5,1,2 (one; repeatable)"
+        ),
     ] = None,
     seeds: Annotated[
-        str | None,
-        typer.Option(help="override every workload's seeds, e.g. 0,1,2 ('rec': recorded arrivals)"),
+        list[str] | None,
+        typer.Option(
+            help="override the seeds: 0,1,2 or NAME=0,1,2 (repeatable; 'rec': recorded arrivals)"
+        ),
     ] = None,
     policies: Annotated[
         str | None,
@@ -123,17 +163,20 @@ def lmetric(
             w = dataclasses.replace(w, spec=weka)
         chosen.append(w)
     chosen += [WorkloadSpec(trace_name(spec), spec, _LOADS) for spec in trace or ()]
+    names = [w.name for w in chosen]
+    loads_of = per_workload("--rate-scales", rate_scales, names)
+    seeds_of = per_workload("--seeds", seeds, names)
     for i, w in enumerate(chosen):
         if reader_options:
             w = dataclasses.replace(w, options={**w.options, **reader_options})
-        if rate_scales:
-            w = dataclasses.replace(w, rate_scales=tuple(float(x) for x in rate_scales.split(",")))
-        if seeds:
-            w = dataclasses.replace(w, seeds=_parse_seeds(seeds))
+        if w.name in loads_of:
+            w = dataclasses.replace(w, rate_scales=_parse_scales(loads_of[w.name]))
+        if w.name in seeds_of:
+            w = dataclasses.replace(w, seeds=_parse_seeds(seeds_of[w.name]))
         chosen[i] = w
     linear_grids = parse_linear(linear)
-    names = tuple(policies.split(",")) if policies else DEFAULT_POLICIES
-    for name in names:
+    policy_names = tuple(policies.split(",")) if policies else DEFAULT_POLICIES
+    for name in policy_names:
         ROUTING_POLICIES.get(name)  # fail on a typo before any work
     setups = []
     for item in models.split(","):
@@ -145,7 +188,7 @@ def lmetric(
         num_instances=cluster.num_instances,
         view_source=view_source,
         max_requests=max_requests,
-        policies=names,
+        policies=policy_names,
         linear_grids=linear_grids,
     )
     runner = make_executor(executor, jobs, ray_address)
