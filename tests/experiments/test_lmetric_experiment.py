@@ -165,3 +165,14 @@ def test_seeds_and_loads_are_given_to_every_workload_or_to_one():
     assert per_workload("--rate-scales", ["weka=0.5,1"], names) == {"weka": "0.5,1"}
     with pytest.raises(ConfigError, match="no workload 'azure'"):
         per_workload("--seeds", ["azure=0"], names)
+
+
+def test_linear_seeds_runs_the_grids_on_the_first_seeds_only():
+    exp = small_experiment()
+    exp.linear_seeds = 1
+    runs = lmetric_exp.plan_runs(exp)
+    grid = {r["seed"] for r in runs if r["kwargs"]}
+    untuned_seeds = {r["seed"] for r in runs if not r["kwargs"]}
+    assert grid == {0} and untuned_seeds == {0, 1, None}
+    full = lmetric_exp.plan_runs(small_experiment())
+    assert len(full) - len(runs) == 2 * 2 * 3  # two loads, two seeds cut, three grid points

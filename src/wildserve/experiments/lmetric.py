@@ -119,6 +119,9 @@ class LMetricExperiment:
     linear_grids: Mapping[str, tuple[str, Sequence[float]]] = field(
         default_factory=lambda: dict(LINEAR_GRIDS)
     )
+    # the linear grids run on each workload's first N seeds (0: on all of them); the untuned
+    # policies always run on every seed
+    linear_seeds: int = 0
     num_instances: int = 16
     view_source: str = "exact"
     max_requests: int = 0  # 0: the whole trace
@@ -192,6 +195,8 @@ def plan_runs(exp: LMetricExperiment) -> list[dict[str, Any]]:
                     }
                     for p in exp.policies:
                         runs.append({**base, "policy": p, "kwargs": {}})
+                    if exp.linear_seeds and seed not in w.seeds[: exp.linear_seeds]:
+                        continue
                     for family, (param, grid) in exp.linear_grids.items():
                         for value in grid:
                             runs.append({**base, "policy": family, "kwargs": {param: value}})
@@ -270,6 +275,7 @@ def run_experiment(
             "setups": [list(s) for s in exp.setups],
             "workloads": [dataclasses.asdict(w) for w in exp.workloads],
             "linear_grids": {k: [p, list(g)] for k, (p, g) in exp.linear_grids.items()},
+            "linear_seeds": exp.linear_seeds,
             "engine": dataclasses.asdict(exp.engine),
         },
         "sweep": {"computed": sweep.num_computed, "cached": sweep.num_cached},

@@ -108,6 +108,12 @@ def lmetric(
             help="tuned linear families: 'family' (its grid) or 'family=v1/v2', comma-separated; '' none"
         ),
     ] = "linear-tuned,linear-new",
+    linear_seeds: Annotated[
+        int,
+        typer.Option(
+            min=0, help="run the linear grids on each workload's first N seeds only (0: all)"
+        ),
+    ] = 0,
     weka: Annotated[
         str, typer.Option(help="trace spec of the WEKA sessions")
     ] = "builtin:weka-claude-code",
@@ -190,6 +196,7 @@ def lmetric(
         max_requests=max_requests,
         policies=policy_names,
         linear_grids=linear_grids,
+        linear_seeds=linear_seeds,
     )
     runner = make_executor(executor, jobs, ray_address)
     t0 = time.perf_counter()

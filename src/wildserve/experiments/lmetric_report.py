@@ -246,7 +246,13 @@ def write_report(
         "half-width of its 95% t-interval. Linear rules: `linear-tuned` = argmin(queued_prefill + "
         "new_tokens + w x requests), `linear-new` = argmin(new_tokens + beta x requests); grids: "
         f"{grids}; each is shown at its best grid point by mean TTFT at each load (searched on the "
-        "same seeds, which favours them).",
+        "same seeds it is reported on, which favours them)"
+        + (
+            f"; the grids ran on each workload's first {doc['config']['linear_seeds']} seeds only, "
+            "the other policies on all of them."
+            if doc["config"].get("linear_seeds")
+            else "."
+        ),
         "",
     ]
     for workload, model, gpu in groups(points):
