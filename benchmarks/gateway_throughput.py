@@ -240,8 +240,8 @@ def markdown(cells: list[dict]) -> str:
     base = {(c["prompt_chars"], c["mode"]): c for c in cells if c["router"] == "sglang-router"}
     lines = [
         "| prompt | mode | router | req/s | p50 ms | p99 ms | router CPU us/req | "
-        "req/s vs sglang | CPU vs sglang | busiest engine | errors |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "req/s vs sglang | CPU vs sglang | engines CPU us/req | busiest engine | errors |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     rank = {r: i for i, r in enumerate(ROUTERS)}
     for c in sorted(cells, key=lambda c: (c["prompt_chars"], c["mode"], rank.get(c["router"], 99))):
@@ -251,7 +251,8 @@ def markdown(cells: list[dict]) -> str:
         lines.append(
             f"| {c['prompt_chars']:,} chars | {c['mode']} | {c['router']} | {c['req_per_s']:,.0f} | "
             f"{c['p50_ms']:.1f} | {c['p99_ms']:.1f} | {c['cpu_us_per_request']:,.0f} | {rate} | "
-            f"{cpu} | {max(c.get('engine_cpu_shares', [0])):.0%} | {c['errors']} |"
+            f"{cpu} | {c.get('engines_cpu_us_per_request', 0):,.0f} | "
+            f"{max(c.get('engine_cpu_shares', [0])):.0%} | {c['errors']} |"
         )
     return "\n".join(lines)
 
