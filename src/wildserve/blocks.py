@@ -67,7 +67,8 @@ def load_native() -> None:
     garbage collector's permanent generation: otherwise each full collection walks them all, which
     cost a server ~100 us per request.
     """
-    token_block_hash_array(b"\0\0", 1)
+    token_block_hash_array(b"\0\0", 1)  # byte tokens (uint8)
+    token_block_hash_array([0, 0], 1)  # token ids (int64): a real tokenizer's, or a list prompt
     gc.collect()
     gc.freeze()
 

@@ -10,6 +10,7 @@ import aiohttp
 import pytest
 
 from tests.gateway.conftest import engine_cfg
+from wildserve.blocks import token_block_hashes
 from wildserve.gateway.engine_server import EMULATOR, build_engine, make_engine_app
 from wildserve.gateway.serve import start_app
 
@@ -151,3 +152,18 @@ def test_speed_must_be_positive():
 
     with pytest.raises(ConfigError, match="speed"):
         engine_cfg(speed=0)
+
+
+@pytest.mark.parametrize("policy", ["lru", "lru:leaf"])
+def test_kernel_warm_up_runs_hits_and_evictions_before_listening(policy):
+    """The warm-up must reach the KV cache's eviction and prefix-hit paths (their kernels compile on
+    first use) and finish every request, for the served engine's eviction policy."""
+    from wildserve.gateway.engine_server import warm_kernels
+
+    engine = warm_kernels(engine_cfg(eviction_policy=policy))
+    load = engine.load()
+    assert load.num_evictions > 0
+    assert load.num_finished == 48 and load.num_running == 0 and load.num_waiting == 0
+    bs = engine.config.block_size
+    shared = [1] * (3 * bs)  # the prefix every warm-up request starts with stays cached (hits)
+    assert engine.cached_blocks(token_block_hashes(shared, bs)) == 3

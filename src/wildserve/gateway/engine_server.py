@@ -47,6 +47,34 @@ def build_engine(cfg: EngineServerConfig) -> Engine:
     return build_engines(cluster)[0]
 
 
+def warm_kernels(cfg: EngineServerConfig) -> Engine:
+    """Compile (or load from numba's cache) every kernel a request touches, before the server listens.
+
+    On a cold numba cache an engine's first request compiled the KV cache's kernels on the event
+    loop: 8 s measured, long enough for a gateway's health checks (1 s timeout) to eject every fresh
+    backend at once. A throwaway engine built like the served one, but with 64 KV blocks, serves a few
+    dozen short requests sharing a prefix: prefix hits, allocation, freeing and eviction all run.
+    Returns that engine (its counters show what ran).
+    """
+    import dataclasses
+
+    small = dataclasses.replace(cfg, engine=dataclasses.replace(cfg.engine, num_gpu_blocks=64))
+    engine = build_engine(small)
+    bs = engine.config.block_size
+    now = 0.0
+    for i in range(48):
+        tokens = [1] * (3 * bs) + [2 + i] * (2 * bs)  # 3 shared blocks, 2 of its own
+        req = EngineRequest(f"warm-{i}", now, len(tokens), 2, token_block_hashes(tokens, bs))
+        if not engine.add_request(req, now):
+            continue
+        while engine.has_work:
+            result = engine.step(now)
+            if result.num_steps == 0:
+                break
+            now = result.end_s
+    return engine
+
+
 class _Stream:
     """Tokens a request has been given, waiting for its HTTP handler to send them."""
 
@@ -84,6 +112,7 @@ class EmulatedEngine:
 
     # ---- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
+        warm_kernels(self.cfg)
         load_native()
         self._t0 = time.monotonic()
         self._wake = asyncio.Event()
