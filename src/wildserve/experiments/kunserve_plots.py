@@ -56,6 +56,9 @@ def plot_regime_map(pts: list[dict], setups: list[dict], workload: str, path: Pa
             budget = [p["vllm_blockers"]["burst"]["token_budget"] * 100 for p in row]
             axes[2, col].plot(x, kv, "-", marker=m, ms=3, label=f"KV blocks, {lab}")
             axes[2, col].plot(x, budget, "--", marker=m, ms=3, label=f"token budget, {lab}")
+            seats = [p["vllm_blockers"]["burst"].get("seats", 0.0) * 100 for p in row]
+            if any(seats):  # the seat cap (max_num_seqs) binds instead of KV, e.g. Llama-3-70B
+                axes[2, col].plot(x, seats, ":", marker=m, ms=3, label=f"seats, {lab}")
         for r in range(3):
             ax = axes[r, col]
             ax.axvline(0, color="grey", lw=0.8)
