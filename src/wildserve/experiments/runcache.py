@@ -84,7 +84,8 @@ class RunCache:
         return orjson.loads(summary_path.read_bytes()), metrics
 
     def __len__(self) -> int:
-        return sum(1 for _ in self.dir.glob("*.json")) if self.dir.is_dir() else 0
+        # "[!.]": not the hidden temporary file of a write that a kill interrupted (atomic_write)
+        return sum(1 for _ in self.dir.glob("[!.]*.json")) if self.dir.is_dir() else 0
 
     def put(self, fp: str, summary: Any, metrics: RequestMetrics | None = None) -> None:
         summary_path, metrics_path = self._paths(fp)
