@@ -11,6 +11,7 @@ import queue as queue_mod
 import signal
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from multiprocessing.managers import SyncManager
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -76,7 +77,10 @@ def run_parallel(
                 on_result(key, results[key])
         return results
     ctx = mp.get_context("fork" if hasattr(os, "fork") else "spawn")
-    manager = ctx.Manager()
+    # The manager's server process must also die with this one: a SIGTERM or SIGKILL skips the
+    # ``finally`` below, and the workers (PDEATHSIG) would go while the manager lived on, orphaned.
+    manager = SyncManager(ctx=ctx)
+    manager.start(_die_with_parent)
     queue = manager.Queue()
     pool = ProcessPoolExecutor(
         jobs, mp_context=ctx, initializer=_init, initargs=(queue, os.getpid())

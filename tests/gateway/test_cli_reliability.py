@@ -119,6 +119,36 @@ def test_simulate_with_workers_stops_them_on_ctrl_c(tmp_path):
     assert not (tmp_path / "out.json").exists()  # nothing half-written
 
 
+def test_simulate_killed_by_sigterm_leaves_no_process_behind(tmp_path):
+    """``kill PID`` (SIGTERM, default action) skips every ``finally``: the workers and the pool's
+    manager process must still die with the command, not live on orphaned."""
+    args = ["simulate", "--trace", "builtin:mooncake-conversation", "--instances", "4",
+            "--policy", "round-robin,lmetric", "--jobs", "2",
+            "--output-json", str(tmp_path / "out.json")]  # fmt: skip
+    proc = subprocess.Popen([*WILDSERVE, *args], env=ENV, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    family: set[int] = set()
+    try:
+        deadline = time.monotonic() + 120
+        while len(_descendants(proc.pid)) < 3:  # the manager and both workers
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        family = _descendants(proc.pid)
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+        deadline = time.monotonic() + 10
+        while any(_alive(p) for p in family) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_alive(p) for p in family)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        for p in family:  # whatever the failure left behind
+            if _alive(p):
+                os.kill(p, signal.SIGKILL)
+
+
 @pytest.mark.parametrize("experiment", ["lmetric", "kunserve"])
 def test_experiment_with_workers_stops_them_on_ctrl_c(tmp_path, experiment):
     """The experiment commands share the simulator's worker pool: Ctrl-C stops manager and workers
