@@ -22,6 +22,23 @@ def test_flat_forest_matches_lightgbm_raw_scores():
         )
 
 
+def test_packed_forest_scores_one_leaf_trees_and_wide_features_exactly():
+    """The packed rows the search evaluates: one-leaf trees (a feature LightGBM cannot split on) and
+    feature indices past any small bit field give LightGBM's scores bit for bit."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2000, 400))
+    y = x[:, 399] - x[:, 7]
+    cfg = TrainConfig(num_trees=12, num_leaves=7, min_data_in_leaf=20)
+    forest = from_booster(train_lightgbm(x, y, objective="regression", config=cfg))
+    probe = rng.standard_normal((300, 400))
+    booster = train_lightgbm(x, y, objective="regression", config=cfg)
+    assert np.array_equal(forest.predict(probe), booster.predict(probe, raw_score=True))
+    flat = from_booster(train_lightgbm(x[:, :3], np.ones(2000), objective="regression", config=cfg))
+    assert (flat.root < 0).all()  # every tree is one leaf
+    want = flat.leaf_value[~flat.root].sum()
+    np.testing.assert_array_equal(flat.predict(probe[:5, :3]), np.full(5, want))
+
+
 def test_isotonic_knots_reproduce_sklearn():
     from sklearn.isotonic import IsotonicRegression
 

@@ -139,7 +139,7 @@ class Laet(Method):
     def rule(self, k: int, target: float) -> StopRule:
         params = np.array([self.warmup, self.multiplier(k, target)], np.float64)
         feats = np.zeros(NB + 1 + self.query_dim)
-        return StopRule(laet_check, (self.forests[k].arrays(), params, feats), 2, k)
+        return StopRule(laet_check, (self.forests[k].packed, params, feats), 2, k)
 
     def model_count(self) -> int:
         return len(self.forests)
@@ -258,7 +258,7 @@ class Darth(Method):
         except KeyError:
             raise ConfigError(f"darth was not fitted for target {target}") from None
         params = np.array([threshold, ipi, mpi], np.float64)
-        return StopRule(darth_check, (self.forests[k].arrays(), params, np.zeros(NB + 1)), 2, k)
+        return StopRule(darth_check, (self.forests[k].packed, params, np.zeros(NB + 1)), 2, k)
 
     def model_count(self) -> int:
         return len(self.forests)

@@ -131,7 +131,7 @@ class OmegaModel:
         cal = self.calibration
         ring = kernel.RING
         cargs = (
-            self.forest.arrays(), cal.cal_x, cal.cal_y, cal.cal_off, self.cum, self.edges,
+            self.forest.packed, cal.cal_x, cal.cal_y, cal.cal_off, self.cum, self.edges,
             self.grid, sched, np.zeros(kernel.NUM_BASE_FEATURES), np.zeros(ring + 1),
             np.zeros(ring + 1), np.zeros(ring), np.zeros(ring),
         )  # fmt: skip

@@ -123,7 +123,7 @@ def build_replay_set(
     """Masked raw scores of the held-out queries' rows, their isotonic maps, and the replay tables."""
     rows = np.flatnonzero(np.isin(train.row_query, queries))
     rows = rows[np.lexsort((train.row_ndis[rows], train.row_query[rows]))]
-    raw = masked_raw_scores(train.feats, train.tops, train.windows, rows, forest.arrays(), k_max)
+    raw = masked_raw_scores(train.feats, train.tops, train.windows, rows, forest.packed, k_max)
     qs = train.row_query[rows]
     found = train.found_at[qs, :k_max] <= train.row_ndis[rows][:, None]
     cal = fit_bucket_calibration(raw, found, k_max, cap=300_000, seed=seed)
@@ -152,7 +152,7 @@ def build_replay_set(
 def typing_oargs(forest: FlatForest, cal_x, cal_y, cal_off) -> tuple:
     """Arguments of the same types as the online probe's (the replay passes but never reads them)."""
     ring = kernel.RING
-    return (forest.arrays(), cal_x, cal_y, cal_off, np.zeros(kernel.NUM_TR), np.zeros(1),
+    return (forest.packed, cal_x, cal_y, cal_off, np.zeros(kernel.NUM_TR), np.zeros(1),
             np.zeros(ring), np.zeros(ring + 1), np.zeros(ring + 1), 0,
             np.zeros(kernel.NUM_BASE_FEATURES))  # fmt: skip
 
