@@ -85,7 +85,7 @@ def test_grow_adds_free_blocks():
 def _linear_match(pool: BlockPool, hashes: list[int]) -> int:
     n = 0
     for h in hashes:
-        if h not in pool.hash_to_block:
+        if h not in pool.index:
             break
         n += 1
     return n

@@ -79,7 +79,7 @@ def test_block_pool_and_replay_evict_the_same_blocks(stream, capacity, spec):
         # prefix-closed: a cached block's parent is cached too (checked on the dense chain)
         for r in range(stream.num_requests):
             ids = stream.blocks[stream.req_start[r] : stream.req_start[r + 1]].tolist()
-            cached = [x in pool.hash_to_block for x in ids]
+            cached = [x in pool.index for x in ids]
             assert cached == sorted(cached, reverse=True), (spec, ids, cached)
 
 
@@ -115,7 +115,7 @@ def test_policies_run_a_live_engine_with_concurrency_and_never_evict_in_use(spec
         if eng.pool.policy.prefix_closed:
             for probe in trunks:
                 n = 0
-                while n < len(probe) and probe[n] in eng.pool.hash_to_block:
+                while n < len(probe) and probe[n] in eng.pool.index:
                     n += 1
                 assert eng.pool.num_matched(probe) == n
     run_to_completion(eng, now)

@@ -5,9 +5,9 @@ count > 0), cached and evictable (count 0, holds a prefix hash, owned by the evi
 (count 0, no hash). New blocks come from the empty list first, and only then from evicting the
 policy's victim, so an eviction never happens while a block that holds nothing is available.
 
-Per-block state sits in numpy arrays and the hash index in one dict, so that the per-request work
-(a Mooncake prompt is ~750 blocks) is a few vectorized or C-level bulk operations rather than a Python
-loop per block. Every bulk path gives exactly what the block-by-block loop gives (same blocks, same
+Per-block state sits in numpy arrays and the hash index in an int64 open-addressing table
+(``engine/hash_index.py``), so that the per-request work (a Mooncake prompt is ~750 blocks) is a few
+vectorized or compiled bulk operations rather than a Python loop per block. Every bulk path gives exactly what the block-by-block loop gives (same blocks, same
 order, same events); inputs it cannot prove that for (a hash repeated within what is cached, a hash
 another block already holds, hashes with copies) take the block-by-block path
 (``tests/engine/test_block_pool_reference.py`` checks both against the loop-per-block pool).
@@ -18,10 +18,10 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from itertools import takewhile
 
 import numpy as np
 
+from wildserve.engine.hash_index import BlockHashIndex, as_hashes
 from wildserve.engine.kv_events import AllCleared, BlockRemoved, BlockStored, KVEventQueue
 from wildserve.kvcache import AccessHints
 from wildserve.kvcache.policy import EvictionPolicy, LRUPolicy
@@ -39,7 +39,7 @@ class BlockPool:
         self.ref_cnt = np.zeros(num_blocks, np.int64)
         self.block_hash = np.zeros(num_blocks, np.int64)  # meaningful where has_hash
         self.has_hash = np.zeros(num_blocks, np.bool_)
-        self.hash_to_block: dict[int, int] = {}
+        self.index = BlockHashIndex(num_blocks)  # hash -> the block lookups find it in
         # Other in-use or evictable blocks registered under a hash another block already holds (two
         # requests computed the same prefix concurrently). The hash stays cached while any copy lives,
         # which keeps an LRU cache prefix-closed: no cached block ever outlives all its parent's copies.
@@ -76,7 +76,12 @@ class BlockPool:
 
     @property
     def num_cached(self) -> int:
-        return len(self.hash_to_block)
+        return len(self.index)
+
+    @property
+    def hash_to_block(self) -> dict[int, int]:
+        """A snapshot of the index as a dict (for inspection and tests; not kept current)."""
+        return self.index.to_dict()
 
     def usage(self) -> float:
         """Fraction of blocks in use by requests (vLLM's ``kv_cache_usage_perc``)."""
@@ -84,8 +89,9 @@ class BlockPool:
 
     def match_prefix(self, block_hashes: Sequence[int]) -> list[int]:
         """Block ids of the longest cached prefix of ``block_hashes`` (stops at the first miss)."""
-        table = self.hash_to_block
-        return list(map(table.__getitem__, takewhile(table.__contains__, block_hashes)))
+        if not len(block_hashes):
+            return []
+        return self.index.match_prefix(as_hashes(block_hashes)).tolist()
 
     def num_matched(self, block_hashes: Sequence[int]) -> int:
         """Length in blocks of the longest cached prefix of ``block_hashes``.
@@ -94,32 +100,9 @@ class BlockPool:
         cached), presence along one chain is monotone, so a galloping then binary search finds the first
         miss with O(log n) lookups instead of walking the whole match.
         """
-        table = self.hash_to_block
-        n = len(block_hashes)
-        if n < 16 or not self.policy.prefix_closed:
-            return sum(1 for _ in takewhile(table.__contains__, block_hashes))
-        if block_hashes[0] not in table:
+        if not len(block_hashes):
             return 0
-        lo, step = 1, 1  # block_hashes[:lo] are all cached
-        while True:
-            probe = lo + step - 1
-            if probe >= n - 1:
-                if block_hashes[n - 1] in table:
-                    return n
-                hi = n - 1
-                break
-            if block_hashes[probe] not in table:
-                hi = probe  # block_hashes[hi] is not cached
-                break
-            lo = probe + 1
-            step *= 2
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if block_hashes[mid] in table:
-                lo = mid + 1
-            else:
-                hi = mid
-        return lo
+        return self.index.num_matched(as_hashes(block_hashes), self.policy.prefix_closed)
 
     def num_evictable_in(self, block_ids: Sequence[int]) -> int:
         """How many of these cached blocks sit in the free pool (taking them shrinks it)."""
@@ -185,7 +168,7 @@ class BlockPool:
             raise ValueError(f"cache: {num} blocks but {len(block_hashes)} hashes")
         if num == 0:
             return
-        table = self.hash_to_block
+        index = self.index
         if not isinstance(block_ids, list):
             block_ids = list(block_ids)
         ids = np.asarray(block_ids, np.int64)
@@ -193,16 +176,15 @@ class BlockPool:
         if not has_hash[ids].any():  # every block is new: the loop below in one pass of the index
             # setdefault registers a hash not held yet and returns the holder of one held already
             # (earlier in this request too), exactly as the loop decides between holder and copy
-            holders = list(map(table.setdefault, block_hashes, block_ids))
+            hashes = as_hashes(block_hashes)
+            holders, num_held = index.setdefault_many(hashes, ids)
             has_hash[ids] = True
-            self.block_hash[ids] = block_hashes
-            if holders != block_ids:
-                for b, h, holder in zip(block_ids, block_hashes, holders, strict=True):
-                    if holder != b:
-                        self._copies.setdefault(h, []).append(b)
+            self.block_hash[ids] = hashes
+            if num_held:
+                for i in np.flatnonzero(holders != ids).tolist():
+                    self._copies.setdefault(int(hashes[i]), []).append(block_ids[i])
             if self._listeners:
-                pairs = enumerate(zip(block_ids, holders, strict=True))
-                stored = [i for i, (b, holder) in pairs if holder == b]
+                stored = np.flatnonzero(holders == ids).tolist()
                 if stored:
                     self._emit_stored(stored, block_ids, block_hashes, parent, token_ids)
             if self.policy.tracks_access:
@@ -217,10 +199,10 @@ class BlockPool:
                 continue
             block_hash[b] = h
             has_hash[b] = True
-            if h in table:
+            if h in index:
                 self._copies.setdefault(h, []).append(b)
             else:
-                table[h] = b
+                index[h] = b
                 if stored is not None:
                     stored.append(i)
             filled.append(b)
@@ -362,22 +344,22 @@ class BlockPool:
             return
         ids = np.asarray(block_ids, np.int64)
         self.has_hash[ids] = False
-        table = self.hash_to_block
-        for h in self.block_hash[ids].tolist():  # no copies: each block is its hash's only holder
-            del table[h]
+        self.index.delete_many(
+            self.block_hash[ids]
+        )  # no copies: each block is its hash's only holder
 
     def _uncache(self, block_id: int) -> None:
         """Forget an evicted block's hash; the hash leaves the cache with its last copy."""
         h = int(self.block_hash[block_id])
         self.has_hash[block_id] = False
         copies = self._copies.get(h)
-        if self.hash_to_block[h] == block_id:
+        if self.index[h] == block_id:
             if copies:
-                self.hash_to_block[h] = copies.pop()
+                self.index[h] = copies.pop()
                 if not copies:
                     del self._copies[h]
                 return
-            del self.hash_to_block[h]
+            del self.index[h]
             if self._listeners:
                 self._emit(BlockRemoved([h]))
             if self.offload is not None:

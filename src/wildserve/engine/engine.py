@@ -178,7 +178,7 @@ class Engine:
 
     def cached_block_hashes(self) -> list[int]:
         """Every prefix hash cached now (a listener joining late starts from these)."""
-        return list(self.pool.hash_to_block)
+        return list(self.pool.index)
 
     @property
     def prefix_closed(self) -> bool:
