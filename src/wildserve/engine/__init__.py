@@ -3,6 +3,7 @@
 from wildserve.engine.admission import AdmissionLog
 from wildserve.engine.config import EngineConfig
 from wildserve.engine.engine import Engine, EngineLoad, StepResult
+from wildserve.engine.hash_index import as_hashes
 from wildserve.engine.request import EngineRequest, RequestStatus
 from wildserve.engine.scheduler import AdmissionBlocker
 
@@ -15,4 +16,5 @@ __all__ = [
     "EngineRequest",
     "RequestStatus",
     "StepResult",
+    "as_hashes",
 ]

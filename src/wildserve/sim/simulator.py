@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from wildserve.engine import Engine, EngineRequest, StepResult
+from wildserve.engine import Engine, EngineRequest, StepResult, as_hashes
 from wildserve.engine.kv_events import BlockRemoved, BlockStored, KVEventQueue
 from wildserve.metrics import RequestMetrics
 from wildserve.routing.policy import RoutingPolicy
@@ -68,7 +68,13 @@ class ExactViews:
 
     def views(self, request: RouteRequest) -> list[InstanceView]:
         if self.index is None:
-            return [self.view(i) for i in range(len(self.engines))]
+            # the request's hashes as one int64 array for every engine's lookup (not one per view)
+            hashes = request.block_hashes
+            arr = as_hashes(hashes) if len(hashes) else hashes
+            return [
+                self.view(i, _same_request_match(e.cached_blocks, hashes, arr))
+                for i, e in enumerate(self.engines)
+            ]
         self._apply_events()
         shared = LazyPrefixMatch(self.index.match_lengths, request.block_hashes)
         return [
@@ -110,6 +116,13 @@ class ExactViews:
 
 def _zero(block_hashes: Sequence[int]) -> int:
     return 0
+
+
+def _same_request_match(
+    cached_blocks: Callable[[Sequence[int]], int], hashes: Sequence[int], arr: Sequence[int]
+) -> Callable[[Sequence[int]], int]:
+    """``cached_blocks``, handed ``arr`` when asked about ``hashes`` (the decision's request)."""
+    return lambda block_hashes: cached_blocks(arr if block_hashes is hashes else block_hashes)
 
 
 class ClusterController:
