@@ -8,8 +8,11 @@ router for ``--warmup`` then ``--duration`` seconds. Prompts are ``/v1/completio
 4. Reported: requests/s, p50/p99 latency (wrk's), non-2xx answers, and the router's CPU per request:
 user + system time of the router process and its children (all threads) during the measured window,
 divided by the requests completed in it. Routers and engines share the machine's cores with wrk.
-Beside it: each engine's share of the requests (the busiest engine's share shows a placement that
-overloads one single-threaded engine) and the engines' CPU per request.
+Beside it: the busiest engine's share of the engines' CPU and the largest share of the requests
+any one engine served (either shows a placement that overloads one single-threaded engine), the
+engines' CPU per request, and the prefix-cache hit ratio (prompt tokens found cached / looked up,
+from the engines' ``/metrics`` counters over the window: a placement that splits tenants across
+engines misses more and gives the engines more work per request).
 
 Before the first cell, one engine and one gateway serve a few requests of each size and mode: the
 engines' numba kernels compile on their first request (or load from numba's cache), which on a cold
@@ -121,13 +124,40 @@ def run_wrk(url: str, script: Path, seconds: float, connections: int, threads: i
     raise RuntimeError(f"wrk printed no summary:\n{out}")
 
 
-def measure(router_pid: int, engine_pids: list[int], url: str, script: Path, args) -> dict:
+_COUNTERS = {
+    "vllm:request_success_total": "requests",
+    "vllm:prefix_cache_queries_total": "queries",
+    "vllm:prefix_cache_hits_total": "hits",
+}
+
+
+def engine_counters(url: str) -> dict[str, float]:
+    """The engine's requests served and prefix-cache queried/hit tokens, from its ``/metrics``."""
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    out = dict.fromkeys(_COUNTERS.values(), 0.0)
+    for line in text.splitlines():
+        name = line.split("{", 1)[0]
+        if name in _COUNTERS:
+            out[_COUNTERS[name]] += float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def measure(
+    router_pid: int, engine_pids: list[int], engine_urls: list[str], url: str, script: Path, args
+) -> dict:
     run_wrk(url, script, args.warmup, args.connections, args.wrk_threads)
     cpu0 = cpu_seconds(router_pid)
     eng0 = [cpu_seconds(p) for p in engine_pids]
+    ctr0 = [engine_counters(u) for u in engine_urls]
     stats = run_wrk(url, script, args.duration, args.connections, args.wrk_threads)
     cpu = cpu_seconds(router_pid) - cpu0
     eng = [cpu_seconds(p) - c for p, c in zip(engine_pids, eng0, strict=True)]
+    ctr = [
+        {k: v - before[k] for k, v in engine_counters(u).items()}
+        for u, before in zip(engine_urls, ctr0, strict=True)
+    ]
+    served = [c["requests"] for c in ctr]
     n = max(1, stats["requests"])
     errors = stats["status_errors"] + stats["connect"] + stats["read"] + stats["timeout"]
     return {
@@ -140,6 +170,11 @@ def measure(router_pid: int, engine_pids: list[int], url: str, script: Path, arg
         "cpu_us_per_request": cpu / n * 1e6,
         "engines_cpu_us_per_request": sum(eng) / n * 1e6,
         "engine_cpu_shares": [round(e / max(1e-9, sum(eng)), 3) for e in eng],
+        "engine_requests": served,
+        "engine_request_shares": [round(r / max(1.0, sum(served)), 3) for r in served],
+        # prompt tokens found in the engines' prefix caches / prompt tokens looked up, in the window
+        "prefix_hit_ratio": sum(c["hits"] for c in ctr) / max(1.0, sum(c["queries"] for c in ctr)),
+        "engine_prefix_hit_ratios": [round(c["hits"] / max(1.0, c["queries"]), 4) for c in ctr],
         "router_threads": _threads(router_pid),
     }
 
@@ -216,7 +251,7 @@ def main() -> None:
             try:
                 proc, url = start_router(router, urls, endpoints)
                 cell = {"router": router, "prompt_chars": size, "mode": mode, "position": position}
-                cell |= measure(proc.pid, [e.pid for e in engines], url, script, args)
+                cell |= measure(proc.pid, [e.pid for e in engines], urls, url, script, args)
             finally:
                 stop([p for p in [proc, *engines] if p is not None])
             results["cells"].append(cell)
@@ -224,7 +259,9 @@ def main() -> None:
                   f"p50 {cell['p50_ms']:6.1f} ms  p99 {cell['p99_ms']:6.1f} ms  "
                   f"CPU {cell['cpu_us_per_request']:6.0f} us/req (engines "
                   f"{cell['engines_cpu_us_per_request']:.0f}, busiest "
-                  f"{max(cell['engine_cpu_shares']):.0%})  threads "
+                  f"{max(cell['engine_cpu_shares']):.0%}, most requests "
+                  f"{max(cell['engine_request_shares']):.0%}, prefix hits "
+                  f"{cell['prefix_hit_ratio']:.1%})  threads "
                   f"{cell['router_threads']}  errors {cell['errors']}", flush=True)  # fmt: skip
     results["wall_s"] = time.perf_counter() - t0
     print(markdown(results["cells"]))
@@ -240,8 +277,9 @@ def markdown(cells: list[dict]) -> str:
     base = {(c["prompt_chars"], c["mode"]): c for c in cells if c["router"] == "sglang-router"}
     lines = [
         "| prompt | mode | router | req/s | p50 ms | p99 ms | router CPU us/req | "
-        "req/s vs sglang | CPU vs sglang | engines CPU us/req | busiest engine | errors |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "req/s vs sglang | CPU vs sglang | engines CPU us/req | busiest engine | most requests | "
+        "prefix hits | errors |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     rank = {r: i for i, r in enumerate(ROUTERS)}
     for c in sorted(cells, key=lambda c: (c["prompt_chars"], c["mode"], rank.get(c["router"], 99))):
@@ -252,7 +290,9 @@ def markdown(cells: list[dict]) -> str:
             f"| {c['prompt_chars']:,} chars | {c['mode']} | {c['router']} | {c['req_per_s']:,.0f} | "
             f"{c['p50_ms']:.1f} | {c['p99_ms']:.1f} | {c['cpu_us_per_request']:,.0f} | {rate} | "
             f"{cpu} | {c.get('engines_cpu_us_per_request', 0):,.0f} | "
-            f"{max(c.get('engine_cpu_shares', [0])):.0%} | {c['errors']} |"
+            f"{max(c.get('engine_cpu_shares', [0])):.0%} | "
+            f"{max(c.get('engine_request_shares', [0])):.0%} | "
+            f"{c.get('prefix_hit_ratio', 0):.1%} | {c['errors']} |"
         )
     return "\n".join(lines)
 
