@@ -286,13 +286,15 @@ def markdown(cells: list[dict]) -> str:
         ref = base.get((c["prompt_chars"], c["mode"]))
         rate = f"{c['req_per_s'] / ref['req_per_s']:.2f}x" if ref else ""
         cpu = f"{c['cpu_us_per_request'] / ref['cpu_us_per_request']:.2f}x" if ref else ""
+        # blank for results written before the engines' counters were read
+        shares = f"{max(c['engine_request_shares']):.0%}" if "engine_request_shares" in c else ""
+        hits = f"{c['prefix_hit_ratio']:.1%}" if "prefix_hit_ratio" in c else ""
         lines.append(
             f"| {c['prompt_chars']:,} chars | {c['mode']} | {c['router']} | {c['req_per_s']:,.0f} | "
             f"{c['p50_ms']:.1f} | {c['p99_ms']:.1f} | {c['cpu_us_per_request']:,.0f} | {rate} | "
             f"{cpu} | {c.get('engines_cpu_us_per_request', 0):,.0f} | "
             f"{max(c.get('engine_cpu_shares', [0])):.0%} | "
-            f"{max(c.get('engine_request_shares', [0])):.0%} | "
-            f"{c.get('prefix_hit_ratio', 0):.1%} | {c['errors']} |"
+            f"{shares} | {hits} | {c['errors']} |"
         )
     return "\n".join(lines)
 
