@@ -7,10 +7,10 @@ policy's victim, so an eviction never happens while a block that holds nothing i
 
 Per-block state sits in numpy arrays and the hash index in an int64 open-addressing table
 (``engine/hash_index.py``), so that the per-request work (a Mooncake prompt is ~750 blocks) is a few
-vectorized or compiled bulk operations rather than a Python loop per block. Every bulk path gives exactly what the block-by-block loop gives (same blocks, same
-order, same events); inputs it cannot prove that for (a hash repeated within what is cached, a hash
-another block already holds, hashes with copies) take the block-by-block path
-(``tests/engine/test_block_pool_reference.py`` checks both against the loop-per-block pool).
+vectorized or compiled bulk operations rather than a Python loop per block. Every bulk path gives
+exactly what the block-by-block loop gives (same blocks, same order, same events); inputs it cannot
+prove that for (a hash repeated within what is cached, a hash another block already holds, hashes
+with copies) take the block-by-block path (``tests/engine/test_block_pool_reference.py`` checks both against the loop-per-block pool).
 """
 
 from __future__ import annotations
@@ -344,9 +344,8 @@ class BlockPool:
             return
         ids = np.asarray(block_ids, np.int64)
         self.has_hash[ids] = False
-        self.index.delete_many(
-            self.block_hash[ids]
-        )  # no copies: each block is its hash's only holder
+        # no copies: each block is its hash's only holder
+        self.index.delete_many(self.block_hash[ids])
 
     def _uncache(self, block_id: int) -> None:
         """Forget an evicted block's hash; the hash leaves the cache with its last copy."""
