@@ -10,7 +10,8 @@ Per-block state sits in numpy arrays and the hash index in an int64 open-address
 vectorized or compiled bulk operations rather than a Python loop per block. Every bulk path gives
 exactly what the block-by-block loop gives (same blocks, same order, same events); inputs it cannot
 prove that for (a hash repeated within what is cached, a hash another block already holds, hashes
-with copies) take the block-by-block path (``tests/engine/test_block_pool_reference.py`` checks both against the loop-per-block pool).
+with copies) take the block-by-block path (``tests/engine/test_block_pool_reference.py`` checks both
+against the loop-per-block pool).
 """
 
 from __future__ import annotations
