@@ -277,6 +277,30 @@ def trace_name(spec: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", stem).strip("-") or "trace"
 
 
+def float_list(text: str, option: str, positive: bool = False) -> tuple[float, ...]:
+    """``a,b,c`` or ``start:stop:step`` (inclusive) as floats, for list-valued options; a bad list
+    (or, with ``positive``, a value <= 0) is a one-line ``ConfigError`` naming ``option``."""
+    import numpy as np
+
+    from wildserve.errors import ConfigError
+
+    try:
+        if ":" in text:
+            lo, hi, step = (float(x) for x in text.split(":"))
+            if step <= 0 or hi < lo:
+                raise ValueError
+            out = tuple(float(x) for x in np.round(np.arange(lo, hi + step / 2, step), 6))
+        else:
+            out = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise ConfigError(
+            f"{option}: '{text}' is not a list a,b,c or a range start:stop:step"
+        ) from None
+    if positive and any(not x > 0 for x in out):
+        raise ConfigError(f"{option}: '{text}': every value must be positive")
+    return out
+
+
 # ---- introspection (tests, tooling) -------------------------------------------------------------
 def _option_info(param: inspect.Parameter, hint: Any) -> tuple[Any, Any]:
     """(typer OptionInfo or ArgumentInfo, bare annotation) of one command parameter."""

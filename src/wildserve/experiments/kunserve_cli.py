@@ -17,6 +17,7 @@ from wildserve.config_cli import (
     TraceSpecs,
     bounded,
     bounded_option,
+    float_list,
     trace_name,
 )
 from wildserve.experiments.sweep_options import ExecutorOption, RayAddressOption
@@ -24,25 +25,6 @@ from wildserve.experiments.sweep_options import ExecutorOption, RayAddressOption
 _SECONDS = {"parser": bounded(float, gt=0), "metavar": "FLOAT"}
 
 _BOUNDS = "burst factors must be >= 1"
-
-
-def _floats(text: str, option: str) -> tuple[float, ...]:
-    """``a,b,c`` or ``start:stop:step`` (inclusive) as floats; one-line error naming the option."""
-    import numpy as np
-
-    from wildserve.errors import ConfigError
-
-    try:
-        if ":" in text:
-            lo, hi, step = (float(x) for x in text.split(":"))
-            if step <= 0 or hi < lo:
-                raise ValueError
-            return tuple(float(x) for x in np.round(np.arange(lo, hi + step / 2, step), 6))
-        return tuple(float(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise ConfigError(
-            f"{option}: '{text}' is not a list a,b,c or a range start:stop:step"
-        ) from None
 
 
 def _targets(text: str) -> tuple[tuple[float, float], ...]:
@@ -178,7 +160,7 @@ def kunserve(
         if "kunserve" not in exp.systems or len(exp.systems) < 2:
             raise ConfigError("--systems needs kunserve and at least one baseline")
     if factors is not None:
-        exp.factors = _floats(factors, "--factors")
+        exp.factors = float_list(factors, "--factors")
         if not exp.factors or min(exp.factors) < 1:
             raise ConfigError(f"--factors: {_BOUNDS}, got {factors}")
     if base_targets is not None:

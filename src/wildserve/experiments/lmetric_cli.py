@@ -18,6 +18,7 @@ from wildserve.config_cli import (
     ReaderOptions,
     TraceSpecs,
     config_options,
+    float_list,
     trace_name,
 )
 from wildserve.engine.cluster import ClusterConfig
@@ -39,20 +40,6 @@ def _parse_seeds(text: str) -> tuple[int | None, ...]:
         else:
             raise ConfigError(f"--seeds: '{item}' is neither a non-negative integer nor 'rec'")
     return tuple(out)
-
-
-def _parse_scales(text: str) -> tuple[float, ...]:
-    from wildserve.errors import ConfigError
-
-    try:
-        out = tuple(float(x) for x in text.split(","))
-    except ValueError:
-        raise ConfigError(
-            f"--rate-scales: '{text}' is not a comma-separated list of numbers"
-        ) from None
-    if any(not x > 0 for x in out):
-        raise ConfigError(f"--rate-scales: '{text}': every load must be positive")
-    return out
 
 
 def per_workload(flag: str, values: Sequence[str] | None, names: Sequence[str]) -> dict[str, str]:
@@ -176,7 +163,9 @@ def lmetric(
         if reader_options:
             w = dataclasses.replace(w, options={**w.options, **reader_options})
         if w.name in loads_of:
-            w = dataclasses.replace(w, rate_scales=_parse_scales(loads_of[w.name]))
+            w = dataclasses.replace(
+                w, rate_scales=float_list(loads_of[w.name], "--rate-scales", positive=True)
+            )
         if w.name in seeds_of:
             w = dataclasses.replace(w, seeds=_parse_seeds(seeds_of[w.name]))
         chosen[i] = w
