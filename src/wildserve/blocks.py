@@ -94,6 +94,13 @@ def _mix64(base: np.ndarray, offset: np.ndarray) -> np.ndarray:
 def trace_block_hashes(
     hash_ids: Sequence[int], trace_block_size: int, prompt_tokens: int, block_size: int
 ) -> list[int]:
+    """``trace_block_hash_array`` as a list of ints."""
+    return trace_block_hash_array(hash_ids, trace_block_size, prompt_tokens, block_size).tolist()
+
+
+def trace_block_hash_array(
+    hash_ids: Sequence[int], trace_block_size: int, prompt_tokens: int, block_size: int
+) -> np.ndarray:
     """Map a trace's per-block ids onto hashes of the prompt's full ``block_size``-token blocks.
 
     The trace ids are chained first (``h_t = chain_hash(h_{t-1}, id_t)``), so ``h_t`` names the whole
@@ -101,23 +108,20 @@ def trace_block_hashes(
     the chain hash of the last trace block it overlaps with its token offset, so a 512-token trace block
     becomes 32 distinct 16-token blocks and equal trace prefixes give equal engine prefixes. Only full
     engine blocks inside the prompt get a hash; the map stops where the trace runs out of ids.
+    Returns an int64 array (what the engine's block pool takes without converting).
     """
     if trace_block_size <= 0 or block_size <= 0:
         raise ValueError("block sizes must be positive")
     num_full = min(prompt_tokens, len(hash_ids) * trace_block_size) // block_size
     if num_full == 0:
-        return []
+        return np.empty(0, dtype=np.int64)
     last_trace_block = ((num_full * block_size) - 1) // trace_block_size
     try:
         ids = np.asarray(hash_ids[: last_trace_block + 1], dtype=np.int64)
     except OverflowError:  # ids beyond int64: CPython's own hashes below
         pass
     else:
-        return (
-            _native()
-            .trace_engine_hashes(ids, ROOT_HASH, trace_block_size, num_full, block_size)
-            .tolist()
-        )
+        return _native().trace_engine_hashes(ids, ROOT_HASH, trace_block_size, num_full, block_size)
     chain = np.empty(last_trace_block + 1, dtype=np.int64)
     h = ROOT_HASH
     for t in range(last_trace_block + 1):
@@ -125,4 +129,4 @@ def trace_block_hashes(
         chain[t] = h
     ends = (np.arange(num_full, dtype=np.int64) + 1) * block_size - 1  # last token of each block
     owner = ends // trace_block_size
-    return _mix64(chain[owner], ends).tolist()
+    return _mix64(chain[owner], ends)

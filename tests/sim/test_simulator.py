@@ -93,3 +93,39 @@ def test_shared_prefix_index_gives_the_same_run_as_per_engine_lookups():
         results.append(Simulator(engines, make_policy("lmetric"), views=views).run(reqs).metrics())
     np.testing.assert_array_equal(results[0].instance, results[1].instance)
     np.testing.assert_allclose(results[0].ttft, results[1].ttft)
+
+
+def test_exact_views_carry_the_engines_load_figures_mid_run():
+    """The views (built positionally from ``Engine.route_load``) say what ``Engine.load`` says."""
+    from wildserve.routing.view import InstanceView, RouteRequest
+    from wildserve.sim.simulator import ExactViews
+
+    reqs = synthetic(120, 3, rate=400.0)
+    cost = LinearCostModel(base_s=0.004, per_token_s=4e-5, per_decode_ctx_s=5e-8)
+    engines = [Engine(EngineConfig(), cost, num_blocks=700, instance_id=i) for i in range(3)]
+    sim = Simulator(engines, make_policy("least-requests"))
+    sim.run(reqs[:80])  # leaves caches filled; then queue 20 more and step each engine once
+    sim.requests = list(reqs[80:100])
+    sim.engine_requests, sim.instances = [], [-1] * 20
+    for i in range(20):
+        sim.dispatch(i, 100.0)
+    for e in engines:
+        e.step(100.0, horizon=100.0)
+    hashes = reqs[100].engine_block_hashes(16)
+    route = RouteRequest(1, reqs[100].prompt_tokens, hashes, 16)
+    views = ExactViews(engines).views(route)
+    assert any(v.num_waiting for v in views) and any(v.kv_usage for v in views)
+    for i, (e, v) in enumerate(zip(engines, views, strict=True)):
+        load = e.load()
+        want = InstanceView(
+            instance_id=i,
+            num_running=load.num_running,
+            num_waiting=load.num_waiting,
+            queued_prefill_tokens=load.queued_prefill_tokens,
+            kv_usage=load.kv_usage,
+            num_kv_blocks=load.num_kv_blocks,
+            block_size=16,
+        )
+        assert v == want  # match_blocks is not compared
+        assert v.cached_blocks(hashes) == e.cached_blocks(hashes)
+    assert any(v.cached_blocks(hashes) for v in views) or not hashes

@@ -187,12 +187,14 @@ class BlockPool:
             if self._listeners:
                 stored = np.flatnonzero(holders == ids).tolist()
                 if stored:
-                    self._emit_stored(stored, block_ids, block_hashes, parent, token_ids)
+                    self._emit_stored(stored, block_ids, hashes.tolist(), parent, token_ids)
             if self.policy.tracks_access:
                 hints = self._history_hints(block_ids, now, category)
                 self.policy.on_access_many(block_ids, now, depth0, category, parent, hints)
             return
         block_hash = self.block_hash
+        if isinstance(block_hashes, np.ndarray):  # ints for the copies' keys and the events
+            block_hashes = block_hashes.tolist()
         stored: list[int] | None = [] if self._listeners else None  # positions newly cached
         filled: list[int] = []
         for i, (b, h) in enumerate(zip(block_ids, block_hashes, strict=True)):
@@ -338,15 +340,30 @@ class BlockPool:
         return n
 
     def _uncache_many(self, block_ids: list[int]) -> None:
-        """``_uncache`` each block in order; in bulk when no hash has copies and nobody listens."""
-        if self._copies or self._listeners or self.offload is not None:
+        """``_uncache`` each block in order; in bulk when nobody listens, for the hashes without copies.
+
+        A hash with no copies has exactly one block, so those blocks leave the index in one pass;
+        the others go one by one, in order. Which block ends up holding each hash is the same as in
+        the block-by-block loop (only the table's internal slot order can differ, never a lookup).
+        """
+        if self._listeners or self.offload is not None:
             for b in block_ids:
                 self._uncache(b)
             return
         ids = np.asarray(block_ids, np.int64)
+        hashes = self.block_hash[ids]
+        copies = self._copies
+        if copies:
+            shared = [i for i, h in enumerate(hashes.tolist()) if h in copies]
+            if shared:
+                for i in shared:
+                    self._uncache(block_ids[i])
+                alone = np.ones(len(ids), np.bool_)
+                alone[shared] = False
+                ids = ids[alone]
+                hashes = hashes[alone]
         self.has_hash[ids] = False
-        # no copies: each block is its hash's only holder
-        self.index.delete_many(self.block_hash[ids])
+        self.index.delete_many(hashes)
 
     def _uncache(self, block_id: int) -> None:
         """Forget an evicted block's hash; the hash leaves the cache with its last copy."""

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
 from wildserve.engine.block_pool import BlockPool
 from wildserve.engine.request import EngineRequest
 from wildserve.kvcache.host import HostKVCache
@@ -58,7 +60,7 @@ class KVCacheManager:
         hashes = req.block_hashes[: self.max_hit_blocks(req)]
         matched = self.pool.match_prefix(hashes)
         if self.host is not None and len(matched) < len(hashes):
-            num_host = self.host.match(hashes[len(matched) :])
+            num_host = self.host.match(hashes[len(matched) :].tolist())
             if num_host:
                 matched.extend([HOST_HIT] * num_host)
         return matched
@@ -68,7 +70,7 @@ class KVCacheManager:
         t, self._load_s = self._load_s, 0.0
         return t
 
-    def num_cached_tokens(self, block_hashes: Sequence[int]) -> int:
+    def num_cached_tokens(self, block_hashes: Sequence[int] | np.ndarray) -> int:
         """Prefix tokens a request with these block hashes would find cached (no state change)."""
         if not self.enable_prefix_caching:
             return 0
@@ -131,7 +133,7 @@ class KVCacheManager:
         if num_host:
             start = len(req.block_ids)
             # copy first: the GPU blocks they land in may evict others into host memory
-            self._load_s += self.host.take(req.block_hashes[start : start + num_host])  # type: ignore[union-attr]
+            self._load_s += self.host.take(req.block_hashes[start : start + num_host].tolist())  # type: ignore[union-attr]
             req.block_ids.extend(pool.allocate(num_host, now))
         if num_new_blocks > 0:
             req.block_ids.extend(pool.allocate(num_new_blocks, now))

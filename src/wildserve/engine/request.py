@@ -7,6 +7,10 @@ from array import array
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
+from wildserve.engine.hash_index import as_hashes
+
 
 class RequestStatus(enum.IntEnum):
     """Every status after PREEMPTED is a finished one, so ``is_finished`` is one comparison."""
@@ -68,7 +72,9 @@ class EngineRequest:
         self.num_prompt_tokens = num_prompt_tokens
         # Every request yields at least one token: that token is what TTFT measures.
         self.max_output_tokens = max(1, max_output_tokens)
-        self.block_hashes = block_hashes  # chained hashes of the prompt's full blocks
+        # chained hashes of the prompt's full blocks, as the int64 array the block pool takes (held
+        # once per request: converting a list per pool call was a tenth of the simulator's time)
+        self.block_hashes: np.ndarray = as_hashes(block_hashes)
         self.category_id = category_id
         self.source = source  # the workload request this came from, for metrics by category
         self.token_ids = (

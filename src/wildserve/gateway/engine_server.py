@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import orjson
 from aiohttp import web
 
-from wildserve.blocks import load_native, token_block_hashes
+from wildserve.blocks import load_native, token_block_hash_array
 from wildserve.engine import Engine, EngineRequest
 from wildserve.engine.kv_events import KVEventQueue
 from wildserve.gateway import openai_api as api
@@ -64,7 +64,7 @@ def warm_kernels(cfg: EngineServerConfig) -> Engine:
     now = 0.0
     for i in range(48):
         tokens = [1] * (3 * bs) + [2 + i] * (2 * bs)  # 3 shared blocks, 2 of its own
-        req = EngineRequest(f"warm-{i}", now, len(tokens), 2, token_block_hashes(tokens, bs))
+        req = EngineRequest(f"warm-{i}", now, len(tokens), 2, token_block_hash_array(tokens, bs))
         if not engine.add_request(req, now):
             continue
         while engine.has_work:
@@ -170,7 +170,7 @@ class EmulatedEngine:
     def submit(self, token_ids: Sequence[int], max_tokens: int) -> _Stream:
         """Queue one request; raises PromptError if it can never fit this instance."""
         rid = f"cmpl-{next(self._ids)}"
-        hashes = token_block_hashes(token_ids, self.block_size)
+        hashes = token_block_hash_array(token_ids, self.block_size)
         now = self.now()
         req = EngineRequest(rid, now, len(token_ids), max_tokens, hashes, token_ids=token_ids)
         if not self.engine.add_request(req, now):

@@ -10,6 +10,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import numpy as np
+
 
 @dataclass(frozen=True, slots=True)
 class RouteRequest:
@@ -21,6 +23,9 @@ class RouteRequest:
     block_size: int
     session_id: int | None = None
     category: str | None = None
+    # the same hashes as an int64 array, when the driver holds one (the simulator's engines look
+    # prefixes up in int64 tables: 16 lookups per decision then convert nothing)
+    block_hash_array: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 def _no_match(block_hashes: Sequence[int]) -> int:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from wildserve.blocks import trace_block_hashes
+import numpy as np
+
+from wildserve.blocks import trace_block_hash_array
 
 
 @dataclass(slots=True)
@@ -29,6 +31,12 @@ class Request:
 
     def engine_block_hashes(self, block_size: int) -> list[int]:
         """Chained hashes of this prompt's full ``block_size``-token blocks (empty without ids)."""
+        return self.engine_block_hash_array(block_size).tolist()
+
+    def engine_block_hash_array(self, block_size: int) -> np.ndarray:
+        """``engine_block_hashes`` as an int64 array (what the engine's block pool takes)."""
         if not self.hash_ids or self.block_size <= 0:
-            return []
-        return trace_block_hashes(self.hash_ids, self.block_size, self.prompt_tokens, block_size)
+            return np.empty(0, np.int64)
+        return trace_block_hash_array(
+            self.hash_ids, self.block_size, self.prompt_tokens, block_size
+        )
