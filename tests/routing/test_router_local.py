@@ -97,3 +97,19 @@ def test_radix_index_matches_a_per_block_lru_on_random_chained_prompts():
             assert idx.match(probe) == ref.match(probe)
             assert idx.insert(hashes) == ref.insert(hashes)
             assert len(idx) == len(ref.blocks) <= capacity
+
+
+def test_prefix_index_adds_no_objects_for_the_garbage_collector_to_walk():
+    """A full index must not make every full collection longer (a gateway's event loop stalls
+    for as long as one takes): its nodes are columns of ints and bytes, none of them tracked."""
+    import gc
+
+    idx = PrefixIndex(capacity_blocks=3000)
+    gc.collect()
+    before = len(gc.get_objects())
+    stem = list(range(1, 41))
+    for i in range(2000):  # one fork per prompt, and evictions once 3000 blocks are indexed
+        idx.insert([*stem[: i % 40], 10_000 + i, 20_000 + i])
+    gc.collect()
+    assert len(idx) == 3000
+    assert len(gc.get_objects()) - before < 20

@@ -176,7 +176,7 @@ class Gateway:
     def route_request(self, body: dict, chat: bool) -> RouteRequest:
         """The prompt's routing key. Its block hashes are an ``array('q')`` made from the native
         kernel's int64 output in one copy: the prefix index reads O(log blocks) of them and stores
-        the unmatched tail as ``array('q')`` runs, so the 1,250 Python ints of a 20k-token prompt's
+        the unmatched tail as packed int64 runs, so the 1,250 Python ints of a 20k-token prompt's
         ``tolist()`` (~15 us) are never made."""
         tokens = prompt_token_ids(body, chat, self.tokenizer)
         bs = self.cfg.block_size

@@ -16,16 +16,9 @@ from dataclasses import dataclass
 from wildserve.routing.view import InstanceView, RouteRequest
 
 
-class _Node:
-    """A run of consecutive blocks that were always touched together, and where paths fork after it."""
-
-    __slots__ = ("children", "hashes", "parent", "stamp")
-
-    def __init__(self, hashes: array, parent: _Node | None, stamp: int) -> None:
-        self.hashes = hashes
-        self.parent = parent
-        self.children: dict[int, _Node] = {}  # first block hash of each child's run -> child
-        self.stamp = stamp  # the insert that last touched this run (every block in it)
+def _run(data: bytes) -> memoryview:
+    """A run's block hashes (packed int64) as a sequence of ints, without copying."""
+    return memoryview(data).cast("q")
 
 
 class PrefixIndex:
@@ -37,20 +30,37 @@ class PrefixIndex:
     lookup costs O(nodes on the path + log run) dict/list reads, not one per matched block. Recency is
     per node: an insert stamps every node on its path, and eviction takes the deepest blocks of the
     least recently stamped leaf first -- the same order as a per-block LRU in which each insert
-    touches its blocks deepest first. Memory: at most ``capacity_blocks`` hashes (8 bytes each, in
-    ``array('q')`` runs, which the garbage collector never has to walk) plus one node (~300 bytes)
-    per fork or eviction boundary.
+    touches its blocks deepest first.
+
+    Nodes are integer ids into parallel columns, not objects: a run is ``bytes`` (packed int64), a
+    node's children one ``{first hash: id}`` dict of ints, parents, stamps and births ``array('q')``
+    columns, and the eviction heap holds tuples of ints. The garbage collector tracks none of the
+    per-node values (bytes and ints are never tracked; a dict or tuple holding only ints is
+    untracked), so a full index adds a handful of objects for a collection to walk, not one per node.
+    With ``_Node`` objects, ``array`` runs (tracked: CPython 3.11 makes every array a GC object) and
+    heap tuples holding nodes, a gateway's four indexes grew the tracked objects by ~12k a second at
+    2k-character prompts, and each full collection stalled the event loop for 10-50 ms: p99 latency
+    52-81 ms, against 14-16 ms with these columns (12 s under wrk at 64 connections; 14.6 ms with the
+    collector off). Memory: at most ``capacity_blocks`` hashes (8 bytes each) plus ~300 bytes per
+    node (a fork or an eviction boundary, with its heap entry).
     """
 
     def __init__(self, capacity_blocks: int) -> None:
         if capacity_blocks < 1:
             raise ValueError(f"prefix index capacity must be >= 1 block, got {capacity_blocks}")
         self.capacity_blocks = capacity_blocks
-        self._root = _Node(array("q"), None, 0)
+        # node 0 is the root (empty run, parent -1); a freed node's parent is -1 too
+        self._runs: list[bytes] = [b""]
+        self._children: list[dict[int, int] | None] = [{}]
+        self._parent = array("q", [-1])
+        self._stamps = array("q", [0])
+        self._births = array("q", [0])  # tells a reused id from the node a heap entry was for
+        self._free: list[int] = []
         self._size = 0
         self._stamp = 0
+        self._num_nodes_made = 0
         self._num_leaves = 0
-        self._leaves: list[tuple[int, int, _Node]] = []  # (stamp, seq, leaf) heap; stale entries
+        self._leaves: list[tuple[int, int, int, int]] = []  # heap of (stamp, seq, id, birth)
         self._seq = 0
 
     # ---- queries -----------------------------------------------------------------------------
@@ -61,16 +71,19 @@ class PrefixIndex:
     def __len__(self) -> int:
         return self._size
 
-    def _walk(self, hashes: Sequence[int]) -> tuple[int, _Node, int]:
+    def _walk(self, hashes: Sequence[int]) -> tuple[int, int, int]:
         """(blocks matched, last node entered, blocks of it matched) along ``hashes``' path."""
-        node = self._root
+        runs = self._runs
+        children = self._children
+        node = 0
         pos = 0
         n = len(hashes)
         while pos < n:
-            child = node.children.get(hashes[pos])
+            kids = children[node]
+            child = kids.get(hashes[pos]) if kids else None
             if child is None:
-                return pos, node, len(node.hashes)
-            run = child.hashes
+                return pos, node, len(runs[node]) >> 3
+            run = _run(runs[child])
             k = len(run)
             if pos + k <= n and run[k - 1] == hashes[pos + k - 1]:
                 pos += k
@@ -84,7 +97,7 @@ class PrefixIndex:
                 else:
                     hi = mid - 1
             return pos + lo, child, lo
-        return pos, node, len(node.hashes)
+        return pos, node, len(runs[node]) >> 3
 
     # ---- updates -----------------------------------------------------------------------------
     def insert(self, block_hashes: Sequence[int]) -> int:
@@ -94,70 +107,106 @@ class PrefixIndex:
         matched, node, used = self._walk(hashes)
         self._stamp += 1
         stamp = self._stamp
-        if used < len(node.hashes):  # the path ends inside ``node``'s run: split it there
+        runs = self._runs
+        children = self._children
+        if used < len(runs[node]) >> 3:  # the path ends inside ``node``'s run: split it there
             node = self._split(node, used)
         if matched < len(hashes):
-            rest = array("q", hashes[matched:])
-            if not node.children and node is not self._root:
-                node.hashes.extend(rest)  # a leaf grows in place
+            rest = array("q", hashes[matched:]).tobytes()
+            if not children[node] and node:
+                runs[node] += rest  # a leaf grows
             else:  # ``node`` forks here (or is the root): a new leaf
-                child = _Node(rest, node, stamp)
-                node.children[rest[0]] = child
+                child = self._new_node(rest, node, stamp)
+                kids = children[node]
+                if kids is None:
+                    children[node] = {hashes[matched]: child}
+                else:
+                    kids[hashes[matched]] = child
                 self._num_leaves += 1
                 node = child
-            self._size += len(rest)
+            self._size += len(hashes) - matched
         leaf = node
-        while node is not None:
-            node.stamp = stamp
-            node = node.parent
-        if not leaf.children and leaf is not self._root:
+        parent = self._parent
+        stamps = self._stamps
+        while node >= 0:
+            stamps[node] = stamp
+            node = parent[node]
+        if not children[leaf] and leaf:
             self._push_leaf(leaf)
         if self._size > self.capacity_blocks:
             self._evict(self._size - self.capacity_blocks)
         return matched
 
-    def _split(self, node: _Node, keep: int) -> _Node:
+    def _new_node(self, run: bytes, parent: int, stamp: int) -> int:
+        self._num_nodes_made += 1
+        if self._free:
+            node = self._free.pop()
+            self._runs[node] = run
+            self._parent[node] = parent
+            self._stamps[node] = stamp
+            self._births[node] = self._num_nodes_made
+            return node
+        self._runs.append(run)
+        self._children.append(None)
+        self._parent.append(parent)
+        self._stamps.append(stamp)
+        self._births.append(self._num_nodes_made)
+        return len(self._runs) - 1
+
+    def _split(self, node: int, keep: int) -> int:
         """Cut ``node``'s run after ``keep`` blocks; returns the new upper part (node's old place)."""
-        parent = node.parent
-        assert parent is not None
-        top = _Node(node.hashes[:keep], parent, node.stamp)
-        parent.children[top.hashes[0]] = top
-        node.hashes = node.hashes[keep:]
-        node.parent = top
-        top.children[node.hashes[0]] = node
+        parent = self._parent[node]
+        run = self._runs[node]
+        top = self._new_node(run[: 8 * keep], parent, self._stamps[node])
+        lower = run[8 * keep :]
+        self._children[parent][_run(run)[0]] = top  # type: ignore[index]
+        self._runs[node] = lower
+        self._parent[node] = top
+        self._children[top] = {_run(lower)[0]: node}
         return top
 
-    def _push_leaf(self, leaf: _Node) -> None:
+    def _is_leaf(self, node: int, stamp: int, birth: int) -> bool:
+        """Whether a heap entry still names a live leaf as it was when pushed."""
+        return (
+            self._births[node] == birth
+            and self._parent[node] >= 0
+            and not self._children[node]
+            and self._stamps[node] == stamp
+        )
+
+    def _push_leaf(self, leaf: int) -> None:
         self._seq += 1
-        heapq.heappush(self._leaves, (leaf.stamp, self._seq, leaf))
+        heapq.heappush(self._leaves, (self._stamps[leaf], self._seq, leaf, self._births[leaf]))
         if len(self._leaves) > 2 * self._num_leaves + 64:  # drop stale entries now and then
-            self._leaves = [
-                (e[0], e[1], e[2])
-                for e in self._leaves
-                if e[2].parent is not None and not e[2].children and e[0] == e[2].stamp
-            ]
+            self._leaves = [e for e in self._leaves if self._is_leaf(e[2], e[0], e[3])]
             heapq.heapify(self._leaves)
 
     def _evict(self, excess: int) -> None:
         """Drop ``excess`` blocks: the deepest ones of the least recently used leaves."""
         heap = self._leaves
+        runs = self._runs
         while excess > 0:
-            stamp, _, leaf = heapq.heappop(heap)
-            if leaf.parent is None or leaf.children or stamp != leaf.stamp:
+            entry = heapq.heappop(heap)
+            stamp, _, leaf, birth = entry
+            if not self._is_leaf(leaf, stamp, birth):
                 continue  # stale: removed, grew children, or touched since
-            run = leaf.hashes
-            if len(run) > excess:
-                del run[len(run) - excess :]
+            run = runs[leaf]
+            k = len(run) >> 3
+            if k > excess:
+                runs[leaf] = run[: 8 * (k - excess)]
                 self._size -= excess
-                heapq.heappush(heap, (stamp, _, leaf))  # what is left stays the oldest leaf
+                heapq.heappush(heap, entry)  # what is left stays the oldest leaf
                 return
-            excess -= len(run)
-            self._size -= len(run)
-            parent = leaf.parent
-            del parent.children[run[0]]
-            leaf.parent = None
+            excess -= k
+            self._size -= k
+            parent = self._parent[leaf]
+            del self._children[parent][_run(run)[0]]  # type: ignore[index]
+            self._parent[leaf] = -1
+            runs[leaf] = b""
+            self._children[leaf] = None
+            self._free.append(leaf)
             self._num_leaves -= 1
-            if not parent.children and parent is not self._root:
+            if not self._children[parent] and parent:
                 self._num_leaves += 1
                 self._push_leaf(parent)
 
