@@ -13,6 +13,9 @@ waiting requests). None has a knob. Rules (exploration for issue 20; not registe
   puts on the ``r`` requests already there; LMetric's product minus its ``q x r`` term;
 - ``marginal-stay``: ``marginal`` with ``lmetric-stay``'s veto (no instance whose ``q + n`` exceeds
   the cache holder's);
+- ``marginal-veto``: LMetric's product, but no instance whose marginal cost ``q + n x (r + 1)``
+  exceeds the cache holder's (a switch must lower the request's wait plus the stall its prefill
+  puts on the batch it joins, against staying);
 - ``reprefill``: ``(q + n + (n - n_holder)) x (r + 1)``, a KV$ indicator that also counts the
   re-prefill the switch causes (the issue's first suggestion).
 
@@ -54,6 +57,15 @@ def rule_keys(rule: str, q: Sequence[int], n: Sequence[int], r: Sequence[int]) -
             keys = [
                 k if qi + ni <= limit else float("inf")
                 for k, qi, ni in zip(keys, q, n, strict=True)
+            ]
+        return keys
+    if rule == "marginal-veto":
+        keys = [(qi + ni) * (ri + 1) for qi, ni, ri in zip(q, n, r, strict=True)]
+        if home is not None:
+            limit = q[home] + n[home] * (r[home] + 1)
+            keys = [
+                k if qi + ni * (ri + 1) <= limit else float("inf")
+                for k, qi, ni, ri in zip(keys, q, n, r, strict=True)
             ]
         return keys
     if rule == "reprefill":

@@ -132,3 +132,39 @@ def prefill_terms_of(r, vs):
     from wildserve.routing.lmetric import prefill_terms
 
     return prefill_terms(r, vs)
+
+
+def _two_sessions_loaded(home_queued, other_running):
+    # session A's follow-up: 10 of its 11 blocks cached on instance 0, which runs 12 requests
+    r = req(prompt=176, blocks=11)
+    home = view(0, run=12, queued=home_queued, match=10)
+    return r, [home, view(1, run=other_running)]
+
+
+def test_marginal_variant_stays_where_lmetric_switches_for_the_backlog_times_batch():
+    r, vs = _two_sessions_loaded(home_queued=100, other_running=4)
+    # LMetric: home (100 + 16) x 13 = 1508 > other (0 + 176) x 5 = 880: it moves, re-prefilling 160
+    # tokens that stall the other instance's 4 running requests
+    assert make_policy("lmetric").choose(r, vs) == 1
+    # marginal cost: home 100 + 16 x 13 = 308, other 0 + 176 x 5 = 880 > 308: not a candidate
+    mc = make_policy("lmetric-marginal")
+    assert mc.marginal_scores(*prefill_terms_of(r, vs), vs) == [1508, float("inf")]
+    assert mc.choose(r, vs) == 0
+    assert mc.stats()["stays"] == 1 and mc.stats()["costly_switch_decisions"] == 0
+
+
+def test_marginal_variant_switches_when_staying_costs_more():
+    # 400 queued tokens at home: home 400 + 16 x 13 = 608 > idle 0 + 176 x 1 = 176
+    r, vs = _two_sessions_loaded(home_queued=400, other_running=0)
+    assert make_policy("lmetric").choose(r, vs) == 1
+    mc = make_policy("lmetric-marginal")
+    assert mc.choose(r, vs) == 1 and mc.stats()["stays"] == 0
+
+
+def test_marginal_variant_is_lmetric_without_a_cache_holder():
+    r = req(prompt=160, blocks=10)
+    for vs in (
+        [view(0, run=9, queued=100), view(1, queued=150)],
+        [view(0, run=9, queued=100, match=5), view(1, queued=150, match=5)],
+    ):
+        assert make_policy("lmetric-marginal").choose(r, vs) == make_policy("lmetric").choose(r, vs)

@@ -21,6 +21,11 @@ the cache holder's, it takes LMetric's product minimum. The holder always qualif
 leaves its cache only for an instance whose backlog plus re-prefill is no larger than what it would
 wait behind at home: the switch that shortens its prefill queue. It adds no knob: the veto compares
 the product's own first factor across two instances.
+
+``lmetric-marginal`` (ours, no knob) vetoes by marginal cost instead: an instance is a candidate only
+if ``queued + new x (requests + 1)`` there (the request's own wait plus the stall its prefill puts on
+the requests it joins) is no more than at the cache holder. A switch's re-prefill then counts once for
+each request it stalls, where the product counts it once; LMetric's product picks among the rest.
 """
 
 from __future__ import annotations
@@ -165,6 +170,54 @@ class LMetricStay(LMetric):
             limit = queued[home] + new[home]
             for i, (q, n) in enumerate(zip(queued, new, strict=True)):
                 if q + n > limit:
+                    scores[i] = math.inf
+        return scores
+
+    def stats(self) -> dict:
+        return {**super().stats(), "stays": self.num_stays}
+
+
+@ROUTING_POLICIES.register("lmetric-marginal")
+class LMetricMarginal(LMetric):
+    """LMetric that leaves the cache holder only for a lower marginal cost (ours, no knob).
+
+    The product ranks instances by this request's own prefill wait times the batch it joins. A switch
+    off the cache holder also re-prefills the session's context, and that prefill stalls every
+    request running where it lands. The marginal cost of placing the request on an instance is its
+    own wait plus that stall, ``queued + new x (requests + 1)``, from the same two indicators the
+    product multiplies. Instances whose marginal cost exceeds the holder's are not candidates; among
+    the rest the product decides, as in LMetric. Without a cache holder it is LMetric.
+    """
+
+    name = "lmetric-marginal"
+
+    def __init__(
+        self, mitigate_zero: bool = False, tie_break: str = "lowest", seed: int = 0
+    ) -> None:
+        super().__init__(mitigate_zero, tie_break, seed)
+        self.num_stays = 0  # LMetric's own choice cost more than staying and was refused
+
+    def choose(self, request: RouteRequest, views: Sequence[InstanceView]) -> int:
+        queued, new = prefill_terms(request, views)
+        scores = self.marginal_scores(queued, new, views)
+        if min(scores) > min(_products(queued, new, views)):
+            self.num_stays += 1
+        chosen = self._choose(request, scores, queued, views)
+        if is_costly_switch(queued, new, chosen):
+            self.num_costly_switch_decisions += 1
+        return chosen
+
+    @staticmethod
+    def marginal_scores(
+        queued: Sequence[int], new: Sequence[int], views: Sequence[InstanceView]
+    ) -> list[float]:
+        """LMetric's products, infinite where the marginal cost exceeds the cache holder's."""
+        scores: list[float] = list(_products(queued, new, views))
+        home = cache_holder(queued, new)
+        if home is not None:
+            limit = queued[home] + new[home] * (views[home].num_requests + 1)
+            for i, (q, n, v) in enumerate(zip(queued, new, views, strict=True)):
+                if q + n * (v.num_requests + 1) > limit:
                     scores[i] = math.inf
         return scores
 
