@@ -106,7 +106,7 @@ DEFAULT_WORKLOADS = (
     ),
 )
 DEFAULT_SETUPS = (("qwen2.5-7b", "h20"), ("qwen3-30b-a3b", "h20"))
-DEFAULT_POLICIES = ("lmetric", "lmetric-stay", *UNTUNED_BASELINES)
+DEFAULT_POLICIES = ("lmetric", "lmetric-stay", "lmetric-marginal", *UNTUNED_BASELINES)
 
 
 @dataclass

@@ -24,7 +24,7 @@ from wildserve.metrics import RequestMetrics
 from wildserve.report import plot_cdfs
 
 # policies of ours shown beside the paper's LMetric (see wildserve.routing.lmetric_session)
-VARIANTS = ("lmetric-stay",)
+VARIANTS = ("lmetric-stay", "lmetric-marginal")
 
 
 def _pm(stat: tuple[float, float], scale: float = 1.0, digits: int = 3) -> str:
