@@ -25,6 +25,7 @@ from wildserve.report import plot_cdfs
 
 # policies of ours shown beside the paper's LMetric (see wildserve.routing.lmetric_session)
 VARIANTS = ("lmetric-stay", "lmetric-marginal")
+_VARIANT_STYLES = (("tab:red", "s"), ("tab:purple", "D"))
 
 
 def _pm(stat: tuple[float, float], scale: float = 1.0, digits: int = 3) -> str:
@@ -103,7 +104,8 @@ def plot_vs_load(
         elif name.startswith("linear"):
             style.update(linestyle="--", marker="x")
         elif name in VARIANTS:
-            style.update(linewidth=2.2, color="tab:red", marker="s")
+            color, marker = _VARIANT_STYLES[VARIANTS.index(name) % len(_VARIANT_STYLES)]
+            style.update(linewidth=2.2, color=color, marker=marker)
         for ax, metric, k in zip(
             axes, ("ttft_mean", "ttft_p99", "tpot_mean"), (1, 1, 1e3), strict=True
         ):
