@@ -62,7 +62,7 @@ def test_each_request_finishes_once_with_exact_tokens(num_blocks):
         assert all(b > a for a, b in itertools.pairwise(times))
         assert times[0] == r.first_token_s and times[-1] == r.finish_s
         assert r.arrival_s <= r.first_scheduled_s < r.first_token_s
-        assert r.block_ids == []
+        assert len(r.block_ids) == 0
     assert eng.pool.num_free == eng.pool.num_blocks
     assert eng.queued_prefill_tokens == 0
     if num_blocks == 300:

@@ -53,7 +53,7 @@ def test_detach_attach_moves_a_running_request_with_its_kv_and_tokens():
     now = step_until(a, 0.0, lambda: req.num_output_tokens >= 5)
     computed = req.num_computed_tokens
     a.detach(req, now)
-    assert a.pool.num_used == 0 and not a.has_work and req.block_ids == []
+    assert a.pool.num_used == 0 and not a.has_work and len(req.block_ids) == 0
     assert len(req.past_token_times) == 5 and req.status == RequestStatus.RUNNING
     assert b.attach(req, now + 0.5, with_kv=True)
     assert len(req.block_ids) == -(-computed // 16) and req.num_computed_tokens == computed
@@ -75,7 +75,7 @@ def test_attach_without_kv_recomputes_and_attach_refuses_what_does_not_fit():
     now = step_until(a, 0.0, lambda: req.num_output_tokens >= 3)
     a.detach(req, now)
     assert not small.attach(req, now, with_kv=True)  # 5 blocks do not fit in 3
-    assert req.block_ids == [] and not small.has_work
+    assert len(req.block_ids) == 0 and not small.has_work
     c = Engine(EngineConfig(), cost, num_blocks=40)
     assert c.attach(req, now, with_kv=False)
     assert req.status == RequestStatus.PREEMPTED and req.num_computed_tokens == 0

@@ -17,6 +17,7 @@ against the loop-per-block pool).
 from __future__ import annotations
 
 import math
+from array import array
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
@@ -128,24 +129,30 @@ class BlockPool:
 
     def allocate(self, num: int, now: float) -> list[int]:
         """Take ``num`` free blocks into use, evicting cached ones only when no empty block is left."""
+        return self.allocate_ids(num, now).tolist()
+
+    def allocate_ids(self, num: int, now: float) -> np.ndarray:
+        """``allocate`` as an int64 array (what a request's ``block_ids`` take without converting)."""
         if num > self.num_free:
             raise RuntimeError(f"allocate({num}) with only {self.num_free} free blocks")
         if num <= 0:
-            return []
+            return np.empty(0, np.int64)
         empty = self._empty
         if num <= len(empty):
             out = empty[-num:]
             del empty[-num:]
             out.reverse()
+            ids = np.array(out, np.int64)
         else:
             out = empty[::-1]
             empty.clear()
             victims = self.policy.pop_many(num - len(out), now)
             self.num_evictions += len(victims)
-            self._uncache_many(victims)
-            out += victims
-        self.ref_cnt[out] = 1
-        return out
+            evicted = np.array(victims, np.int64)
+            self._uncache_many(victims, evicted)
+            ids = np.concatenate((np.array(out, np.int64), evicted)) if out else evicted
+        self.ref_cnt[ids] = 1
+        return ids
 
     def cache(
         self,
@@ -170,9 +177,12 @@ class BlockPool:
         if num == 0:
             return
         index = self.index
-        if not isinstance(block_ids, list):
-            block_ids = list(block_ids)
-        ids = np.asarray(block_ids, np.int64)
+        if isinstance(block_ids, array):  # a request's own: read in place
+            ids = np.frombuffer(block_ids, np.int64)
+        else:
+            if not isinstance(block_ids, list):
+                block_ids = list(block_ids)
+            ids = np.asarray(block_ids, np.int64)
         has_hash = self.has_hash
         if not has_hash[ids].any():  # every block is new: the loop below in one pass of the index
             # setdefault registers a hash not held yet and returns the holder of one held already
@@ -282,7 +292,10 @@ class BlockPool:
         if not len(block_ids):
             return
         ref = self.ref_cnt
-        ids = np.array(block_ids[::-1], np.int64)
+        if isinstance(block_ids, array):  # a request's own: read in place
+            ids = np.frombuffer(block_ids, np.int64)[::-1]
+        else:
+            ids = np.array(block_ids[::-1], np.int64)
         ref[ids] -= 1
         freed = ids[ref[ids] == 0]
         if len(freed):
@@ -339,18 +352,18 @@ class BlockPool:
             self._emit(AllCleared())
         return n
 
-    def _uncache_many(self, block_ids: list[int]) -> None:
+    def _uncache_many(self, block_ids: list[int], ids: np.ndarray) -> None:
         """``_uncache`` each block in order; in bulk when nobody listens, for the hashes without copies.
 
         A hash with no copies has exactly one block, so those blocks leave the index in one pass;
         the others go one by one, in order. Which block ends up holding each hash is the same as in
         the block-by-block loop (only the table's internal slot order can differ, never a lookup).
+        ``ids`` is ``block_ids`` as an int64 array.
         """
         if self._listeners or self.offload is not None:
             for b in block_ids:
                 self._uncache(b)
             return
-        ids = np.asarray(block_ids, np.int64)
         hashes = self.block_hash[ids]
         copies = self._copies
         if copies:

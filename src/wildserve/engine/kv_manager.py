@@ -8,6 +8,7 @@ admitted, and their copy time is charged to the step (``take_load_time``).
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Sequence
 
 import numpy as np
@@ -134,9 +135,9 @@ class KVCacheManager:
             start = len(req.block_ids)
             # copy first: the GPU blocks they land in may evict others into host memory
             self._load_s += self.host.take(req.block_hashes[start : start + num_host].tolist())  # type: ignore[union-attr]
-            req.block_ids.extend(pool.allocate(num_host, now))
+            req.block_ids.frombytes(pool.allocate_ids(num_host, now).tobytes())
         if num_new_blocks > 0:
-            req.block_ids.extend(pool.allocate(num_new_blocks, now))
+            req.block_ids.frombytes(pool.allocate_ids(num_new_blocks, now).tobytes())
         if self.enable_prefix_caching:
             self._cache_full_blocks(req, num_computed + num_new_tokens, now)
         return True
@@ -166,7 +167,7 @@ class KVCacheManager:
     def free(self, req: EngineRequest, now: float) -> None:
         """Release every block of ``req``; cached ones become evictable, tail first."""
         self.pool.release(req.block_ids, now)
-        req.block_ids = []
+        req.block_ids = array("q")
         req.num_cached_blocks = 0
 
     def blocks_needed_for_decode(self, req: EngineRequest, num_steps: int) -> int:

@@ -83,7 +83,8 @@ class EngineRequest:
         self.status = RequestStatus.WAITING
         self.num_computed_tokens = 0
         self.num_output_tokens = 0
-        self.block_ids: list[int] = []
+        # the blocks it holds, in prefix order: int64 words the block pool reads without converting
+        self.block_ids: array = array("q")
         self.num_cached_blocks = 0  # leading blocks of block_ids registered in the prefix cache
         self.num_hit_tokens = -1  # prompt tokens served from the prefix cache at first admission
         self.queued_prefill_tokens = 0  # uncached prompt tokens not yet computed (set when queued)
