@@ -104,7 +104,7 @@ def test_stay_variant_refuses_the_switch_lmetric_makes_for_its_batch_factor():
     lm = make_policy("lmetric")
     assert lm.choose(r, vs) == 1 and lm.stats()["costly_switch_decisions"] == 1
     stay = make_policy("lmetric-stay")
-    assert stay.stay_scores(*prefill_terms_of(r, vs), vs) == [208, float("inf")]
+    assert stay.vetoed_scores(*prefill_terms_of(r, vs), vs) == [208, float("inf")]
     assert stay.choose(r, vs) == 0
     assert stay.stats()["stays"] == 1 and stay.stats()["costly_switch_decisions"] == 0
 
@@ -148,7 +148,7 @@ def test_marginal_variant_stays_where_lmetric_switches_for_the_backlog_times_bat
     assert make_policy("lmetric").choose(r, vs) == 1
     # marginal cost: home 100 + 16 x 13 = 308, other 0 + 176 x 5 = 880 > 308: not a candidate
     mc = make_policy("lmetric-marginal")
-    assert mc.marginal_scores(*prefill_terms_of(r, vs), vs) == [1508, float("inf")]
+    assert mc.vetoed_scores(*prefill_terms_of(r, vs), vs) == [1508, float("inf")]
     assert mc.choose(r, vs) == 0
     assert mc.stats()["stays"] == 1 and mc.stats()["costly_switch_decisions"] == 0
 

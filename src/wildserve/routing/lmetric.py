@@ -140,45 +140,62 @@ class LMetric(RoutingPolicy):
         }
 
 
-@ROUTING_POLICIES.register("lmetric-stay")
-class LMetricStay(LMetric):
-    """LMetric without its costly switches (ours): a move must not add prefill work for the request."""
-
-    name = "lmetric-stay"
+class _HolderVeto(LMetric):
+    """LMetric's product among the instances whose cost, by the subclass's measure, is no more than
+    the cache holder's (both variants are ours, no knob). Without a cache holder it is LMetric."""
 
     def __init__(
         self, mitigate_zero: bool = False, tie_break: str = "lowest", seed: int = 0
     ) -> None:
         super().__init__(mitigate_zero, tie_break, seed)
-        self.num_stays = 0  # LMetric's own choice was a costly switch and was refused
-
-    def choose(self, request: RouteRequest, views: Sequence[InstanceView]) -> int:
-        queued, new = prefill_terms(request, views)
-        scores = self.stay_scores(queued, new, views)
-        if min(scores) > min(_products(queued, new, views)):
-            self.num_stays += 1
-        return self._choose(request, scores, queued, views)
+        self.num_stays = 0  # LMetric's own choice cost more than staying and was refused
 
     @staticmethod
-    def stay_scores(
-        queued: Sequence[int], new: Sequence[int], views: Sequence[InstanceView]
+    def cost(queued: int, new: int, view: InstanceView) -> int:
+        raise NotImplementedError
+
+    @classmethod
+    def vetoed_scores(
+        cls, queued: Sequence[int], new: Sequence[int], views: Sequence[InstanceView]
     ) -> list[float]:
-        """LMetric's products, infinite where the prefill work exceeds the cache holder's."""
+        """LMetric's products, infinite where the cost exceeds the cache holder's."""
         scores: list[float] = list(_products(queued, new, views))
         home = cache_holder(queued, new)
         if home is not None:
-            limit = queued[home] + new[home]
-            for i, (q, n) in enumerate(zip(queued, new, strict=True)):
-                if q + n > limit:
+            limit = cls.cost(queued[home], new[home], views[home])
+            for i, (q, n, v) in enumerate(zip(queued, new, views, strict=True)):
+                if cls.cost(q, n, v) > limit:
                     scores[i] = math.inf
         return scores
+
+    def choose(self, request: RouteRequest, views: Sequence[InstanceView]) -> int:
+        queued, new = prefill_terms(request, views)
+        scores = self.vetoed_scores(queued, new, views)
+        if min(scores) > min(_products(queued, new, views)):
+            self.num_stays += 1
+        chosen = self._choose(request, scores, queued, views)
+        if is_costly_switch(queued, new, chosen):
+            self.num_costly_switch_decisions += 1
+        return chosen
 
     def stats(self) -> dict:
         return {**super().stats(), "stays": self.num_stays}
 
 
+@ROUTING_POLICIES.register("lmetric-stay")
+class LMetricStay(_HolderVeto):
+    """LMetric without its costly switches (ours): a move must not add prefill work for the request.
+    (Its choices never are costly switches, so its costly-switch count stays 0.)"""
+
+    name = "lmetric-stay"
+
+    @staticmethod
+    def cost(queued: int, new: int, view: InstanceView) -> int:
+        return queued + new
+
+
 @ROUTING_POLICIES.register("lmetric-marginal")
-class LMetricMarginal(LMetric):
+class LMetricMarginal(_HolderVeto):
     """LMetric that leaves the cache holder only for a lower marginal cost (ours, no knob).
 
     The product ranks instances by this request's own prefill wait times the batch it joins. A switch
@@ -191,38 +208,9 @@ class LMetricMarginal(LMetric):
 
     name = "lmetric-marginal"
 
-    def __init__(
-        self, mitigate_zero: bool = False, tie_break: str = "lowest", seed: int = 0
-    ) -> None:
-        super().__init__(mitigate_zero, tie_break, seed)
-        self.num_stays = 0  # LMetric's own choice cost more than staying and was refused
-
-    def choose(self, request: RouteRequest, views: Sequence[InstanceView]) -> int:
-        queued, new = prefill_terms(request, views)
-        scores = self.marginal_scores(queued, new, views)
-        if min(scores) > min(_products(queued, new, views)):
-            self.num_stays += 1
-        chosen = self._choose(request, scores, queued, views)
-        if is_costly_switch(queued, new, chosen):
-            self.num_costly_switch_decisions += 1
-        return chosen
-
     @staticmethod
-    def marginal_scores(
-        queued: Sequence[int], new: Sequence[int], views: Sequence[InstanceView]
-    ) -> list[float]:
-        """LMetric's products, infinite where the marginal cost exceeds the cache holder's."""
-        scores: list[float] = list(_products(queued, new, views))
-        home = cache_holder(queued, new)
-        if home is not None:
-            limit = queued[home] + new[home] * (views[home].num_requests + 1)
-            for i, (q, n, v) in enumerate(zip(queued, new, views, strict=True)):
-                if q + n * (v.num_requests + 1) > limit:
-                    scores[i] = math.inf
-        return scores
-
-    def stats(self) -> dict:
-        return {**super().stats(), "stays": self.num_stays}
+    def cost(queued: int, new: int, view: InstanceView) -> int:
+        return queued + new * (view.num_requests + 1)
 
 
 def _products(
