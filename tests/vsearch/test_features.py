@@ -129,22 +129,15 @@ def test_masked_question_removes_the_confirmed_ranks():
     np.testing.assert_allclose(out[5], np.var([0.4, 0.2, 0.9]))
 
 
-def test_incremental_window_equals_a_fresh_sort():
-    """window_update (drop evicted, sort the new, merge) gives the sorted last-RING distances."""
+def test_rank_sort_equals_np_sort():
+    """OMEGA's branch-free window sort gives np.sort's array: distinct values, many ties, a window
+    not yet full, one entry."""
     rng = np.random.default_rng(0)
-    ring = np.zeros(kernel.RING)
-    srt, sid = np.zeros(kernel.RING), np.zeros(kernel.RING)
-    tmp, tmpi = np.zeros(kernel.RING), np.zeros(kernel.RING)
-    pushed: list[float] = []
-    prev = 0
-    for _ in range(300):
-        for _ in range(int(rng.integers(1, 70))):
-            d = float(rng.standard_normal())
-            ring[len(pushed) % kernel.RING] = d
-            pushed.append(d)
-        n = kernel.window_update(ring, len(pushed), srt, sid, prev, tmp, tmpi)
-        prev = len(pushed)
-        np.testing.assert_array_equal(srt[:n], np.sort(pushed[-kernel.RING :]))
+    out = np.full(kernel.RING, np.nan)
+    for n in (1, 2, 37, kernel.RING):
+        for values in (rng.standard_normal(kernel.RING), np.round(rng.random(kernel.RING) * 4)):
+            kernel.rank_sort(values, n, out)
+            np.testing.assert_array_equal(out[:n], np.sort(values[:n]))
 
 
 def test_training_log_labels_are_consistent():

@@ -133,7 +133,7 @@ class OmegaModel:
         cargs = (
             self.forest.packed, cal.cal_x, cal.cal_y, cal.cal_off, self.cum, self.edges,
             self.grid, sched, np.zeros(kernel.NUM_BASE_FEATURES), np.zeros(ring + 1),
-            np.zeros(ring + 1), np.zeros(ring), np.zeros(ring),
+            np.zeros(ring + 1),
         )  # fmt: skip
         return StopRule(omega_rule.omega_check, cargs, omega_rule.NUM_PST, k)
 

@@ -30,9 +30,9 @@ S_THETA, S_TAU, S_FIRST, S_GAP_MIN, S_GAP_MAX, S_SPAN, S_MIN_GAP, S_JUMP = range
 NUM_SCHEDULE = 8
 
 # scratch slots of one OMEGA search (the policy's per-query vector)
-P_NEXT, P_CONFIRMED, P_CALLS, P_CHECKS, P_ER, P_PREV_RING = range(6)
-P_WIN = 8  # sorted window values at [P_WIN, P_WIN + RING), their push indices after them
-NUM_PST = P_WIN + 2 * kernel.RING
+P_NEXT, P_CONFIRMED, P_CALLS, P_CHECKS, P_ER = range(5)
+P_WIN = 8  # the sorted window at [P_WIN, P_WIN + RING)
+NUM_PST = P_WIN + kernel.RING
 
 
 @njit(cache=True)
@@ -147,7 +147,7 @@ def next_grid_point(grid, ndis):
 @njit(cache=True)
 def omega_check(tr, top_d, ring, q, cargs, pst):
     """The online check (a `StopRule` for the kernel)."""
-    forest, cal_x, cal_y, cal_off, cum, edges, grid, sched, feats, pre1, pre2, tmp, tmpi = cargs
+    forest, cal_x, cal_y, cal_off, cum, edges, grid, sched, feats, pre1, pre2 = cargs
     k = int(tr[kernel.T_K])
     ndis = tr[kernel.T_NDIS]
     if pst[P_NEXT] == 0.0:
@@ -158,10 +158,10 @@ def omega_check(tr, top_d, ring, q, cargs, pst):
         pst[P_NEXT] = next_grid_point(grid, ndis)
         return False
     pst[P_CHECKS] += 1.0
+    # the window is sorted afresh at each check: checks are far enough apart that most of it is new
     srt = pst[P_WIN : P_WIN + kernel.RING]
-    sid = pst[P_WIN + kernel.RING : P_WIN + 2 * kernel.RING]
-    n = kernel.window_update(ring, tr[kernel.T_RING], srt, sid, pst[P_PREV_RING], tmp, tmpi)
-    pst[P_PREV_RING] = tr[kernel.T_RING]
+    n = min(int(tr[kernel.T_RING]), kernel.RING)
+    kernel.rank_sort(ring, n, srt)
     kernel.prefix_sums(srt, n, pre1, pre2)
     oargs = (forest, cal_x, cal_y, cal_off, tr, top_d, srt, pre1, pre2, n, feats)
     c, er, calls = decide(
