@@ -149,9 +149,11 @@ def _quantile_sorted(s, n, q):
 @njit(cache=True)
 def window_sorted(ring, nring, srt, pre1, pre2):
     """Sort the last min(nring, RING) distances into srt and fill the prefix sums pre1 (x) and pre2
-    (x^2) that let `window_features` summarise any suffix of the sorted window in O(1); returns n."""
+    (x^2) that let `window_features` summarise any suffix of the sorted window in O(1); returns n.
+    Every method's features (LAET's, DARTH's, the training logs') sort with the same `rank_sort` as
+    OMEGA's checks, so no method's model call pays np.sort's mispredictions."""
     n = min(int(nring), RING)
-    srt[:n] = np.sort(ring[:n])
+    rank_sort(ring, n, srt)
     prefix_sums(srt, n, pre1, pre2)
     return n
 

@@ -160,9 +160,7 @@ def omega_check(tr, top_d, ring, q, cargs, pst):
     pst[P_CHECKS] += 1.0
     # the window is sorted afresh at each check: checks are far enough apart that most of it is new
     srt = pst[P_WIN : P_WIN + kernel.RING]
-    n = min(int(tr[kernel.T_RING]), kernel.RING)
-    kernel.rank_sort(ring, n, srt)
-    kernel.prefix_sums(srt, n, pre1, pre2)
+    n = kernel.window_sorted(ring, tr[kernel.T_RING], srt, pre1, pre2)
     oargs = (forest, cal_x, cal_y, cal_off, tr, top_d, srt, pre1, pre2, n, feats)
     c, er, calls = decide(
         cal_y.reshape(1, -1), -1, oargs, int(pst[P_CONFIRMED]), k, ndis, sched[S_TAU], cum, edges
