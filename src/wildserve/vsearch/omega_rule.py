@@ -1,16 +1,21 @@
 """OMEGA's decision at one check, written once for the online search and for the offline replay.
 
-At a check with ranks 1..c confirmed, ranks c+1, c+2, c+4, ... (then a binary search) are asked as
-masked top-1 questions until one fails its confirmation threshold `tau`; the confirmed ranks count as
-found, the first unconfirmed one at its calibrated probability, the later ones at the offline
-statistics' P(rank j found by now | ranks <= c found by now), so
+At a check with ranks 1..c confirmed, masked top-1 questions are asked from the rank that failed at
+the previous check (c+1 at the first), doubling the step while ranks pass their confirmation
+threshold `tau`, until one (h) fails. The confirmed ranks count as found, h at its calibrated
+probability, every other rank above c at the offline statistics' P(rank j found by now | ranks <= c
+found by now), so
 
-    expected recall@K = ( c + p_{c+1} + sum_{j > c+1} stat[c, t, j] ) / K,
+    expected recall@K = ( c + p_h + sum_{j > c, j != h} stat[c, t, j] ) / K,
 
-and the search stops once it reaches the calibrated stop level `theta` (fitted per target by replaying
-training trajectories, see `omega_calibrate.py`). The next check comes after a gap that shrinks as the
-estimate nears `theta`, and, when the statistics alone say the level is still far, not before halfway
-to when they would reach it. Checks snap to the grid the training rows were logged on, so the replay
+(with h = c+1 this is c + p_{c+1} + sum_{j > c+1} stat[c, t, j]). The bracket (c, h) is bisected
+only while that could change this check's decision (the estimate with every rank below h confirmed
+reaches the stop level, the one with c does not), so a check that is far from stopping asks few
+questions and the next one resumes at h. The search stops once the estimate reaches the calibrated
+stop level `theta` (fitted per target by replaying training trajectories with this same function,
+see `omega_calibrate.py`). The next check comes after a gap that shrinks as the estimate nears
+`theta`, and, when the statistics alone say the level is still far, not before halfway to when they
+would reach it. Checks snap to the grid the training rows were logged on, so the replay
 sees exactly the states the online search checks at.
 
 `probe` returns the calibrated probability of a masked rank: online it builds the masked features and
@@ -30,7 +35,7 @@ S_THETA, S_TAU, S_FIRST, S_GAP_MIN, S_GAP_MAX, S_SPAN, S_MIN_GAP, S_JUMP = range
 NUM_SCHEDULE = 8
 
 # scratch slots of one OMEGA search (the policy's per-query vector)
-P_NEXT, P_CONFIRMED, P_CALLS, P_CHECKS, P_ER = range(5)
+P_NEXT, P_CONFIRMED, P_CALLS, P_CHECKS, P_ER, P_FAILED, P_FAILED_Q = range(7)
 P_WIN = 8  # the sorted window at [P_WIN, P_WIN + RING)
 NUM_PST = P_WIN + kernel.RING
 
@@ -72,44 +77,59 @@ def time_bin(edges, ndis):
 
 
 @njit(cache=True)
-def decide(table, row, oargs, c, k, ndis, tau, cum, edges):
-    """Confirm ranks from c on and estimate recall@k. Returns (confirmed, expected recall, calls)."""
+def estimate(c, h, q_h, k, cum, b):
+    """Expected recall@k x k with ranks <= c confirmed and rank h > c failed at probability q_h: the
+    statistics P(rank j found | ranks <= c found) for every other rank above c. With h = c + 1 this
+    is c + p_{c+1} + sum_{j > c+1} stat[c, t, j]; ranks strictly between c and h, not yet asked,
+    count at the statistics too (no closer than the bracket needs, see `decide`)."""
+    if c >= k:
+        return float(k)
+    return c + q_h + (cum[c, b, k] - cum[c, b, c]) - (cum[c, b, h] - cum[c, b, h - 1])
+
+
+@njit(cache=True)
+def decide(table, row, oargs, c, h, q_h, k, ndis, tau, theta, cum, edges):
+    """Confirm ranks from c on and estimate recall@k; h > c is the rank that failed at the last
+    check (0: none) and q_h its probability. Returns (confirmed, failed rank, its probability,
+    expected recall, calls).
+
+    The search starts at the last failed rank (c + 1 when there is none) and doubles its step
+    while ranks pass; the bracket (c, h) it ends with is bisected only while bisecting could change
+    this check's decision: while the estimate with c confirmed is below the stop level but the one
+    with every rank below h confirmed reaches it. A later check starts from h again."""
     calls = 0
-    q_next = 1.0
     if c < k:
-        lo = c
-        hi = -1
-        step = 1
-        while True:  # doubling: c+1, c+2, c+4, ... until a rank fails or k is confirmed
-            m = min(lo + step, k)
+        m = h if h > c else c + 1
+        step = max(m - c, 1)
+        h = 0
+        while True:  # c+1 (or the last failed rank), then doubling until a rank fails or k passes
             qm = probe(table, row, oargs, m)
             calls += 1
             if qm >= tau:
-                lo = m
+                c = m
                 if m == k:
                     break
                 step *= 2
+                m = min(c + step, k)
             else:
-                hi = m
-                q_next = qm
+                h = m
+                q_h = qm
                 break
-        if hi > 0:  # binary search between the last confirmed and the first failed rank
-            while hi - lo > 1:
-                mid = (lo + hi) // 2
-                qm = probe(table, row, oargs, mid)
-                calls += 1
-                if qm >= tau:
-                    lo = mid
-                else:
-                    hi = mid
-                    q_next = qm
-        c = lo
-    er = float(c)
-    if c < k:
-        b = time_bin(edges, ndis)
-        # cum[c, b, j] = sum of stat[c, b, :j]; ranks c+2..k are 0-based c+1..k-1
-        er += q_next + cum[c, b, k] - cum[c, b, c + 1]
-    return c, er / k, calls
+    if c >= k:
+        return k, 0, 1.0, 1.0, calls
+    b = time_bin(edges, ndis)
+    er = estimate(c, h, q_h, k, cum, b)
+    while h - c > 1 and er < theta * k and estimate(h - 1, h, q_h, k, cum, b) >= theta * k:
+        mid = (c + h) // 2
+        qm = probe(table, row, oargs, mid)
+        calls += 1
+        if qm >= tau:
+            c = mid
+        else:
+            h = mid
+            q_h = qm
+        er = estimate(c, h, q_h, k, cum, b)
+    return c, h, q_h, er / k, calls
 
 
 @njit(cache=True)
@@ -162,11 +182,14 @@ def omega_check(tr, top_d, ring, q, cargs, pst):
     srt = pst[P_WIN : P_WIN + kernel.RING]
     n = kernel.window_sorted(ring, tr[kernel.T_RING], srt, pre1, pre2)
     oargs = (forest, cal_x, cal_y, cal_off, tr, top_d, srt, pre1, pre2, n, feats)
-    c, er, calls = decide(
-        cal_y.reshape(1, -1), -1, oargs, int(pst[P_CONFIRMED]), k, ndis, sched[S_TAU], cum, edges
-    )
+    c, h, q_h, er, calls = decide(
+        cal_y.reshape(1, -1), -1, oargs, int(pst[P_CONFIRMED]), int(pst[P_FAILED]),
+        pst[P_FAILED_Q], k, ndis, sched[S_TAU], sched[S_THETA], cum, edges,
+    )  # fmt: skip
     pst[P_CALLS] += calls
     pst[P_CONFIRMED] = c
+    pst[P_FAILED] = h
+    pst[P_FAILED_Q] = q_h
     pst[P_ER] = er
     if er >= sched[S_THETA]:
         return True
@@ -183,6 +206,8 @@ def replay(
     out[i] = (recall@k at the stop, distance computations, model calls); `oargs` is only typed."""
     for i in range(starts.size - 1):
         c = 0
+        h = 0
+        q_h = 0.0
         nxt = sched[S_FIRST]
         calls = 0
         stop_at = -1.0
@@ -193,7 +218,9 @@ def replay(
             if row_topn[r] < k:
                 nxt = next_grid_point(grid, nd)
                 continue
-            c, er, n_calls = decide(table, r, oargs, c, k, nd, sched[S_TAU], cum, edges)
+            c, h, q_h, er, n_calls = decide(
+                table, r, oargs, c, h, q_h, k, nd, sched[S_TAU], sched[S_THETA], cum, edges
+            )
             calls += n_calls
             if er >= sched[S_THETA]:
                 stop_at = nd
