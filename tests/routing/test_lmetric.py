@@ -89,12 +89,12 @@ def test_no_costly_switch_without_a_cache_to_lose():
     assert p.stats()["costly_switch_decisions"] == 0
 
 
-def _two_sessions(home_running: int, home_queued: int) -> tuple:
+def _two_sessions(home_running: int, home_queued: int, other_running: int = 0) -> tuple:
     """Session A's follow-up (10 of 11 blocks cached on instance 0, which also serves session B's
-    decodes) and an idle instance 1 holding nothing of A."""
+    decodes) and an instance 1 holding nothing of A (idle unless ``other_running``)."""
     r = req(prompt=176, blocks=11)
     home = view(0, run=home_running, queued=home_queued, match=10)
-    return r, [home, view(1)]
+    return r, [home, view(1, run=other_running)]
 
 
 def test_stay_variant_refuses_the_switch_lmetric_makes_for_its_batch_factor():
@@ -134,15 +134,8 @@ def prefill_terms_of(r, vs):
     return prefill_terms(r, vs)
 
 
-def _two_sessions_loaded(home_queued, other_running):
-    # session A's follow-up: 10 of its 11 blocks cached on instance 0, which runs 12 requests
-    r = req(prompt=176, blocks=11)
-    home = view(0, run=12, queued=home_queued, match=10)
-    return r, [home, view(1, run=other_running)]
-
-
 def test_marginal_variant_stays_where_lmetric_switches_for_the_backlog_times_batch():
-    r, vs = _two_sessions_loaded(home_queued=100, other_running=4)
+    r, vs = _two_sessions(home_running=12, home_queued=100, other_running=4)
     # LMetric: home (100 + 16) x 13 = 1508 > other (0 + 176) x 5 = 880: it moves, re-prefilling 160
     # tokens that stall the other instance's 4 running requests
     assert make_policy("lmetric").choose(r, vs) == 1
@@ -155,7 +148,7 @@ def test_marginal_variant_stays_where_lmetric_switches_for_the_backlog_times_bat
 
 def test_marginal_variant_switches_when_staying_costs_more():
     # 400 queued tokens at home: home 400 + 16 x 13 = 608 > idle 0 + 176 x 1 = 176
-    r, vs = _two_sessions_loaded(home_queued=400, other_running=0)
+    r, vs = _two_sessions(home_running=12, home_queued=400)
     assert make_policy("lmetric").choose(r, vs) == 1
     mc = make_policy("lmetric-marginal")
     assert mc.choose(r, vs) == 1 and mc.stats()["stays"] == 0
