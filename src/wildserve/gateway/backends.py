@@ -18,7 +18,8 @@ log = logging.getLogger(__name__)
 class Backend:
     """One upstream server as the gateway sees it.
 
-    Its in-flight count is read from the view source's per-backend counts (``counts``), the one place
+    Its in-flight count (this process's own; the metrics read the whole gateway's from the view source)
+    is read from the view source's per-backend counts (``counts``), the one place
     that dispatch and release update, so the routing views and the metrics cannot disagree.
     """
 

@@ -37,7 +37,7 @@ from wildserve.gateway.tokens import ByteTokenizer, PromptError, make_tokenizer,
 from wildserve.gateway.upstream import UpstreamConnection, UpstreamPool
 from wildserve.routing import RouteRequest, make_policy
 from wildserve.routing.kv_index import KVEventIndex, KVEventViews
-from wildserve.routing.local import RouterLocalViews
+from wildserve.routing.local import RouterLocalViews, SharedLoad
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +49,13 @@ _JSON_CT = "application/json"
 class Gateway:
     """Backends, the policy, the view source and the metrics of one running gateway."""
 
-    def __init__(self, cfg: GatewayConfig) -> None:
+    def __init__(self, cfg: GatewayConfig, load_table: SharedLoad | None = None) -> None:
+        """``load_table``: this worker's row of the load table all of one gateway's workers share."""
         self.cfg = cfg
         n = len(cfg.backends)
         self.local = RouterLocalViews(n, cfg.block_size, capacity_blocks=cfg.prefix_index_blocks)
+        if load_table is not None:
+            self.local.share_load(load_table)
         # the router's in-flight count per backend lives in the view source, once
         self.backends = [
             Backend(i, url, self.local.in_flight) for i, url in enumerate(cfg.backends)

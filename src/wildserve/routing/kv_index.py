@@ -167,17 +167,17 @@ class KVEventViews:
         shared = LazyPrefixMatch(self.index.match_all, request.block_hashes)
         self._last = shared
         index_match = self.index.match
-        local = self.local
+        in_flights, queued = self.local.load()
         out = []
         for i, load in enumerate(self.loads):
-            in_flight = local.in_flight[i]
+            in_flight = in_flights[i]
             waiting = max(load.num_waiting, in_flight - load.num_running, 0)
             out.append(
                 InstanceView(
                     instance_id=i,
                     num_running=load.num_running,
                     num_waiting=waiting,
-                    queued_prefill_tokens=local.queued_prefill_tokens[i],
+                    queued_prefill_tokens=queued[i],
                     kv_usage=load.kv_usage,
                     block_size=self.index.block_size,
                     match_blocks=shared.for_instance(i, functools.partial(index_match, i)),

@@ -12,6 +12,7 @@ import heapq
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from wildserve.routing.view import InstanceView, RouteRequest
 
@@ -211,6 +212,14 @@ class PrefixIndex:
                 self._push_leaf(parent)
 
 
+class SharedLoad(Protocol):
+    """Per-instance load shared by several routers (``gateway.shared_load.SharedLoadTable``)."""
+
+    def add(self, backend: int, in_flight: int, queued_prefill: int = 0) -> None: ...
+    def in_flight(self) -> Sequence[int]: ...
+    def queued_prefill(self) -> Sequence[int]: ...
+
+
 @dataclass(slots=True)
 class _InFlight:
     instance: int
@@ -226,15 +235,29 @@ class RouterLocalViews:
         self.in_flight = [0] * num_instances
         self.queued_prefill_tokens = [0] * num_instances
         self._requests: dict[object, _InFlight] = {}
+        self.shared: SharedLoad | None = None
+
+    def share_load(self, table: SharedLoad) -> None:
+        """Mirror this router's counts into its row of ``table`` (a gateway worker's shared load
+        table, attached before any request) and route on the sums over every worker's row."""
+        self.shared = table
+
+    def load(self) -> tuple[Sequence[int], Sequence[int]]:
+        """In-flight requests and queued prefill tokens per instance, over every worker if shared."""
+        shared = self.shared
+        if shared is None:
+            return self.in_flight, self.queued_prefill_tokens
+        return shared.in_flight().tolist(), shared.queued_prefill().tolist()
 
     def views(self, request: RouteRequest) -> list[InstanceView]:
         bs = self.block_size
+        in_flight, queued = self.load()
         return [
             InstanceView(
                 instance_id=i,
-                num_running=self.in_flight[i],
+                num_running=in_flight[i],
                 num_waiting=0,  # a router cannot tell waiting from running on its own
-                queued_prefill_tokens=self.queued_prefill_tokens[i],
+                queued_prefill_tokens=queued[i],
                 block_size=bs,
                 match_blocks=self.indexes[i].match,
             )
@@ -257,11 +280,15 @@ class RouterLocalViews:
         self._requests[request.request_id] = _InFlight(instance_id, new)
         self.in_flight[instance_id] += 1
         self.queued_prefill_tokens[instance_id] += new
+        if self.shared is not None:
+            self.shared.add(instance_id, 1, new)
 
     def on_first_token(self, request_id: object) -> None:
         state = self._requests.get(request_id)
         if state is not None and state.queued_prefill_tokens:
             self.queued_prefill_tokens[state.instance] -= state.queued_prefill_tokens
+            if self.shared is not None:
+                self.shared.add(state.instance, 0, -state.queued_prefill_tokens)
             state.queued_prefill_tokens = 0
 
     def on_finish(self, request_id: object) -> None:
@@ -271,6 +298,8 @@ class RouterLocalViews:
             return
         self.queued_prefill_tokens[state.instance] -= state.queued_prefill_tokens
         self.in_flight[state.instance] -= 1
+        if self.shared is not None:
+            self.shared.add(state.instance, -1, -state.queued_prefill_tokens)
 
     def reset_index(self, instance: int) -> None:
         """Forget what was sent to ``instance`` (it restarted with an empty cache)."""

@@ -1,0 +1,148 @@
+"""The shared load table across real processes: counted once per backend, visible to every worker."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+
+import numpy as np
+import pytest
+
+from wildserve.gateway.shared_load import SharedLoadTable
+
+_CTX = mp.get_context("spawn")  # what a fresh worker process sees: nothing inherited but the name
+
+
+def _hold(name, workers, backends, worker, opened, ready, release, done, crash):
+    """A worker: open ``opened[b]`` requests on each backend, wait, then release them (or die)."""
+    table = SharedLoadTable.attach(name, workers, backends, worker)
+    for b, n in enumerate(opened):
+        for _ in range(n):
+            table.add(b, 1, 100)  # dispatch: one in flight, 100 prompt tokens queued
+    ready.set()
+    release.wait(30)
+    if crash:
+        import os
+
+        os._exit(3)  # dies holding its requests, as a crashed worker would
+    for b, n in enumerate(opened):
+        for _ in range(n):
+            table.add(b, 0, -100)  # first token: prefill done
+            table.add(b, -1)  # finish
+    table.close()
+    done.set()
+
+
+def _start(table, worker, opened, crash=False):
+    ready, release, done = _CTX.Event(), _CTX.Event(), _CTX.Event()
+    args = (table.name, table.num_workers, table.num_backends, worker, opened, ready, release, done)
+    proc = _CTX.Process(target=_hold, args=(*args, crash))
+    proc.start()
+    assert ready.wait(60), "worker did not start"
+    return proc, release, done
+
+
+def _pick(name, workers, backends, worker, out):
+    """A worker's routing decision: the backend with the fewest in-flight requests gateway-wide."""
+    table = SharedLoadTable.attach(name, workers, backends, worker)
+    out.put(int(np.argmin(table.in_flight())))
+    table.close()
+
+
+@pytest.fixture
+def table():
+    t = SharedLoadTable.create(2, 3)
+    yield t
+    t.close()
+
+
+def test_requests_of_both_workers_are_counted_once_per_backend(table):
+    procs = [_start(table, 0, [2, 1, 0]), _start(table, 1, [1, 0, 3])]
+    assert table.in_flight().tolist() == [3, 1, 3]  # the open requests, not 2x nor half
+    assert table.queued_prefill().tolist() == [300, 100, 300]
+    for proc, release, done in procs:
+        release.set()
+        assert done.wait(30)
+        proc.join(30)
+        assert proc.exitcode == 0
+    assert table.in_flight().tolist() == [0, 0, 0]
+    assert table.queued_prefill().tolist() == [0, 0, 0]
+
+
+def test_a_decision_sees_the_other_workers_load(table):
+    # worker 0 holds two requests on backend 0 and one on backend 2; worker 1 holds none itself,
+    # so with private per-worker counts it would see all zeros and pick backend 0
+    proc, release, done = _start(table, 0, [2, 0, 1])
+    out = _CTX.Queue()
+    picker = _CTX.Process(target=_pick, args=(table.name, 2, 3, 1, out))
+    picker.start()
+    assert out.get(timeout=60) == 1
+    picker.join(30)
+    release.set()
+    assert done.wait(30)
+    proc.join(30)
+
+
+def test_a_crashed_workers_row_is_cleared_and_the_block_survives_its_exit(table):
+    proc, release, _ = _start(table, 1, [1, 2, 0], crash=True)
+    release.set()
+    proc.join(30)
+    assert proc.exitcode == 3
+    assert table.in_flight().tolist() == [1, 2, 0]  # phantom load until the parent clears it
+    table.clear_row(1)
+    assert table.in_flight().tolist() == [0, 0, 0]
+    # the worker's exit did not unlink the block: a replacement attaches to the same name
+    again = SharedLoadTable.attach(table.name, 2, 3, 1)
+    again.add(2, 1)
+    assert table.in_flight().tolist() == [0, 0, 1]
+    again.close()
+
+
+def test_the_parent_has_no_row_and_bad_shapes_fail():
+    with pytest.raises(ValueError):
+        SharedLoadTable.create(0, 2)
+    t = SharedLoadTable.create(1, 1)
+    try:
+        with pytest.raises(RuntimeError):
+            t.add(0, 1)
+        with pytest.raises(ValueError):
+            SharedLoadTable.attach(t.name, 1, 1, 1)
+    finally:
+        t.close()
+
+
+def _views_pair(table):
+    """Two workers' router-local views on one table (as two gateway processes would hold them)."""
+    from wildserve.routing.local import RouterLocalViews
+
+    pair = []
+    for w in range(2):
+        views = RouterLocalViews(3, 16)
+        views.share_load(SharedLoadTable.attach(table.name, 2, 3, w))
+        pair.append(views)
+    return pair
+
+
+@pytest.mark.parametrize("policy", ["least-requests", "lmetric"])
+def test_a_workers_policy_sees_the_other_workers_in_flight_requests(table, policy):
+    from wildserve.routing import make_policy
+    from wildserve.routing.view import RouteRequest
+
+    a, b = _views_pair(table)
+    for rid in range(4):  # worker a holds four requests on backend 0
+        a.on_dispatch(0, RouteRequest(rid, 160, [100 + rid], 16))
+    req = RouteRequest(9, 160, [7], 16)
+    views = b.views(req)
+    assert [v.num_running for v in views] == [4, 0, 0]
+    assert [v.queued_prefill_tokens for v in views] == [640, 0, 0]
+    assert make_policy(policy).choose(req, views) != 0  # private per-worker counts would tie at 0
+    b.on_dispatch(1, req)
+    assert table.in_flight().tolist() == [4, 1, 0]
+    a.on_first_token(0)
+    assert table.queued_prefill().tolist() == [480, 160, 0]
+    for rid in range(4):
+        a.on_finish(rid)
+    b.on_finish(9)
+    b.on_finish(9)  # a second release (a retry's cleanup) changes nothing
+    assert table.in_flight().tolist() == [0, 0, 0]
+    assert table.queued_prefill().tolist() == [0, 0, 0]
+    assert a.in_flight == [0, 0, 0] and b.in_flight == [0, 0, 0]
