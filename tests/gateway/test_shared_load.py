@@ -146,3 +146,20 @@ def test_a_workers_policy_sees_the_other_workers_in_flight_requests(table, polic
     assert table.in_flight().tolist() == [0, 0, 0]
     assert table.queued_prefill().tolist() == [0, 0, 0]
     assert a.in_flight == [0, 0, 0] and b.in_flight == [0, 0, 0]
+
+
+def test_a_backends_in_flight_and_the_metrics_gauge_read_the_whole_gateway(table):
+    from wildserve.gateway.backends import Backend
+
+    a, b = _views_pair(table)
+    a.on_dispatch(2, _req(1))
+    b.on_dispatch(2, _req(2))
+    backend = Backend(2, "http://b2", b.in_flight, load=b.shared)
+    assert b.in_flight[2] == 1  # this worker's own count
+    assert backend.in_flight == 2  # the gauge /metrics reports: both workers' requests
+
+
+def _req(rid):
+    from wildserve.routing.view import RouteRequest
+
+    return RouteRequest(rid, 32, [rid], 16)

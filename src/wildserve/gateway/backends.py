@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 import aiohttp
 import orjson
 
+from wildserve.routing.local import SharedLoad
+
 log = logging.getLogger(__name__)
 
 
@@ -18,9 +20,9 @@ log = logging.getLogger(__name__)
 class Backend:
     """One upstream server as the gateway sees it.
 
-    Its in-flight count (this process's own; the metrics read the whole gateway's from the view source)
-    is read from the view source's per-backend counts (``counts``), the one place
-    that dispatch and release update, so the routing views and the metrics cannot disagree.
+    Its in-flight count is read from the view source's per-backend counts (``counts``), the one place
+    that dispatch and release update, so the routing views and the metrics cannot disagree; with
+    several gateway workers, from the sum over their shared load table (``load``) instead.
     """
 
     index: int
@@ -30,6 +32,7 @@ class Backend:
     consecutive_failures: int = 0
     num_ejections: int = 0
     models: frozenset[str] | None = None  # served model names; None until /v1/models answered
+    load: SharedLoad | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if len(self.counts) <= self.index:  # a backend on its own: a count of its own
@@ -37,6 +40,8 @@ class Backend:
 
     @property
     def in_flight(self) -> int:
+        if self.load is not None:
+            return int(self.load.in_flight()[self.index])
         return self.counts[self.index]
 
     def serves(self, model: str | None) -> bool:

@@ -96,10 +96,9 @@ class _Collector:
             "end-to-end time of a proxied request in the gateway",
             labels=["backend"],
         )
-        loads = gw.local.load()[0]  # every worker's, when they share a load table
         for i, b in enumerate(gw.backends):
             requests.add_metric([urls[i]], m.requests[i])
-            in_flight.add_metric([b.url], loads[i])
+            in_flight.add_metric([b.url], b.in_flight)
             healthy.add_metric([b.url], 1.0 if b.healthy else 0.0)
             m.ttft[i].add_to(ttft, [urls[i]])
             m.latency[i].add_to(latency, [urls[i]])
