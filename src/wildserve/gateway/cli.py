@@ -60,7 +60,12 @@ def gateway(cfg: GatewayConfig, log_level: LogLevel = "warning") -> None:
             host, bound, policy, cfg.view_source, len(cfg.backends),
         )  # fmt: skip
 
-    run_forever(lambda: make_gateway_app(cfg), host, port, ready)
+    if cfg.workers > 1:
+        from wildserve.gateway.workers import serve_workers
+
+        serve_workers(cfg, cfg.workers, ready)
+    else:
+        run_forever(lambda: make_gateway_app(cfg), host, port, ready)
 
 
 @config_options(

@@ -23,6 +23,12 @@ class GatewayConfig:
     policy: str = option("lmetric", "routing policy (any registered one)")
     host: str = option("127.0.0.1", "address to listen on")
     port: int = option(8000, "port to listen on (0: any free one)", ge=0, le=65535)
+    workers: int = option(
+        1,
+        "gateway processes accepting on the port, routing on their shared per-backend in-flight "
+        "and queued-prefill counts (1: a single process)",
+        ge=1,
+    )
     tokenizer: str | None = option(None, "tokenizer.json of the served model; default: byte tokens")
     block_size: int = option(16, "tokens per prefix block (the engines' KV block size)", ge=1)
     prefix_index_blocks: int = option(1 << 20, "router-local prefix index size per backend", ge=1)

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import http
 import logging
+import socket
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -361,13 +362,19 @@ class HttpServer:
         body = error_json(405, msg, "invalid_request_error", "method_not_allowed")
         return Response(405, body, headers={"Allow": allowed})
 
-    async def start(self, host: str, port: int) -> int:
-        """Listen on ``host:port`` (0: any free port); returns the bound port."""
+    async def start(self, host: str, port: int, sock: socket.socket | None = None) -> int:
+        """Listen on ``host:port`` (0: any free port), or accept on ``sock`` if given (a worker's
+        share of a socket its parent bound); returns the bound port."""
         self.loop = asyncio.get_running_loop()
         try:
-            self._server = await self.loop.create_server(
-                lambda: Connection(self), host, port, reuse_address=True, backlog=1024
-            )
+            if sock is not None:
+                self._server = await self.loop.create_server(
+                    lambda: Connection(self), sock=sock, backlog=1024
+                )
+            else:
+                self._server = await self.loop.create_server(
+                    lambda: Connection(self), host, port, reuse_address=True, backlog=1024
+                )
         except OSError as exc:
             raise bind_error(exc, host, port) from None
         self._sweeper = self.loop.create_task(self._sweep())

@@ -22,6 +22,7 @@ import time
 from array import array
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import aiohttp
 import orjson
@@ -473,10 +474,14 @@ async def _metrics(request: Request) -> Response:
 class GatewayApp:
     """The gateway and its HTTP server: ``app["gateway"]`` is the Gateway (as with aiohttp apps)."""
 
-    def __init__(self, cfg: GatewayConfig) -> None:
+    def __init__(
+        self, cfg: GatewayConfig, load_table: SharedLoad | None = None, sock: Any = None
+    ) -> None:
+        """``load_table`` and ``sock``: a worker's shared load and the listening socket it inherited."""
         from wildserve.gateway.passthrough import SideRoutes
 
-        self.gateway = Gateway(cfg)
+        self.gateway = Gateway(cfg, load_table)
+        self.sock = sock
         routes = [
             ("POST", "/v1/completions", _completions),
             ("POST", "/v1/chat/completions", _chat),
@@ -494,7 +499,7 @@ class GatewayApp:
     async def start(self, host: str, port: int) -> int:
         await self.gateway.start()
         try:
-            return await self.server.start(host, port)
+            return await self.server.start(host, port, self.sock)
         except BaseException:
             await self.gateway.stop()
             raise
