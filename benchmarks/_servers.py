@@ -122,18 +122,21 @@ def start_router(
     kind: str, urls: list[str], endpoints: list[str], extra: list[str] | None = None
 ) -> tuple[subprocess.Popen, str]:
     """``sglang-router`` (cache_aware) or this gateway with policy ``kind`` (``+kv-events``: fed
-    by the engines' KV events)."""
+    by the engines' KV events; ``@Nw``: ``--workers N`` gateway processes sharing their load)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     if kind == "sglang-router":
         args = [PY, "-m", "sglang_router.launch_router", "--host", "127.0.0.1", "--port", str(port),
                 "--policy", "cache_aware", "--log-level", "warn", "--worker-urls", *urls]  # fmt: skip
     else:
-        policy = kind.removesuffix("+kv-events")
+        base, _, workers = kind.partition("@")
+        policy = base.removesuffix("+kv-events")
         args = [PY, "-m", "wildserve.cli", "gateway", "--policy", policy, "--port", str(port)]
+        if workers:
+            args += ["--workers", str(int(workers.removesuffix("w")))]
         for i, u in enumerate(urls):
             args += ["--backend", u]
-            if kind.endswith("+kv-events"):
+            if base.endswith("+kv-events"):
                 args += ["--kv-events", endpoints[i]]
     proc = spawn([*args, *(extra or [])], f"{url}/health")
     time.sleep(1.0)  # sglang-router activates workers just after it answers /health

@@ -29,6 +29,9 @@ other work more than the routers (measured: 3-4x lower rates than at nice 0).
 
     .venv/bin/pip install -e '.[test,gateway,compare]' && apt-get install -y wrk
     .venv/bin/python benchmarks/gateway_throughput.py --output-json results/gateway_throughput.json
+
+``--gateway-workers 2`` runs every gateway router as ``wildserve gateway --workers 2``; a router
+written ``lmetric@2w`` does so for that router alone (CPU then counts the parent and its workers).
 """
 
 from __future__ import annotations
@@ -210,7 +213,17 @@ def _threads(pid: int) -> int:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--routers", default=",".join(ROUTERS))
+    ap.add_argument(
+        "--routers",
+        default=",".join(ROUTERS),
+        help="routers to measure; a gateway's ROUTER@Nw runs it with --workers N",
+    )
+    ap.add_argument(
+        "--gateway-workers",
+        type=int,
+        default=1,
+        help="--workers for every gateway router not given as ROUTER@Nw",
+    )
     ap.add_argument("--backends", type=int, default=4)
     ap.add_argument("--prompt-chars", default="2000,20000")
     ap.add_argument("--modes", default="plain,stream", help="plain (non-streamed) and/or stream")
@@ -230,7 +243,11 @@ def main() -> None:
               "job on equal terms (see the docstring)", file=sys.stderr)  # fmt: skip
     sizes = [int(x) for x in args.prompt_chars.split(",")]
     modes = args.modes.split(",")
-    routers = args.routers.split(",")
+    routers = [
+        r if r == "sglang-router" or "@" in r or args.gateway_workers == 1
+        else f"{r}@{args.gateway_workers}w"
+        for r in args.routers.split(",")
+    ]  # fmt: skip
     tmp = Path(tempfile.mkdtemp(prefix="gateway-throughput-"))
     results: dict = {
         "args": vars(args) | {"output_json": str(args.output_json)},
@@ -245,7 +262,7 @@ def main() -> None:
         script.write_text(lua_script(size, args.tenants, args.unique_fraction, mode == "stream"))
         order = routers[num_cell % len(routers) :] + routers[: num_cell % len(routers)]
         for position, router in enumerate(order):  # fresh engines for each: cold caches
-            kv = router.endswith("kv-events")
+            kv = router.partition("@")[0].endswith("kv-events")
             engines, urls, endpoints = start_engines(args.backends, "inf", kv)
             proc = None
             try:
@@ -282,7 +299,10 @@ def markdown(cells: list[dict]) -> str:
         "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     rank = {r: i for i, r in enumerate(ROUTERS)}
-    for c in sorted(cells, key=lambda c: (c["prompt_chars"], c["mode"], rank.get(c["router"], 99))):
+    for c in sorted(
+        cells,
+        key=lambda c: (c["prompt_chars"], c["mode"], rank.get(c["router"].partition("@")[0], 99)),
+    ):
         ref = base.get((c["prompt_chars"], c["mode"]))
         rate = f"{c['req_per_s'] / ref['req_per_s']:.2f}x" if ref else ""
         cpu = f"{c['cpu_us_per_request'] / ref['cpu_us_per_request']:.2f}x" if ref else ""
