@@ -163,3 +163,15 @@ def _req(rid):
     from wildserve.routing.view import RouteRequest
 
     return RouteRequest(rid, 32, [rid], 16)
+
+
+def test_kv_event_views_route_on_every_workers_in_flight_requests(table):
+    from wildserve.routing.kv_index import KVEventIndex, KVEventViews
+
+    a, b = _views_pair(table)
+    kv_b = KVEventViews(KVEventIndex(3, 16), b)
+    for rid in range(3):
+        a.on_dispatch(1, _req(rid))  # worker a's requests on backend 1
+    views = kv_b.views(_req(7))  # worker b's KV-events views, nothing polled yet
+    assert [v.num_waiting for v in views] == [0, 3, 0]
+    assert [v.queued_prefill_tokens for v in views] == [0, 96, 0]

@@ -15,7 +15,7 @@ replacement, so a crash does not leave phantom load behind.
 
 from __future__ import annotations
 
-from multiprocessing import resource_tracker, shared_memory
+from multiprocessing import shared_memory
 
 import numpy as np
 
@@ -57,10 +57,10 @@ class SharedLoadTable:
     @classmethod
     def attach(cls, name: str, num_workers: int, num_backends: int, worker: int) -> SharedLoadTable:
         """Open the parent's table as ``worker``; closing it leaves the block to the parent."""
+        # Python < 3.13 registers an attach with the resource tracker too (bpo-39959); the workers
+        # are the parent's multiprocessing children and share its tracker, whose set of names then
+        # holds this one once and unlinks it only if the parent dies without closing the table
         shm = shared_memory.SharedMemory(name=name)
-        # Python < 3.13 registers every attach with the resource tracker, which would unlink the
-        # block when this worker exits and pull it from under the others (bpo-39959)
-        resource_tracker.unregister(shm._name, "shared_memory")  # type: ignore[attr-defined]
         return cls(shm, num_workers, num_backends, worker, owner=False)
 
     @property
