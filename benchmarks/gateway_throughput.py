@@ -211,6 +211,22 @@ def _threads(pid: int) -> int:
     return sum(len(os.listdir(f"/proc/{p}/task")) for p in [pid, *descendants(pid)])
 
 
+def router_problem(kind: str) -> str | None:
+    """Why ``kind`` is no router ``start_router`` can start (None if it is one)."""
+    from wildserve.routing.policy import ROUTING_POLICIES
+
+    if kind == "sglang-router":
+        return None
+    base, at, workers = kind.partition("@")
+    if at and not (workers.endswith("w") and workers[:-1].isdigit() and int(workers[:-1]) >= 1):
+        return "the worker count is written @Nw with N >= 1 (e.g. lmetric@2w)"
+    policy = base.removesuffix("+kv-events")
+    if policy not in ROUTING_POLICIES:
+        known = ", ".join(ROUTING_POLICIES.names())
+        return f"unknown policy {policy!r} (sglang-router or one of {known}, optionally +kv-events)"
+    return None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
@@ -235,8 +251,6 @@ def main() -> None:
     ap.add_argument("--unique-fraction", type=float, default=0.1)
     ap.add_argument("--output-json", type=Path, default=None)
     args = ap.parse_args()
-    if shutil.which("wrk") is None:
-        sys.exit("wrk not found: apt-get install -y wrk")
     niceness = os.nice(0)
     if niceness > 0:
         print(f"warning: running at nice {niceness}: the routers share the cores with every other "
@@ -248,6 +262,11 @@ def main() -> None:
         else f"{r}@{args.gateway_workers}w"
         for r in args.routers.split(",")
     ]  # fmt: skip
+    for r in routers:  # before minutes of priming and cells, not when the router's turn comes
+        if (problem := router_problem(r)) is not None:
+            sys.exit(f"--routers: {r!r}: {problem}")
+    if shutil.which("wrk") is None:
+        sys.exit("wrk not found: apt-get install -y wrk")
     tmp = Path(tempfile.mkdtemp(prefix="gateway-throughput-"))
     results: dict = {
         "args": vars(args) | {"output_json": str(args.output_json)},
