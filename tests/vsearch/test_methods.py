@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -13,7 +15,10 @@ from wildserve.vsearch.config import (
     TrainConfig,
 )
 from wildserve.vsearch.experiment import evaluate_cells, fit_methods, prepare
-from wildserve.vsearch.omega import OmegaModel
+from wildserve.vsearch.methods import lower_bound
+from wildserve.vsearch.omega import OmegaModel, candidate_schedules, fit_draft
+from wildserve.vsearch.omega_calibrate import Calibration, calibrate_levels, replay_cost
+from wildserve.vsearch.omega_rule import S_FIRST, S_TAU, S_THETA
 
 KS = (1, 10)
 TARGETS = (0.9,)
@@ -97,3 +102,59 @@ def test_calibrated_rule_stops_at_the_target_not_past_it(fitted, target):
     tolerance = model.config.calibration_z * sd / np.sqrt(n_replay) + 2 * sd / np.sqrt(q.shape[0])
     assert recall.mean() >= target - 2 * sd / np.sqrt(q.shape[0])
     assert recall.mean() - target <= tolerance + 0.01, (recall.mean(), tolerance)
+
+
+def test_replay_chosen_schedule_costs_no_more_than_the_base_schedule(fitted):
+    """The schedule the replay picks per (target, grid K) costs no more (distance computations plus
+    the measured check and call costs) than the base schedule, replayed independently here from the
+    returned choices; each choice meets its target on the replay; and the online rule uses it."""
+    prep, _ = fitted
+    cfg = OmegaConfig()
+    draft, rs = fit_draft(prep.train_log, TrainConfig(ef=200, k_max=10, num_trees=40), cfg)
+    args = (rs, draft.schedule, draft.cum, draft.edges, draft.grid, (0.9, 0.95),
+            cfg.confirm_thresholds)  # fmt: skip
+    tail = (draft.k_max, cfg.calibration_z, cfg.check_cost, cfg.call_cost)
+    schedules = candidate_schedules(cfg)
+    assert len(schedules) > 1 and schedules[0] == (0.05, 1.0)
+    chosen = calibrate_levels(*args, schedules, *tail)
+    base = calibrate_levels(*args, schedules[:1], *tail)
+    np.testing.assert_array_equal(chosen["tau"], base["tau"])  # tau is picked on the base schedule
+
+    def replayed(levels, ti, gi):
+        k, target = int(levels["k_grid"][gi]), levels["targets"][ti]
+        sched = draft.schedule(
+            k, target, levels["first_quantile"][ti, gi], levels["gap_scale"][ti, gi]
+        )
+        sched[S_THETA], sched[S_TAU] = levels["theta"][ti, gi], levels["tau"][ti]
+        return rs.run(k, sched, draft.cum, draft.edges, draft.grid)
+
+    picked_other = 0
+    for ti, target in enumerate(chosen["targets"]):
+        for gi in range(chosen["k_grid"].size):
+            new, old = replayed(chosen, ti, gi), replayed(base, ti, gi)
+            cost_new = replay_cost(new, cfg.check_cost, cfg.call_cost)
+            cost_old = replay_cost(old, cfg.check_cost, cfg.call_cost)
+            assert cost_new <= cost_old + 1e-9, (target, gi, cost_new, cost_old)
+            assert cost_new == pytest.approx(chosen["replay_cost"][ti, gi])
+            assert (
+                lower_bound(new[:, 0], cfg.calibration_z) >= target or chosen["theta"][ti, gi] > 1
+            )
+            assert new[:, 3].mean() == pytest.approx(chosen["replay_checks"][ti, gi])
+            picked_other += (chosen["first_quantile"][ti, gi], chosen["gap_scale"][ti, gi]) != (
+                0.05, 1.0,
+            )  # fmt: skip
+    assert picked_other > 0  # on this set some (target, K) is cheaper with another schedule
+    # the online rule reads the choice of a grid K back (K=4, the first target)
+    model = replace(draft, calibration=Calibration(
+        draft.calibration.cal_x, draft.calibration.cal_y, draft.calibration.cal_off, **chosen
+    ))  # fmt: skip
+    gi = int(np.flatnonzero(chosen["k_grid"] == 4)[0])
+    theta, tau, quantile, gap_scale = model.choice(4, 0.9)
+    assert (theta, quantile, gap_scale) == (
+        chosen["theta"][0, gi], chosen["first_quantile"][0, gi], chosen["gap_scale"][0, gi],
+    )  # fmt: skip
+    sched = model.rule(4, 0.9).cargs[7]
+    np.testing.assert_array_equal(
+        sched[S_FIRST:], draft.schedule(4, 0.9, quantile, gap_scale)[S_FIRST:]
+    )
+    assert (sched[S_THETA], sched[S_TAU]) == (theta, tau)

@@ -73,14 +73,18 @@ class TrainConfig:
             raise ConfigError(f"record_growth must be > 1, got {self.record_growth}")
 
 
+#: Measured costs of OMEGA's work at a check, in distance computations (the time per computation of
+#: the same searches without checks): benchmarks/omega_check_cost.py under the timing lock on
+#: GloVe-6B-50d (100k base, 500 test queries, 12 cells, base schedule), the median of three runs' pooled
+#: figures (calls 15.3 / 11.2 / 13.3, checks 15.1 / 13.7 / 11.2; all-in about 36-46 per check).
+CHECK_COST_NDIS = 13.7  # one check without its model calls (window sort, prefix sums, estimate)
+CALL_COST_NDIS = 13.3  # one masked question (features, forest, isotonic map)
+
+
 @dataclass(frozen=True)
 class OmegaConfig:
     """OMEGA's check schedule and offline calibration; nothing here is tuned per K."""
 
-    first_check_quantile: float = field(
-        default=0.05,
-        metadata={"help": "first check at this quantile of the training queries' time to target"},
-    )
     gap_min: float = field(
         default=0.05,
         metadata={"help": "check gap (fraction of ndis) when the estimate is at the level"},
@@ -115,21 +119,38 @@ class OmegaConfig:
         default=2.0,
         metadata={"help": "replayed recall must meet the target with mean - z*stderr"},
     )
-    call_cost: float = field(
-        default=4.0,
-        metadata={"help": "a model call's cost in distance computations (choosing tau)"},
+    # measured, not tuned (CHECK_COST_NDIS above): what the replay's cost charges per check and call
+    check_cost: float = field(
+        default=CHECK_COST_NDIS,
+        metadata={"help": "one check's cost without its model calls, in distance computations"},
     )
+    call_cost: float = field(
+        default=CALL_COST_NDIS,
+        metadata={"help": "one model call's cost in distance computations"},
+    )
+    # The check schedules the replay picks from per (target, grid K): the first check at one of these
+    # quantiles of the training queries' time to target x (gap_min, gap_max) scaled by one of these.
+    # The first of each is the base schedule (the only one before the costs were measured).
+    first_check_quantiles: tuple[float, ...] = (0.05, 0.15, 0.30)
+    gap_scales: tuple[float, ...] = (1.0, 2.0)
     confirm_thresholds: tuple[float, ...] = (0.8, 0.9, 0.95, 0.99)
     calibration_targets: tuple[float, ...] = (0.8, 0.9, 0.95, 0.99)  # and the experiment's
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.first_check_quantile < 1.0:
-            raise ConfigError(
-                f"first_check_quantile must be in [0, 1), got {self.first_check_quantile}"
-            )
         if not 0.0 < self.gap_min <= self.gap_max:
             raise ConfigError(f"need 0 < gap_min <= gap_max, got {self.gap_min}, {self.gap_max}")
         _check_positive("gap_span", self.gap_span)
+        for name in ("check_cost", "call_cost"):
+            if getattr(self, name) < 0.0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not self.first_check_quantiles or not all(
+            0.0 <= q < 1.0 for q in self.first_check_quantiles
+        ):
+            raise ConfigError(
+                f"first_check_quantiles must be in [0, 1), got {self.first_check_quantiles}"
+            )
+        if not self.gap_scales or not all(g > 0.0 for g in self.gap_scales):
+            raise ConfigError(f"gap_scales must be > 0, got {self.gap_scales}")
         if not 0.0 < self.holdout_fraction < 1.0:
             raise ConfigError(f"holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
 

@@ -416,18 +416,16 @@ def evaluate_stream(
 
 
 def omega_calibration(method: Method | None) -> dict:
-    """OMEGA's replay-fitted levels, for the report: per target tau, and theta per grid K."""
+    """OMEGA's replay-fitted levels, for the report: per target tau, and per grid K theta, the
+    chosen check schedule and its replayed counts and cost (with the costs it was chosen by)."""
     if method is None:
         return {}
     cal = method.model.calibration
-    return {
-        "targets": cal.targets.tolist(),
-        "k_grid": cal.k_grid.tolist(),
-        "tau": cal.tau.tolist(),
-        "theta": cal.theta.tolist(),
-        "replay_recall": cal.replay_recall.tolist(),
-        "replay_ndis": cal.replay_ndis.tolist(),
-    }
+    names = ("targets", "k_grid", "tau", "theta", "first_quantile", "gap_scale", "replay_recall",
+             "replay_ndis", "replay_checks", "replay_calls", "replay_cost", "base_cost")  # fmt: skip
+    cfg = method.model.config
+    return {"check_cost": cfg.check_cost, "call_cost": cfg.call_cost,
+            **{n: getattr(cal, n).tolist() for n in names}}  # fmt: skip
 
 
 def run_experiment(

@@ -12,15 +12,17 @@ Any K (the paper's dynamic refinement): with ranks 1..c confirmed, "is the true 
 found?" is the same model's masked top-1 question: the confirmed points are taken out of the features
 (the (c+1)-th best distance is the best, the count of computations drops by c, their distances leave
 the window). Each rank bucket has its own isotonic calibration of that question, the stopping rule is
-in `omega_rule.py` and its stop levels come from replaying the held-out trajectories per target
-(`omega_calibrate.py`). Nothing is trained per K.
+in `omega_rule.py`; its stop levels and check schedules come from replaying the held-out trajectories
+per target, the schedule (first check, gaps) chosen for the lowest replayed cost with measured check and
+call costs (`omega_calibrate.py`). Nothing is trained per K.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +33,12 @@ from wildserve.vsearch.baselines import subsample_rows
 from wildserve.vsearch.config import OmegaConfig, TrainConfig
 from wildserve.vsearch.index import _atomic_savez
 from wildserve.vsearch.methods import METHODS, FitContext, Method
-from wildserve.vsearch.omega_calibrate import Calibration, build_replay_set, calibrate_levels
+from wildserve.vsearch.omega_calibrate import (
+    Calibration,
+    ReplaySet,
+    build_replay_set,
+    calibrate_levels,
+)
 from wildserve.vsearch.search import StopRule
 from wildserve.vsearch.trajectory import TrajectoryLog
 from wildserve.vsearch.trees import FlatForest, from_booster, train_lightgbm
@@ -92,23 +99,24 @@ class OmegaModel:
     def k_max(self) -> int:
         return int(self.cum.shape[2] - 1)
 
-    def schedule(self, k: int, target: float) -> np.ndarray:
-        """The rule's parameter vector, without the calibrated theta and tau."""
+    def schedule(self, k: int, target: float, quantile: float, gap_scale: float) -> np.ndarray:
+        """The rule's parameter vector for one candidate schedule, without theta and tau."""
         c = self.config
         sched = np.zeros(omega_rule.NUM_SCHEDULE)
-        first = first_check(self.found_at, k, target, c.first_check_quantile)
+        first = first_check(self.found_at, k, target, quantile)
         g = min(np.searchsorted(self.grid, first, side="left"), self.grid.size - 1)
         sched[omega_rule.S_FIRST] = self.grid[g]
-        sched[omega_rule.S_GAP_MIN] = c.gap_min
-        sched[omega_rule.S_GAP_MAX] = c.gap_max
+        sched[omega_rule.S_GAP_MIN] = c.gap_min * gap_scale
+        sched[omega_rule.S_GAP_MAX] = c.gap_max * gap_scale
         sched[omega_rule.S_SPAN] = c.gap_span
         sched[omega_rule.S_MIN_GAP] = c.min_check_gap
         sched[omega_rule.S_JUMP] = float(c.jump_to_statistics)
         return sched
 
-    def levels(self, k: int, target: float) -> tuple[float, float]:
-        """(theta, tau) for K and target: the calibrated target itself or the next higher one; a K
-        between grid points takes the larger stop level of its two neighbours."""
+    def choice(self, k: int, target: float) -> tuple[float, float, float, float]:
+        """(theta, tau, first-check quantile, gap scale) for K and target: the calibrated target
+        itself or the next higher one; a K between grid points takes the stop level and schedule of
+        the neighbour with the larger stop level (the higher K on a tie)."""
         cal = self.calibration
         idx = np.flatnonzero(cal.targets >= target - 1e-9)
         if idx.size == 0:
@@ -119,15 +127,20 @@ class OmegaModel:
         g = cal.k_grid
         hi = int(np.searchsorted(g, k, side="left"))
         lo = hi if g[hi] == k else hi - 1
-        return float(max(cal.theta[ti, lo], cal.theta[ti, hi])), float(cal.tau[ti])
+        gi = lo if cal.theta[ti, lo] > cal.theta[ti, hi] else hi
+        return (
+            float(cal.theta[ti, gi]), float(cal.tau[ti]),
+            float(cal.first_quantile[ti, gi]), float(cal.gap_scale[ti, gi]),
+        )  # fmt: skip
 
     def rule(self, k: int, target: float) -> StopRule:
         if not 1 <= k <= self.k_max:
             raise ConfigError(f"omega serves K in 1..{self.k_max}, got {k}")
         if not 0.0 < target < 1.0:
             raise ConfigError(f"recall target must be in (0, 1), got {target}")
-        sched = self.schedule(k, target)
-        sched[omega_rule.S_THETA], sched[omega_rule.S_TAU] = self.levels(k, target)
+        theta, tau, quantile, gap_scale = self.choice(k, target)
+        sched = self.schedule(k, target, quantile, gap_scale)
+        sched[omega_rule.S_THETA], sched[omega_rule.S_TAU] = theta, tau
         cal = self.calibration
         ring = kernel.RING
         cargs = (
@@ -183,6 +196,28 @@ def fit_omega(
     targets: tuple[float, ...] = (),
 ) -> OmegaModel:
     """Train the K=1 model, calibrate it per rank bucket and replay it for the stop levels."""
+    draft, rs = fit_draft(train, train_config, config)
+    cal_targets = tuple(sorted(set(config.calibration_targets) | {float(t) for t in targets}))
+    levels = calibrate_levels(
+        rs, draft.schedule, draft.cum, draft.edges, draft.grid, cal_targets,
+        config.confirm_thresholds, candidate_schedules(config), draft.k_max,
+        config.calibration_z, config.check_cost, config.call_cost,
+    )  # fmt: skip
+    cal = draft.calibration
+    calibration = Calibration(cal.cal_x, cal.cal_y, cal.cal_off, **levels)
+    return replace(draft, calibration=calibration)
+
+
+def candidate_schedules(config: OmegaConfig) -> tuple[tuple[float, float], ...]:
+    """(first-check quantile, gap scale) pairs the replay picks from; the first is the base."""
+    return tuple(itertools.product(config.first_check_quantiles, config.gap_scales))
+
+
+def fit_draft(
+    train: TrajectoryLog, train_config: TrainConfig, config: OmegaConfig
+) -> tuple[OmegaModel, ReplaySet]:
+    """The forest, the offline statistics and the isotonic maps (a model without stop levels), and
+    the held-out trajectories prepared for replaying it."""
     if train.windows is None:
         raise ConfigError("omega needs a training log collected with keep_windows=True")
     nq, k_max = train.found_at.shape
@@ -207,22 +242,13 @@ def fit_omega(
     cond = np.maximum.accumulate(cond, axis=1)  # more computations never lose a found neighbour
     cum = np.concatenate([np.zeros(cond.shape[:2] + (1,)), np.cumsum(cond, axis=2)], axis=2)
     rs, (cal_x, cal_y, cal_off) = build_replay_set(train, held, forest, k_max, train_config.seed)
-    found32 = train.found_at.astype(np.float32)
-    draft = OmegaModel(
-        forest,
-        Calibration(cal_x, cal_y, cal_off, *(np.zeros(0),) * 6),
-        cum, edges, train.grid, found32, config,
-    )  # fmt: skip
-    cal_targets = tuple(sorted(set(config.calibration_targets) | {float(t) for t in targets}))
-    k_grid, theta, tau, rec, nd = calibrate_levels(
-        rs, draft.schedule, cum, edges, train.grid, cal_targets, config.confirm_thresholds,
-        k_max, config.calibration_z, config.call_cost,
-    )  # fmt: skip
-    calibration = Calibration(
-        cal_x, cal_y, cal_off, np.asarray(cal_targets), k_grid, theta, tau, rec, nd
-    )
     log.info("omega: %d fit rows, %d held-out queries", y.size, held.size)
-    return OmegaModel(forest, calibration, cum, edges, train.grid, found32, config)
+    no_levels = (np.zeros(0),) * (len(fields(Calibration)) - 3)
+    draft = OmegaModel(
+        forest, Calibration(cal_x, cal_y, cal_off, *no_levels), cum, edges, train.grid,
+        train.found_at.astype(np.float32), config,
+    )  # fmt: skip
+    return draft, rs
 
 
 @METHODS.register("omega")

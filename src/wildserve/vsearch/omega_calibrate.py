@@ -6,9 +6,14 @@
 2. Stop levels: for each recall target and each K of a fixed grid (not the Ks under test), the online
    rule is replayed over those trajectories (`omega_rule.replay`) and its stop level `theta` bisected to
    the smallest value whose replayed recall meets the target with the same one-sided margin the
-   baselines are tuned with; the confirmation threshold `tau` is chosen per target, among a few
-   candidates, for the lowest replayed cost. One forest, no per-K training: any K is served by
-   interpolating the grid (conservatively, the larger stop level of its two neighbours).
+   baselines are tuned with. The replayed cost is mean distance computations + check_cost x mean
+   checks + call_cost x mean model calls (both costs measured in the search, in distance
+   computations; `OmegaConfig`). The confirmation threshold `tau` is chosen per target, among a few
+   candidates, for the lowest cost over the grid with the base schedule; then, per target and grid
+   K, the check schedule (first-check quantile x gap scale, a small fixed set that includes the
+   base) with the lowest cost among those meeting the target. One forest, no per-K training: any K
+   is served from its grid neighbours (conservatively: the stop level and schedule of the neighbour
+   with the larger stop level).
 """
 
 from __future__ import annotations
@@ -75,8 +80,14 @@ class Calibration:
     k_grid: np.ndarray  # (G,) Ks calibrated
     theta: np.ndarray  # (T, G) stop levels (> 1: never stop early)
     tau: np.ndarray  # (T,) confirmation thresholds
+    first_quantile: np.ndarray  # (T, G) chosen first-check quantile
+    gap_scale: np.ndarray  # (T, G) chosen factor on (gap_min, gap_max)
     replay_recall: np.ndarray  # (T, G) replayed mean recall at the chosen levels
     replay_ndis: np.ndarray  # (T, G) replayed mean distance computations
+    replay_checks: np.ndarray  # (T, G) replayed mean checks
+    replay_calls: np.ndarray  # (T, G) replayed mean model calls
+    replay_cost: np.ndarray  # (T, G) replayed cost (ndis + check and call costs), chosen schedule
+    base_cost: np.ndarray  # (T, G) the same with the base schedule (the first candidate)
 
 
 def fit_bucket_calibration(raw: np.ndarray, found: np.ndarray, k_max: int, cap: int, seed: int):
@@ -111,7 +122,7 @@ class ReplaySet:
     oargs: tuple  # the online probe's arguments, only for their types (the table is read instead)
 
     def run(self, k: int, sched: np.ndarray, cum, edges, grid) -> np.ndarray:
-        out = np.empty((self.starts.size - 1, 3))
+        out = np.empty((self.starts.size - 1, 4))
         replay(self.table, self.row_ndis, self.row_topn, self.starts, self.found_at,
                self.final_ndis, k, sched, cum, edges, grid, self.oargs, out)  # fmt: skip
         return out
@@ -157,6 +168,11 @@ def typing_oargs(forest: FlatForest, cal_x, cal_y, cal_off) -> tuple:
             np.zeros(kernel.NUM_BASE_FEATURES))  # fmt: skip
 
 
+def replay_cost(out: np.ndarray, check_cost: float, call_cost: float) -> float:
+    """A replay's mean cost per query in distance computations (out as `omega_rule.replay` fills it)."""
+    return float(out[:, 1].mean() + check_cost * out[:, 3].mean() + call_cost * out[:, 2].mean())
+
+
 def calibrate_levels(
     rs: ReplaySet,
     sched_for,
@@ -165,47 +181,70 @@ def calibrate_levels(
     grid: np.ndarray,
     targets: tuple[float, ...],
     taus: tuple[float, ...],
+    schedules: tuple[tuple[float, float], ...],
     k_max: int,
     z: float,
+    check_cost: float,
     call_cost: float,
     steps: int = 12,
-):
-    """Per target: for each candidate tau, the smallest theta per grid K whose replayed recall meets
-    the target (mean - z stderr); keep the tau with the lowest replayed cost (distance computations +
-    call_cost x model calls, summed in log over the grid). `sched_for(k, target)` is the schedule
-    vector of the rule (theta and tau are overwritten here)."""
+) -> dict[str, np.ndarray]:
+    """Per target: for each candidate tau, with the base schedule (schedules[0]), the smallest theta
+    per grid K whose replayed recall meets the target (mean - z stderr); keep the tau with the lowest
+    replayed cost (`replay_cost`, summed in log over the grid). Then per grid K, with that tau, the
+    (first-check quantile, gap scale) in `schedules` of lowest cost, each with its own bisected
+    theta. `sched_for(k, target, quantile, gap_scale)` is the rule's schedule vector (theta and tau
+    are overwritten here). Returns the `Calibration` fields after the isotonic maps."""
     k_grid = np.array([k for k in K_GRID if k <= k_max] + ([k_max] if k_max not in K_GRID else []))
     k_grid = np.unique(k_grid)
-    n_t, n_g = len(targets), k_grid.size
-    theta = np.empty((n_t, n_g))
-    tau_best = np.empty(n_t)
-    rec = np.empty((n_t, n_g))
-    nd = np.empty((n_t, n_g))
+    shape = (len(targets), k_grid.size)
+    res = {n: np.empty(shape) for n in _LEVEL_FIELDS}
+    tau_best = np.empty(len(targets))
+
+    def fit_one(k: int, target: float, tau: float, quantile: float, gap_scale: float):
+        sched = sched_for(k, target, quantile, gap_scale).copy()
+        sched[S_TAU] = tau
+
+        def run(th: float) -> np.ndarray:
+            sched[S_THETA] = th
+            return rs.run(k, sched, cum, edges, grid)
+
+        th = _bisect_theta(run, target, z, steps)
+        out = run(th)
+        return replay_cost(out, check_cost, call_cost), th, out
+
     for ti, target in enumerate(targets):
         best = None
         for tau in taus:
-            th_row, rec_row, nd_row, cost = [], [], [], 0.0
-            for k in k_grid:
-                sched = sched_for(int(k), target).copy()
-                sched[S_TAU] = tau
-
-                def run(th: float, sched=sched, k=k) -> np.ndarray:
-                    sched[S_THETA] = th
-                    return rs.run(int(k), sched, cum, edges, grid)
-
-                th = _bisect_theta(run, target, z, steps)
-                out = run(th)
-                th_row.append(th)
-                rec_row.append(out[:, 0].mean())
-                nd_row.append(out[:, 1].mean())
-                cost += np.log(out[:, 1].mean() + call_cost * out[:, 2].mean())
-            if best is None or cost < best[0]:
-                best = (cost, tau, th_row, rec_row, nd_row)
-        _, tau_best[ti], theta[ti], rec[ti], nd[ti] = best
+            fits = [fit_one(int(k), target, tau, *schedules[0]) for k in k_grid]
+            total = float(np.sum(np.log([f[0] for f in fits])))
+            if best is None or total < best[0]:
+                best = (total, tau, fits)
+        _, tau_best[ti], base_fits = best
+        for gi, k in enumerate(k_grid):
+            chosen, sched_of = base_fits[gi], schedules[0]
+            for cand in schedules[1:]:
+                fit = fit_one(int(k), target, tau_best[ti], *cand)
+                if fit[0] < chosen[0]:
+                    chosen, sched_of = fit, cand
+            cost, th, out = chosen
+            row = {
+                "theta": th, "first_quantile": sched_of[0], "gap_scale": sched_of[1],
+                "replay_recall": out[:, 0].mean(), "replay_ndis": out[:, 1].mean(),
+                "replay_calls": out[:, 2].mean(), "replay_checks": out[:, 3].mean(),
+                "replay_cost": cost, "base_cost": base_fits[gi][0],
+            }  # fmt: skip
+            for name, value in row.items():
+                res[name][ti, gi] = value
         log.info(
-            "omega calibration: target %.3f tau %.2f theta %s", target, tau_best[ti], theta[ti]
-        )
-    return k_grid, theta, tau_best, rec, nd
+            "omega calibration: target %.3f tau %.2f theta %s first-check quantiles %s gap scales "
+            "%s", target, tau_best[ti], res["theta"][ti], res["first_quantile"][ti],
+            res["gap_scale"][ti],
+        )  # fmt: skip
+    return {"targets": np.asarray(targets, np.float64), "k_grid": k_grid, "tau": tau_best, **res}
+
+
+_LEVEL_FIELDS = ("theta", "first_quantile", "gap_scale", "replay_recall", "replay_ndis",
+                 "replay_checks", "replay_calls", "replay_cost", "base_cost")  # fmt: skip
 
 
 def _bisect_theta(run, target: float, z: float, steps: int) -> float:

@@ -203,13 +203,15 @@ def replay(
 ):
     """Run the online rule over logged trajectories: query i's rows are starts[i]:starts[i+1] (in
     search order) and table[row, r] the calibrated probability of masked rank r+1 at that row.
-    out[i] = (recall@k at the stop, distance computations, model calls); `oargs` is only typed."""
+    out[i] = (recall@k at the stop, distance computations, model calls, checks); `oargs` is only
+    typed."""
     for i in range(starts.size - 1):
         c = 0
         h = 0
         q_h = 0.0
         nxt = sched[S_FIRST]
         calls = 0
+        checks = 0
         stop_at = -1.0
         for r in range(starts[i], starts[i + 1]):
             nd = row_ndis[r]
@@ -218,6 +220,7 @@ def replay(
             if row_topn[r] < k:
                 nxt = next_grid_point(grid, nd)
                 continue
+            checks += 1
             c, h, q_h, er, n_calls = decide(
                 table, r, oargs, c, h, q_h, k, nd, sched[S_TAU], sched[S_THETA], cum, edges
             )
@@ -235,3 +238,4 @@ def replay(
         out[i, 0] = hits / k
         out[i, 1] = stop_at
         out[i, 2] = calls
+        out[i, 3] = checks
