@@ -176,3 +176,37 @@ def test_linear_seeds_runs_the_grids_on_the_first_seeds_only():
     assert grid == {0} and untuned_seeds == {0, 1, None}
     full = lmetric_exp.plan_runs(small_experiment())
     assert len(full) - len(runs) == 2 * 2 * 3  # two loads, two seeds cut, three grid points
+
+
+def test_lmetric_regenerating_the_report_keeps_the_hand_written_notes(tmp_path):
+    from wildserve.cli import run
+
+    out, notes = tmp_path / "run", tmp_path / "reading.md"
+    notes.write_text("## Reading\n\nround-robin was *not* fine here.\n")
+    args = ["experiment", "lmetric", "--workloads", "mooncake", "--max-requests", "30",
+            "--models", "qwen2.5-7b@h20", "--policies", "round-robin", "--linear", "",
+            "--no-zero-score-demo", "--rate-scales", "1", "--seeds", "0", "--jobs", "1",
+            "--cache-dir", str(tmp_path / "runs"), "--instances", "2", "--out", str(out),
+            "--notes", str(notes)]  # fmt: skip
+    assert run(args) == 0
+    first = (out / "report.md").read_text()
+    assert first.endswith("## Reading\n\nround-robin was *not* fine here.\n")
+    assert "| x1 | round-robin |" in first  # the generated tables come first
+    (out / "report.md").write_text("overwritten")
+    assert run(args) == 0  # regenerated from the run cache
+    assert (out / "report.md").read_text() == first
+
+
+def test_lmetric_refuses_a_missing_notes_file_before_any_work(tmp_path, monkeypatch, capsys):
+    import sys
+
+    from wildserve import cli
+
+    argv = ["wildserve", "experiment", "lmetric", "--notes", str(tmp_path / "none.md"),
+            "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "c")]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as exc:
+        cli.main()
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.count("\n") == 1 and "--notes" in err, err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "c").exists()

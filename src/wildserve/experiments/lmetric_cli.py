@@ -116,6 +116,9 @@ def lmetric(
     ] = Path("results/lmetric"),
     report: Annotated[Path | None, typer.Option(hidden=True)] = None,  # old: the report elsewhere
     output_json: Annotated[Path | None, typer.Option(hidden=True)] = None,  # old: a JSON elsewhere
+    notes: Annotated[
+        Path | None, typer.Option(help="a hand-written markdown reading, appended to the report")
+    ] = None,
     jobs: Jobs = 0,
     cache_dir: Annotated[
         Path | None, typer.Option(help="keep finished runs here and reuse them (resume); none: off")
@@ -144,6 +147,9 @@ def lmetric(
     from wildserve.routing import ROUTING_POLICIES
     from wildserve.workload.cli import parse_options
 
+    if notes is not None and not notes.is_file():
+        raise ConfigError(f"--notes: {notes} is not a file")
+    reading = notes.read_text() if notes is not None else ""  # read now: fail before the sweep
     console = make_console()
     known = {w.name: w for w in DEFAULT_WORKLOADS}
     reader_options = parse_options(option or [])
@@ -198,7 +204,7 @@ def lmetric(
     doc["wall_s"] = time.perf_counter() - t0
     command = "wildserve experiment lmetric " + " ".join(shlex.quote(a) for a in sys.argv[3:])
     report = report if report is not None else out / "report.md"
-    path = write_report(doc, metrics, report, out, command.strip(), zero)
+    path = write_report(doc, metrics, report, out, command.strip(), zero, reading)
     for json_path in (out / "results.json", output_json):
         if json_path is not None:
             atomic_write_json(json_path, doc)

@@ -228,8 +228,13 @@ def write_report(
     plot_dir: Path,
     command: str,
     zero: tuple[dict, Mapping[str, RequestMetrics]] | None = None,
+    notes: str = "",
 ) -> Path:
-    """Markdown with the command, per-load tables, acceptance checks and links to the plots."""
+    """Markdown with the command, per-load tables, acceptance checks and links to the plots.
+
+    ``notes``: a reading of these runs written by hand (``--notes FILE``), placed last as it is,
+    so that regenerating the report does not drop it.
+    """
     points = fold(doc["runs"])
     n = doc["config"]["instances"]
     rel = Path(os.path.relpath(plot_dir, out_md.parent))
@@ -298,6 +303,8 @@ def write_report(
             lines += [f"![CDFs]({rel / cdf.name})", ""]
     if zero is not None:
         lines += _zero_section(zero, plot_dir, rel)
+    if notes.strip():
+        lines.append(notes.strip())
     return atomic_write_text(out_md, "\n".join(lines) + "\n")
 
 
