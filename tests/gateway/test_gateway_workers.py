@@ -102,3 +102,69 @@ def test_a_killed_worker_is_replaced_and_its_load_forgotten(loop_thread, process
     assert eventually(
         lambda: not any(p.is_running() and p.status() != "zombie" for p in children), 5
     )
+
+
+def _scrape_counts(url: str) -> tuple[float, float, float]:
+    """Requests sent, TTFT observations and latency observations over every backend (one scrape)."""
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as r:
+        text = r.read().decode()
+
+    def total(name: str) -> float:
+        return sum(float(v) for v in re.findall(rf"^{name}\{{[^}}]*\}} (\S+)$", text, re.M))
+
+    return (
+        total("wildserve_gateway_requests_total"),
+        total("wildserve_gateway_ttft_seconds_count"),
+        total("wildserve_gateway_request_seconds_count"),
+    )
+
+
+def _serving(workers: list[psutil.Process], port: int) -> set[int]:
+    """The workers holding an accepted client connection on the gateway's port."""
+    return {
+        p.pid
+        for p in workers
+        if any(c.laddr and c.laddr.port == port and c.raddr for c in p.net_connections("tcp"))
+    }
+
+
+@pytest.mark.timeout(180)
+def test_every_scrape_counts_the_requests_of_all_workers(loop_thread, processes):
+    urls, _ = start_engines(loop_thread, 2, speed=1.0)
+    args = ["gateway", "--workers", "2"]
+    for u in urls:
+        args += ["--backend", u]
+    gw = processes(args)
+    parent = psutil.Process(gw.proc.pid)
+    assert eventually(lambda: len(_workers(parent)) == 2, 10)
+    workers = _workers(parent)
+    done: list[int] = []
+    # open requests, each on its own connection, until both workers hold some: the test is only
+    # worth something if each worker's own counts are a part of the total
+    threads: list[threading.Thread] = []
+    serving: set[int] = set()
+    while len(serving) < 2 and len(threads) < 64:
+        batch = [threading.Thread(target=_complete, args=(gw.url, done)) for _ in range(8)]
+        for t in batch:
+            t.start()
+        threads += batch
+        eventually(lambda n=len(threads): sum(_in_flight(gw.url)) == n, 10)
+        serving |= _serving(workers, gw.port)
+    assert len(serving) == 2, "every request went to one worker"
+    for t in threads:
+        t.join(60)
+    sent = len(threads)
+    assert done == [200] * sent
+    # every scrape, whichever worker answers it, counts all of them, once
+    scrapes = [_scrape_counts(gw.url) for _ in range(12)]
+    assert all(s == (sent, sent, sent) for s in scrapes), (sent, scrapes)
+    # a worker that dies keeps its counts: its replacement goes on from them
+    victim = workers[0]
+    victim.kill()
+    assert eventually(lambda: victim.pid not in [p.pid for p in _workers(parent)]
+                      and len(_workers(parent)) == 2, 10)  # fmt: skip
+    _complete(gw.url, done)
+    assert done[-1] == 200
+    assert eventually(lambda: _scrape_counts(gw.url) == (sent + 1,) * 3, 10)
+    scrapes = [_scrape_counts(gw.url) for _ in range(6)]
+    assert all(s == (sent + 1,) * 3 for s in scrapes), scrapes

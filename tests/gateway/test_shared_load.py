@@ -175,3 +175,64 @@ def test_kv_event_views_route_on_every_workers_in_flight_requests(table):
     views = kv_b.views(_req(7))  # worker b's KV-events views, nothing polled yet
     assert [v.num_waiting for v in views] == [0, 3, 0]
     assert [v.queued_prefill_tokens for v in views] == [0, 96, 0]
+
+
+def _metrics_text(shared, urls=("http://b0", "http://b1")):
+    from types import SimpleNamespace
+
+    from wildserve.gateway.gateway_metrics import GatewayMetrics
+    from wildserve.routing import make_policy
+
+    backends = [SimpleNamespace(url=u, in_flight=0, healthy=True) for u in urls]
+    gw = SimpleNamespace(backends=backends, policy=make_policy("round-robin"), subscribers=[])
+    return GatewayMetrics(gw, shared)
+
+
+def test_metric_counts_of_every_worker_are_summed_in_each_scrape():
+    from wildserve.gateway.gateway_metrics import MetricCounts
+
+    cells = MetricCounts.cells_needed(2)
+    parent = SharedLoadTable.create(2, 2, cells)
+    rows = [SharedLoadTable.attach(parent.name, 2, 2, w, cells) for w in range(2)]
+    alone = _metrics_text(None)
+    try:
+        metrics = [_metrics_text(row) for row in rows]
+        for m in (metrics[0], metrics[0], metrics[1], alone, alone, alone):
+            m.sent(1)
+            m.first_token(1, 0.02)
+            m.finished(1, 0.3)
+        for m in (metrics[1], alone):
+            m.error(0, "http_500")
+            m.error(0, "http_999")  # outside the status range: one "other" cell
+            m.rejected(413)
+            m.rejected(404, "model_not_found")
+            m.decision.observe(4e-5)
+        # whichever worker answers, it reports the three requests and one of each failure, and
+        # the text is the one a single process that saw all of it renders
+        texts = [m.render()[0].decode() for m in metrics]
+        assert texts[0] == texts[1] == alone.render()[0].decode()
+        assert 'wildserve_gateway_requests_total{backend="http://b1"} 3.0' in texts[0]
+        assert 'kind="http_other"} 1.0' in texts[0]
+        assert 'wildserve_gateway_rejected_total{reason="too_large"} 1.0' in texts[0]
+        # a dead worker's row is cleared of load only: its counts stay for its replacement
+        parent.clear_row(0)
+        again = _metrics_text(SharedLoadTable.attach(parent.name, 2, 2, 0, cells))
+        assert 'wildserve_gateway_requests_total{backend="http://b1"} 3.0' in (
+            again.render()[0].decode()
+        )
+        again.shared.close()
+    finally:
+        for row in rows:
+            row.close()
+        parent.close()
+
+
+def test_a_table_without_room_for_the_metrics_is_refused():
+    table = SharedLoadTable.create(1, 2)
+    row = SharedLoadTable.attach(table.name, 1, 2, 0)
+    try:
+        with pytest.raises(ValueError, match="metric cells"):
+            _metrics_text(row)
+    finally:
+        row.close()
+        table.close()

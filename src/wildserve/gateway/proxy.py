@@ -22,7 +22,7 @@ import time
 from array import array
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import orjson
@@ -38,7 +38,10 @@ from wildserve.gateway.tokens import ByteTokenizer, PromptError, make_tokenizer,
 from wildserve.gateway.upstream import UpstreamConnection, UpstreamPool
 from wildserve.routing import RouteRequest, make_policy
 from wildserve.routing.kv_index import KVEventIndex, KVEventViews
-from wildserve.routing.local import RouterLocalViews, SharedLoad
+from wildserve.routing.local import RouterLocalViews
+
+if TYPE_CHECKING:
+    from wildserve.gateway.shared_load import SharedLoadTable
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +53,9 @@ _JSON_CT = "application/json"
 class Gateway:
     """Backends, the policy, the view source and the metrics of one running gateway."""
 
-    def __init__(self, cfg: GatewayConfig, load_table: SharedLoad | None = None) -> None:
-        """``load_table``: this worker's row of the load table all of one gateway's workers share."""
+    def __init__(self, cfg: GatewayConfig, load_table: SharedLoadTable | None = None) -> None:
+        """``load_table``: the table all of one gateway's workers share (this worker's row of
+        load and of metric counts)."""
         self.cfg = cfg
         n = len(cfg.backends)
         self.local = RouterLocalViews(n, cfg.block_size, capacity_blocks=cfg.prefix_index_blocks)
@@ -86,7 +90,7 @@ class Gateway:
         self.timeout = aiohttp.ClientTimeout(
             total=None, connect=cfg.connect_timeout_s, sock_read=cfg.read_timeout_s
         )
-        self.metrics = GatewayMetrics(self)
+        self.metrics = GatewayMetrics(self, load_table)
 
     # ---- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -475,7 +479,7 @@ class GatewayApp:
     """The gateway and its HTTP server: ``app["gateway"]`` is the Gateway (as with aiohttp apps)."""
 
     def __init__(
-        self, cfg: GatewayConfig, load_table: SharedLoad | None = None, sock: Any = None
+        self, cfg: GatewayConfig, load_table: SharedLoadTable | None = None, sock: Any = None
     ) -> None:
         """``load_table`` and ``sock``: a worker's shared load and the listening socket it inherited."""
         from wildserve.gateway.passthrough import SideRoutes

@@ -10,8 +10,10 @@ What is shared and what is not:
 - in-flight requests and queued prefill per backend: exact sums over the workers (the table);
 - prefix state: with KV events every worker subscribes to every engine's PUB stream, so all hold
   the same index; router-local, each worker's index learns only its own dispatches (approximate);
-- health checks and ejection run in each worker on its own; ``/metrics``'s in-flight gauge is the
-  whole gateway's, its request/latency counters are the answering worker's.
+- ``/metrics``: request, error and rejection counters, the TTFT/latency/decision histograms and the
+  in-flight gauge are the whole gateway's (each worker's cells in the table, summed at scrape
+  time); backend health (each worker checks on its own), the policy's decision counters and the
+  KV-event counts are the answering worker's.
 
 Workers get SIGTERM when the parent dies (``PR_SET_PDEATHSIG``); SIGINT/SIGTERM to the parent stops
 them all; a worker that exits on its own is logged, its row cleared and a replacement started.
@@ -28,6 +30,7 @@ import socket
 import time
 
 from wildserve.gateway.config import GatewayConfig
+from wildserve.gateway.gateway_metrics import MetricCounts
 from wildserve.gateway.serve import bind_error
 from wildserve.gateway.shared_load import SharedLoadTable
 
@@ -49,7 +52,10 @@ def _worker(cfg: GatewayConfig, sock: socket.socket, name: str, workers: int, w:
     _die_with_parent()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_DFL)
-    table = SharedLoadTable.attach(name, workers, len(cfg.backends), w)
+    num_backends = len(cfg.backends)
+    table = SharedLoadTable.attach(
+        name, workers, num_backends, w, MetricCounts.cells_needed(num_backends)
+    )
     try:
         run_forever(lambda: GatewayApp(cfg, table, sock), cfg.host, cfg.port)
     finally:
@@ -68,7 +74,8 @@ def bind(host: str, port: int) -> socket.socket:
 def serve_workers(cfg: GatewayConfig, workers: int, on_ready=None) -> None:
     """Run ``workers`` gateway processes on ``cfg.host:cfg.port`` until SIGINT/SIGTERM."""
     sock = bind(cfg.host, cfg.port)
-    table = SharedLoadTable.create(workers, len(cfg.backends))
+    num_backends = len(cfg.backends)
+    table = SharedLoadTable.create(workers, num_backends, MetricCounts.cells_needed(num_backends))
     ctx = mp.get_context("fork")  # the parent runs no event loop or threads: safe to fork
     stop = False
 
