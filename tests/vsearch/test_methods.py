@@ -54,6 +54,19 @@ def test_meets_average_recall_target_on_held_out_queries(fitted, name, k):
         assert cell.mean_ndis < full  # it did terminate early
 
 
+def test_timing_slices_change_no_result(fitted):
+    """Timing in interleaved slices of the queries returns what one whole-batch search returns."""
+    prep, methods = fitted
+    two = {n: methods[n] for n in ("laet", "omega")}
+    sliced = evaluate_cells(prep, two, 10, TARGETS[0], repeats=2, chunk=7)
+    whole = evaluate_cells(prep, two, 10, TARGETS[0], repeats=1, chunk=prep.split.test.shape[0])
+    for a, b in zip(sliced, whole, strict=True):
+        assert (a.method, a.recall, a.mean_ndis, a.model_calls) == (
+            b.method, b.recall, b.mean_ndis, b.model_calls
+        )  # fmt: skip
+        assert 0 < a.latency_us <= a.latency_us_median
+
+
 def test_omega_serves_unseen_k_and_round_trips(fitted, tmp_path):
     """One model, any K <= k_max (K=7 was never in the fit), and saving changes nothing."""
     prep, methods = fitted

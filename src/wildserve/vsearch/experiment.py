@@ -6,7 +6,8 @@ Every numba kernel and LightGBM path is exercised once on a few queries before a
 compilation is not counted as preprocessing. Preprocessing is CPU time (everything is single-threaded),
 which other processes on a shared machine disturb far less than wall time. Latency is single-threaded
 wall time of the numba search (the same kernel for every method), with its CPU time beside it; each
-(K, target) cell runs every method `repeats` times, interleaved, and keeps the best and the median.
+(K, target) cell runs every method `repeats` times in slices of 50 queries interleaved across the methods
+(see `evaluate_cells`) and keeps the best and the median.
 Mean distance computations are the load-independent cost.
 """
 
@@ -34,7 +35,7 @@ from wildserve.vsearch.data import Split, mixed_k_stream
 from wildserve.vsearch.dataset import load_experiment_data
 from wildserve.vsearch.index import METRICS, HnswGraph, build_graph, ground_truth, save_npy
 from wildserve.vsearch.methods import METHODS, FitContext, Method
-from wildserve.vsearch.search import Searcher, recall_at_k
+from wildserve.vsearch.search import Searcher, SearchResult, recall_at_k
 from wildserve.vsearch.trajectory import TrajectoryLog, collect
 
 log = logging.getLogger(__name__)
@@ -333,11 +334,23 @@ def fit_at_budget(
     return method, info
 
 
+TIMING_CHUNK = 50  # queries per timed slice (a few ms: shorter than the host's speed drifts)
+
+
 def evaluate_cells(
-    prep: Prepared, methods: dict[str, Method], k: int, target: float, repeats: int, ef_cap: int = 0
+    prep: Prepared,
+    methods: dict[str, Method],
+    k: int,
+    target: float,
+    repeats: int,
+    ef_cap: int = 0,
+    chunk: int = TIMING_CHUNK,
 ) -> list[CellResult]:
-    """Every method at one (K, target): repeats interleaved across methods (so load from other
-    processes hits them alike); best and median latency."""
+    """Every method at one (K, target), timed in slices of `chunk` queries interleaved across the
+    methods (the order rotating from slice to slice and repeat to repeat), so that a change in the
+    host's speed, which lasts tens of milliseconds on a shared machine, hits every method alike
+    instead of whichever ran a whole 500-query batch at that moment. Best latency is the sum over
+    slices of each slice's best repeat; median latency the median over repeats of the whole pass."""
     queries, truth = prep.split.test, prep.truth["test"]
     nq = queries.shape[0]
     plans = {}
@@ -346,21 +359,31 @@ def evaluate_cells(
         rule = method.rule(k, target)
         prep.searcher.search(queries[:2], k, ef, rule)  # compile / warm up
         plans[name] = (ef, rule)
-    times: dict[str, list[float]] = {name: [] for name in methods}
-    cpu: dict[str, list[float]] = {name: [] for name in methods}
-    results = {}
-    for _ in range(max(repeats, 1)):
-        for name, (ef, rule) in plans.items():
-            start, start_cpu = time.perf_counter(), time.process_time()
-            results[name] = prep.searcher.search(queries, k, ef, rule)
-            times[name].append(time.perf_counter() - start)
-            cpu[name].append(time.process_time() - start_cpu)
+    names = list(plans)
+    step = max(chunk, 1)
+    slices = [slice(a, min(a + step, nq)) for a in range(0, nq, step)]
+    reps = max(repeats, 1)
+    wall = {name: np.zeros((reps, len(slices))) for name in names}
+    cpu = {name: np.zeros((reps, len(slices))) for name in names}
+    parts: dict[str, list] = {name: [None] * len(slices) for name in names}
+    for rep in range(reps):
+        for j, part in enumerate(slices):
+            for o in range(len(names)):
+                name = names[(o + rep + j) % len(names)]
+                ef, rule = plans[name]
+                start, start_cpu = time.perf_counter(), time.process_time()
+                parts[name][j] = prep.searcher.search(queries[part], k, ef, rule)
+                wall[name][rep, j] = time.perf_counter() - start
+                cpu[name][rep, j] = time.process_time() - start_cpu
+    # the search is deterministic: every repeat returns the same results
+    results = {name: SearchResult.concat(parts[name]) for name in names}
+    times = {name: (wall[name].min(axis=0).sum(), wall[name].sum(axis=1)) for name in names}
     cells = []
     for name, method in methods.items():
         res = results[name]
         recalls = recall_at_k(res.ids, truth, k)
         calls = float(res.pst[:, method.calls_slot].mean()) if method.calls_slot >= 0 else 0.0
-        best, median = min(times[name]), float(np.median(times[name]))
+        best, median = times[name][0], float(np.median(times[name][1]))
         cells.append(
             CellResult(
                 method=name,
@@ -371,7 +394,7 @@ def evaluate_cells(
                 recall_stderr=float(recalls.std(ddof=1) / np.sqrt(nq)),
                 latency_us=best / nq * 1e6,
                 latency_us_median=median / nq * 1e6,
-                cpu_us=min(cpu[name]) / nq * 1e6,
+                cpu_us=cpu[name].min(axis=0).sum() / nq * 1e6,
                 qps=nq / best,
                 mean_ndis=float(res.ndis.mean()),
                 model_calls=calls,

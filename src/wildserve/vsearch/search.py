@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -38,6 +38,11 @@ class SearchResult:
     @property
     def ndis(self) -> np.ndarray:
         return self.tr[:, kernel.T_NDIS]
+
+    @classmethod
+    def concat(cls, parts: list[SearchResult]) -> SearchResult:
+        """One result from the results of consecutive slices of the queries."""
+        return cls(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(cls)))
 
 
 class Searcher:
