@@ -347,10 +347,11 @@ def evaluate_cells(
     chunk: int = TIMING_CHUNK,
 ) -> list[CellResult]:
     """Every method at one (K, target), timed in slices of `chunk` queries interleaved across the
-    methods (the order rotating from slice to slice and repeat to repeat), so that a change in the
-    host's speed, which lasts tens of milliseconds on a shared machine, hits every method alike
-    instead of whichever ran a whole 500-query batch at that moment. Best latency is the sum over
-    slices of each slice's best repeat; median latency the median over repeats of the whole pass."""
+    methods, so that a change in the host's speed, which lasts tens of milliseconds on a shared
+    machine, hits every method alike instead of whichever ran a whole 500-query batch at that
+    moment. The order is drawn afresh per slice and repeat, so that no method always follows the
+    same one (and inherits its cache state). Best latency is the sum over slices of each slice's
+    best repeat; median latency the median over repeats of the whole pass."""
     queries, truth = prep.split.test, prep.truth["test"]
     nq = queries.shape[0]
     plans = {}
@@ -366,10 +367,11 @@ def evaluate_cells(
     wall = {name: np.zeros((reps, len(slices))) for name in names}
     cpu = {name: np.zeros((reps, len(slices))) for name in names}
     parts: dict[str, list] = {name: [None] * len(slices) for name in names}
+    order = np.random.default_rng(0)
     for rep in range(reps):
         for j, part in enumerate(slices):
-            for o in range(len(names)):
-                name = names[(o + rep + j) % len(names)]
+            for o in order.permutation(len(names)):
+                name = names[o]
                 ef, rule = plans[name]
                 start, start_cpu = time.perf_counter(), time.process_time()
                 parts[name][j] = prep.searcher.search(queries[part], k, ef, rule)
