@@ -6,7 +6,7 @@ Every numba kernel and LightGBM path is exercised once on a few queries before a
 compilation is not counted as preprocessing. Preprocessing is CPU time (everything is single-threaded),
 which other processes on a shared machine disturb far less than wall time. Latency is single-threaded
 wall time of the numba search (the same kernel for every method), with its CPU time beside it; each
-(K, target) cell runs every method `repeats` times in slices of 50 queries interleaved across the methods
+(K, target) cell runs every method `repeats` times in slices of 25 queries interleaved across the methods
 (see `evaluate_cells`) and keeps the best and the median.
 Mean distance computations are the load-independent cost.
 """
@@ -82,6 +82,8 @@ class CellResult:
     mean_ndis: float
     model_calls: float
     ef_cap: int = 0
+    #: each timed slice's best CPU time (µs, the whole slice): paired across methods, slice by slice
+    cpu_slices_us: tuple[float, ...] = ()
 
     @property
     def meets(self) -> bool:
@@ -334,7 +336,7 @@ def fit_at_budget(
     return method, info
 
 
-TIMING_CHUNK = 50  # queries per timed slice (a few ms: shorter than the host's speed drifts)
+TIMING_CHUNK = 25  # queries per timed slice (a few ms: shorter than the host's speed drifts)
 
 
 def evaluate_cells(
@@ -397,6 +399,7 @@ def evaluate_cells(
                 latency_us=best / nq * 1e6,
                 latency_us_median=median / nq * 1e6,
                 cpu_us=cpu[name].min(axis=0).sum() / nq * 1e6,
+                cpu_slices_us=tuple(np.round(cpu[name].min(axis=0) * 1e6, 1).tolist()),
                 qps=nq / best,
                 mean_ndis=float(res.ndis.mean()),
                 model_calls=calls,

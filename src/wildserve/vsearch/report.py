@@ -41,6 +41,29 @@ def cell_table(cells: list[dict], with_cap: bool = False) -> list[str]:
     return lines
 
 
+def paired_cpu_ratio(a: list[float], b: list[float], seed: int = 0, draws: int = 2000) -> tuple:
+    """CPU time of `a` over `b` on the same slices of queries, with a 95% bootstrap interval over
+    the slices (resampled in pairs: both methods timed the same queries at the same moments)."""
+    x, y = np.asarray(a, float), np.asarray(b, float)
+    idx = np.random.default_rng(seed).integers(0, x.size, (draws, x.size))
+    boot = x[idx].sum(axis=1) / y[idx].sum(axis=1)
+    lo, hi = np.quantile(boot, [0.025, 0.975])
+    return x.sum() / y.sum(), float(lo), float(hi)
+
+
+def paired_verdicts(pairs: list[tuple[dict, dict]]) -> tuple[int, int, int, list[float]] | None:
+    """(faster, slower, indistinguishable) cells of the first method at 95%, and the ratios; None
+    when the run kept no per-slice timings."""
+    if not pairs or not all(
+        len(o.get("cpu_slices_us", ())) and len(b.get("cpu_slices_us", ())) for o, b in pairs
+    ):
+        return None
+    stats = [paired_cpu_ratio(o["cpu_slices_us"], b["cpu_slices_us"]) for o, b in pairs]
+    faster = sum(hi < 1.0 for _, _, hi in stats)
+    slower = sum(lo > 1.0 for _, lo, _ in stats)
+    return faster, slower, len(stats) - faster - slower, [r for r, _, _ in stats]
+
+
 def claims(result: dict) -> list[str]:
     """The issue's acceptance counts, measured: OMEGA against the equal-budget baselines, and its
     latency against the best full-budget learned baseline."""
@@ -64,6 +87,27 @@ def claims(result: dict) -> list[str]:
             f"computations <= in {nd}/{len(pairs)} cells, best-of-repeats latency <= in {lat}/"
             f"{len(pairs)}, median latency <= in {lat_med}/{len(pairs)}, CPU time <= in "
             f"{lat_cpu}/{len(pairs)}."
+        )
+        verdict = paired_verdicts(pairs)
+        if verdict:
+            faster, slower, tie, _ = verdict
+            n = len(pairs[0][0]["cpu_slices_us"])
+            lines.append(
+                f"  - CPU time paired slice by slice ({n} slices per cell, 95% bootstrap interval of "
+                f"the ratio): OMEGA faster in {faster}, slower in {slower}, indistinguishable in {tie} "
+                f"cells."
+            )
+    same = [(by[("laet-eq", *kt)], by[("laet", *kt)]) for kt in keys
+            if ("laet-eq", *kt) in by and ("laet", *kt) in by]  # fmt: skip
+    if same and all(a["mean_ndis"] == b["mean_ndis"] for a, b in same):
+        r = [a["cpu_us"] / b["cpu_us"] for a, b in same]
+        verdict = paired_verdicts(same)
+        tail = (f"; paired intervals exclude 1 in {verdict[0] + verdict[1]}/{len(same)} cells"
+                if verdict else "")  # fmt: skip
+        lines.append(
+            f"- A/A check: laet-eq stops every query where laet does (the same model refitted), so "
+            f"their CPU ratio is the measurement's own spread: mean {np.mean(r):.3f}, range "
+            f"{min(r):.3f}-{max(r):.3f} over {len(r)} cells{tail}."
         )
     for field_, label in (("cpu_us", "CPU time"), ("latency_us", "best-of-repeats wall latency")):
         ratios = []
