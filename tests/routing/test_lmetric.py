@@ -109,6 +109,24 @@ def test_stay_variant_refuses_the_switch_lmetric_makes_for_its_batch_factor():
     assert stay.stats()["stays"] == 1 and stay.stats()["costly_switch_decisions"] == 0
 
 
+def test_a_holder_veto_variant_without_a_cost_cannot_be_built():
+    from wildserve.routing.lmetric import _HolderVeto
+
+    class Forgot(_HolderVeto):
+        pass
+
+    with pytest.raises(TypeError, match="cost"):
+        Forgot()
+
+    class Costed(_HolderVeto):
+        @staticmethod
+        def cost(queued: int, new: int, view) -> int:
+            return queued + new
+
+    r, vs = _two_sessions(home_running=12, home_queued=0)
+    assert Costed().choose(r, vs) == make_policy("lmetric-stay").choose(r, vs) == 0
+
+
 def test_stay_variant_switches_when_the_home_backlog_exceeds_the_re_prefill():
     # behind 400 queued tokens at home, the idle instance's 176-token prefill is the shorter wait
     r, vs = _two_sessions(home_running=12, home_queued=400)

@@ -31,6 +31,7 @@ each request it stalls, where the product counts it once; LMetric's product pick
 from __future__ import annotations
 
 import math
+from abc import abstractmethod
 from collections.abc import Sequence
 
 import numpy as np
@@ -151,8 +152,9 @@ class _HolderVeto(LMetric):
         self.num_stays = 0  # LMetric's own choice cost more than staying and was refused
 
     @staticmethod
+    @abstractmethod
     def cost(queued: int, new: int, view: InstanceView) -> int:
-        raise NotImplementedError
+        """The subclass's measure of placing the request on an instance (lower is better)."""
 
     @classmethod
     def vetoed_scores(
