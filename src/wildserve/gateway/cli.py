@@ -41,6 +41,7 @@ def _logging(level: str) -> None:
             "health_interval_s": "health-interval",
             "health_timeout_s": "health-timeout",
             "metrics_poll_s": "metrics-poll",
+            "worker_death_window_s": "worker-death-window",
         },
     )
 )

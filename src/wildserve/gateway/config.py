@@ -29,6 +29,14 @@ class GatewayConfig:
         "and queued-prefill counts (1: a single process)",
         ge=1,
     )
+    worker_deaths: int = option(
+        5,
+        "with --workers: the gateway gives up (exits non-zero) when its workers die this many "
+        "times within --worker-death-window; each restart of a worker waits twice as long as its "
+        "last (0.1 s first, 5 s at most)",
+        ge=1,
+    )
+    worker_death_window_s: float = option(30.0, "seconds --worker-deaths are counted over", gt=0)
     tokenizer: str | None = option(None, "tokenizer.json of the served model; default: byte tokens")
     block_size: int = option(16, "tokens per prefix block (the engines' KV block size)", ge=1)
     prefix_index_blocks: int = option(1 << 20, "router-local prefix index size per backend", ge=1)
