@@ -366,15 +366,16 @@ class HttpServer:
         """Listen on ``host:port`` (0: any free port), or accept on ``sock`` if given (a worker's
         share of a socket its parent bound); returns the bound port."""
         self.loop = asyncio.get_running_loop()
+        # a worker's inherited socket, or one bound here
+        where: dict[str, Any] = (
+            {"sock": sock}
+            if sock is not None
+            else {"host": host, "port": port, "reuse_address": True}
+        )
         try:
-            if sock is not None:
-                self._server = await self.loop.create_server(
-                    lambda: Connection(self), sock=sock, backlog=1024
-                )
-            else:
-                self._server = await self.loop.create_server(
-                    lambda: Connection(self), host, port, reuse_address=True, backlog=1024
-                )
+            self._server = await self.loop.create_server(
+                lambda: Connection(self), backlog=1024, **where
+            )
         except OSError as exc:
             raise bind_error(exc, host, port) from None
         self._sweeper = self.loop.create_task(self._sweep())
