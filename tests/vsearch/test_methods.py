@@ -171,3 +171,22 @@ def test_replay_chosen_schedule_costs_no_more_than_the_base_schedule(fitted):
         sched[S_FIRST:], draft.schedule(4, 0.9, quantile, gap_scale)[S_FIRST:]
     )
     assert (sched[S_THETA], sched[S_TAU]) == (theta, tau)
+
+
+def test_k_between_grid_points_takes_the_larger_level_and_its_schedule(fitted):
+    """K=6 lies between grid Ks 4 and 8: it runs the (theta, schedule) pair of whichever neighbour has
+    the larger stop level, never one neighbour's theta with the other's schedule."""
+    _, methods = fitted
+    model = methods["omega"].model
+    cal = model.calibration
+    lo, hi = (int(np.flatnonzero(cal.k_grid == k)[0]) for k in (4, 8))
+    ti = int(np.flatnonzero(np.isclose(cal.targets, 0.9))[0])
+    for big, small in ((lo, hi), (hi, lo)):
+        theta, quant, gap = cal.theta.copy(), cal.first_quantile.copy(), cal.gap_scale.copy()
+        theta[ti, big], theta[ti, small] = 0.9, 0.8
+        quant[ti, big], quant[ti, small] = 0.3, 0.15
+        gap[ti, big], gap[ti, small] = 2.0, 1.0
+        m = replace(
+            model, calibration=replace(cal, theta=theta, first_quantile=quant, gap_scale=gap)
+        )
+        assert m.choice(6, 0.9) == (0.9, cal.tau[ti], 0.3, 2.0)
