@@ -1,18 +1,27 @@
 """Processes for the gateway benchmarks: emulated engines and routers on 127.0.0.1, and their CPU.
 
-Shared by ``gateway_vs_sglang_router.py`` and ``gateway_throughput.py`` (both run as scripts, so this
-directory is on ``sys.path``).
+Shared by ``gateway_vs_sglang_router.py``, ``gateway_throughput.py`` and ``gateway_engine_tap.py``
+(run as scripts, so this directory is on ``sys.path``).
+
+No child outlives its benchmark: every one is started ``dies_with_us`` (SIGTERM when the benchmark
+exits, however it exits: ``PR_SET_PDEATHSIG``), and ``exit_on_sigterm`` turns a SIGTERM into an exit
+that runs the benchmark's ``finally: stop(...)``, as Ctrl-C does.
 """
 
 from __future__ import annotations
 
+import functools
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+
+from wildserve.process_pool import die_with_parent
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -38,10 +47,28 @@ def wait_http(url: str, timeout: float = 60.0) -> None:
     raise TimeoutError(url)
 
 
+def _die_with(parent_pid: int) -> None:
+    die_with_parent(signal.SIGTERM)
+    if os.getppid() != parent_pid:  # the benchmark went before the prctl
+        os._exit(1)
+
+
+def dies_with_us() -> Callable[[], None]:
+    """A ``preexec_fn`` for a child that must not outlive this process. (The signal comes when the
+    thread that started the child ends: every benchmark starts its children from the main thread.)"""
+    return functools.partial(_die_with, os.getpid())
+
+
+def exit_on_sigterm() -> None:
+    """SIGTERM exits through the ``finally`` blocks (``SystemExit``, status 143) instead of at once."""
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
+
+
 def spawn(args: list[str], health: str | None = None) -> subprocess.Popen:
     """Start ``args`` quietly (the repo's ``src`` first on the path); wait for ``health`` if given."""
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            preexec_fn=dies_with_us())  # fmt: skip
     if health is not None:
         wait_http(health)
     return proc

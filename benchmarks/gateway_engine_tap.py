@@ -160,6 +160,7 @@ def main() -> None:
     ap.add_argument("--backends", type=int, default=4)
     ap.add_argument("--output-json", type=Path, default=None)
     args = ap.parse_args()
+    sv.exit_on_sigterm()
     procs, urls = [], []
     for _ in range(args.backends):
         port = sv.free_port()
@@ -176,7 +177,9 @@ def main() -> None:
         script.write_text(lua_script(args.prompt_chars, 16, 0.1, args.mode == "stream"))
         cmd = ["wrk", "-t", "2", "-c", "64", "-d", f"{args.seconds}s", "--timeout", "10s",
                "-s", str(script), url]  # fmt: skip
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            cmd, capture_output=True, text=True, check=True, preexec_fn=sv.dies_with_us()
+        ).stdout
         line = next(x for x in out.splitlines() if x.startswith("WRK_JSON "))
         wrk = json.loads(line.removeprefix("WRK_JSON "))
         engines = []

@@ -50,7 +50,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from _servers import MODEL, cpu_seconds, start_engines, start_router, stop  # noqa: E402
+from _servers import (  # noqa: E402
+    MODEL,
+    cpu_seconds,
+    dies_with_us,
+    exit_on_sigterm,
+    start_engines,
+    start_router,
+    stop,
+)
 
 ROUTERS = ["lmetric", "lmetric+kv-events", "round-robin", "sglang-router"]
 
@@ -120,7 +128,9 @@ def lua_script(prompt_chars: int, tenants: int, unique_fraction: float, stream: 
 def run_wrk(url: str, script: Path, seconds: float, connections: int, threads: int) -> dict:
     cmd = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{max(1, round(seconds))}s",
            "--timeout", "10s", "-s", str(script), url]  # fmt: skip
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        cmd, capture_output=True, text=True, check=True, preexec_fn=dies_with_us()
+    ).stdout
     for line in out.splitlines():
         if line.startswith("WRK_JSON "):
             return json.loads(line.removeprefix("WRK_JSON "))
@@ -251,6 +261,7 @@ def main() -> None:
     ap.add_argument("--unique-fraction", type=float, default=0.1)
     ap.add_argument("--output-json", type=Path, default=None)
     args = ap.parse_args()
+    exit_on_sigterm()  # a SIGTERM stops the engines and router of the cell it interrupts
     niceness = os.nice(0)
     if niceness > 0:
         print(f"warning: running at nice {niceness}: the routers share the cores with every other "

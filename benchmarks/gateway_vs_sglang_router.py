@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from _servers import start_engines, start_router, stop  # noqa: E402
+from _servers import exit_on_sigterm, start_engines, start_router, stop  # noqa: E402
 from wildserve.gateway.config import ReplayConfig  # noqa: E402
 from wildserve.gateway.replay import PromptBuilder, replay, summarize_records  # noqa: E402
 from wildserve.workload import load_trace  # noqa: E402
@@ -62,6 +62,7 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=300.0)
     ap.add_argument("--output-json", type=Path, default=None)
     args = ap.parse_args()
+    exit_on_sigterm()
     result: dict = {"args": {k: str(v) for k, v in vars(args).items()}}
     print(f"{args.requests} Mooncake requests, rate x{args.rate_scale}, engines x{args.speed} "
           "speed (wall-clock seconds; x speed for modeled seconds)", flush=True)  # fmt: skip

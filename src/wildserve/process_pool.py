@@ -26,18 +26,20 @@ def _init(queue: Any, parent_pid: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # A worker forked while a Ctrl-C unwinds ``pool.submit`` is in neither the pool's nor
     # multiprocessing's list, so ``_stop_workers`` cannot see it: it must die with its parent.
-    _die_with_parent()
+    die_with_parent()
     if os.getppid() != parent_pid:  # the parent is already gone
         os._exit(1)
 
 
-def _die_with_parent() -> None:
-    """Linux: SIGKILL this process when its parent exits (``prctl(PR_SET_PDEATHSIG)``)."""
+def die_with_parent(sig: int = signal.SIGKILL) -> None:
+    """Linux: send this process ``sig`` when its parent exits (``prctl(PR_SET_PDEATHSIG)``; kept
+    across exec, so a child can call it before exec). Elsewhere a no-op: the caller's own cleanup
+    covers the usual case."""
     try:
         import ctypes
 
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # not Linux: _stop_workers covers the usual case
+        ctypes.CDLL(None, use_errno=True).prctl(1, sig)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux
         pass
 
 
@@ -80,7 +82,7 @@ def run_parallel(
     # The manager's server process must also die with this one: a SIGTERM or SIGKILL skips the
     # ``finally`` below, and the workers (PDEATHSIG) would go while the manager lived on, orphaned.
     manager = SyncManager(ctx=ctx)
-    manager.start(_die_with_parent)
+    manager.start(die_with_parent)
     queue = manager.Queue()
     pool = ProcessPoolExecutor(
         jobs, mp_context=ctx, initializer=_init, initargs=(queue, os.getpid())
