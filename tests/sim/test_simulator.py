@@ -96,7 +96,9 @@ def test_shared_prefix_index_gives_the_same_run_as_per_engine_lookups():
 
 
 def test_exact_views_carry_the_engines_load_figures_mid_run():
-    """The views (built positionally from ``Engine.route_load``) say what ``Engine.load`` says."""
+    """The views (built positionally from ``Engine.route_load``) say what ``Engine.load`` says, and
+    that is what the engine's scheduler and block pool hold (``load`` unpacks ``route_load`` into
+    ``EngineLoad`` by position too: a field out of order fails here)."""
     from wildserve.routing.view import InstanceView, RouteRequest
     from wildserve.sim.simulator import ExactViews
 
@@ -117,6 +119,13 @@ def test_exact_views_carry_the_engines_load_figures_mid_run():
     assert any(v.num_waiting for v in views) and any(v.kv_usage for v in views)
     for i, (e, v) in enumerate(zip(engines, views, strict=True)):
         load = e.load()
+        sched, pool = e.scheduler, e.pool
+        assert (load.num_running, load.num_waiting, load.queued_prefill_tokens) == (
+            len(sched.running), len(sched.waiting), sched.queued_prefill_tokens
+        )  # fmt: skip
+        assert (load.kv_usage, load.num_kv_blocks, load.num_free_blocks) == (
+            pool.usage(), pool.num_blocks, pool.num_free
+        )  # fmt: skip
         want = InstanceView(
             instance_id=i,
             num_running=load.num_running,

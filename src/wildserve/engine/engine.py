@@ -67,7 +67,9 @@ class StepResult:
 
 @dataclass(frozen=True, slots=True)
 class EngineLoad:
-    """What routers and controllers read of one engine at one moment (``Engine.load()``)."""
+    """What routers and controllers read of one engine at one moment (``Engine.load()``).
+
+    The first five fields are ``Engine.route_load()``'s tuple, in its order."""
 
     num_running: int
     num_waiting: int
@@ -151,15 +153,11 @@ class Engine:
 
     # ---- what a router can see -------------------------------------------------------------------
     def load(self) -> EngineLoad:
-        """A frozen snapshot of the load and memory figures routers and controllers decide on."""
-        sched = self.scheduler
+        """A frozen snapshot of the load and memory figures routers and controllers decide on:
+        ``route_load()``'s five and the counters beside them."""
         pool = self.pool
         return EngineLoad(
-            num_running=len(sched.running),
-            num_waiting=len(sched.waiting),
-            queued_prefill_tokens=sched.queued_prefill_tokens,
-            kv_usage=pool.usage(),
-            num_kv_blocks=pool.num_blocks,
+            *self.route_load(),
             num_free_blocks=pool.num_free,
             num_finished=self.num_finished,
             num_preemptions=self.num_preemptions,
@@ -167,19 +165,18 @@ class Engine:
         )
 
     def route_load(self) -> tuple[int, int, int, float, int]:
-        """``load()``'s running, waiting, queued prefill tokens, KV usage and KV blocks, as a plain
-        tuple: what a router's view of the engine reads. A simulated decision reads every engine,
-        so this is built ~200k times a run, where the frozen snapshot cost ~1.5 us each."""
+        """Running, waiting, queued prefill tokens, KV usage and KV blocks (``EngineLoad``'s first
+        five fields, in order) as a plain tuple: what a router's view of the engine reads. A
+        simulated decision reads every engine, so this is built ~200k times a run, where the frozen
+        snapshot cost ~1.5 us each."""
         sched = self.scheduler
         pool = self.pool
-        num_blocks = pool.num_blocks
-        usage = 1.0 - pool.num_free / num_blocks  # pool.usage()
         return (
             len(sched.running),
             len(sched.waiting),
             sched.queued_prefill_tokens,
-            usage,
-            num_blocks,
+            pool.usage(),
+            pool.num_blocks,
         )
 
     def cached_blocks(self, block_hashes: Sequence[int]) -> int:
