@@ -110,24 +110,27 @@ def test_the_parent_has_no_row_and_bad_shapes_fail():
         t.close()
 
 
-def _views_pair(table):
+@pytest.fixture
+def pair(table):
     """Two workers' router-local views on one table (as two gateway processes would hold them)."""
     from wildserve.routing.local import RouterLocalViews
 
-    pair = []
+    views = []
     for w in range(2):
-        views = RouterLocalViews(3, 16)
-        views.share_load(SharedLoadTable.attach(table.name, 2, 3, w))
-        pair.append(views)
-    return pair
+        v = RouterLocalViews(3, 16)
+        v.share_load(SharedLoadTable.attach(table.name, 2, 3, w))
+        views.append(v)
+    yield views
+    for v in views:
+        v.shared.close()  # its counts are views of the block: released before the block goes
 
 
 @pytest.mark.parametrize("policy", ["least-requests", "lmetric"])
-def test_a_workers_policy_sees_the_other_workers_in_flight_requests(table, policy):
+def test_a_workers_policy_sees_the_other_workers_in_flight_requests(table, pair, policy):
     from wildserve.routing import make_policy
     from wildserve.routing.view import RouteRequest
 
-    a, b = _views_pair(table)
+    a, b = pair
     for rid in range(4):  # worker a holds four requests on backend 0
         a.on_dispatch(0, RouteRequest(rid, 160, [100 + rid], 16))
     req = RouteRequest(9, 160, [7], 16)
@@ -145,18 +148,36 @@ def test_a_workers_policy_sees_the_other_workers_in_flight_requests(table, polic
     b.on_finish(9)  # a second release (a retry's cleanup) changes nothing
     assert table.in_flight().tolist() == [0, 0, 0]
     assert table.queued_prefill().tolist() == [0, 0, 0]
-    assert a.in_flight == [0, 0, 0] and b.in_flight == [0, 0, 0]
+    assert list(a.in_flight) == [0, 0, 0] and list(b.in_flight) == [0, 0, 0]
 
 
-def test_a_backends_in_flight_and_the_metrics_gauge_read_the_whole_gateway(table):
+def test_a_backends_in_flight_and_the_metrics_gauge_read_the_whole_gateway(table, pair):
     from wildserve.gateway.backends import Backend
 
-    a, b = _views_pair(table)
+    a, b = pair
     a.on_dispatch(2, _req(1))
     b.on_dispatch(2, _req(2))
-    backend = Backend(2, "http://b2", b.in_flight, load=b.shared)
+    backend = Backend(2, "http://b2", b.load)
     assert b.in_flight[2] == 1  # this worker's own count
     assert backend.in_flight == 2  # the gauge /metrics reports: both workers' requests
+
+
+def test_a_workers_counts_are_its_row_of_the_table_not_a_copy(table, pair):
+    from wildserve.routing.local import RouterLocalViews
+
+    a, b = pair
+    a.on_dispatch(1, _req(1))
+    a.on_dispatch(1, _req(2))
+    b.on_dispatch(0, _req(3))
+    # one source: the table's rows are the routers' counts (nothing mirrored that could drift)
+    assert (
+        table.table[0].tolist() == [list(a.in_flight), list(b.in_flight)] == [[0, 2, 0], [1, 0, 0]]
+    )
+    assert table.table[1].tolist() == [list(a.queued_prefill_tokens), list(b.queued_prefill_tokens)]
+    late = RouterLocalViews(3, 16)
+    late.on_dispatch(0, _req(4))
+    with pytest.raises(RuntimeError, match="after requests"):
+        late.share_load(b.shared)
 
 
 def _req(rid):
@@ -165,10 +186,10 @@ def _req(rid):
     return RouteRequest(rid, 32, [rid], 16)
 
 
-def test_kv_event_views_route_on_every_workers_in_flight_requests(table):
+def test_kv_event_views_route_on_every_workers_in_flight_requests(table, pair):
     from wildserve.routing.kv_index import KVEventIndex, KVEventViews
 
-    a, b = _views_pair(table)
+    a, b = pair
     kv_b = KVEventViews(KVEventIndex(3, 16), b)
     for rid in range(3):
         a.on_dispatch(1, _req(rid))  # worker a's requests on backend 1

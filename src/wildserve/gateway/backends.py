@@ -5,13 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import aiohttp
 import orjson
-
-from wildserve.routing.local import SharedLoad
 
 log = logging.getLogger(__name__)
 
@@ -20,29 +18,23 @@ log = logging.getLogger(__name__)
 class Backend:
     """One upstream server as the gateway sees it.
 
-    Its in-flight count is read from the view source's per-backend counts (``counts``), the one place
-    that dispatch and release update, so the routing views and the metrics cannot disagree; with
-    several gateway workers, from the sum over their shared load table (``load``) instead.
+    Its in-flight count is read from the view source's load (``load``: what the routing views see,
+    the one place that dispatch and release update, summed over the workers of a ``--workers``
+    gateway), so the views and the metrics cannot disagree.
     """
 
     index: int
     url: str
-    counts: list[int] = field(default_factory=list, repr=False)
+    load: Callable[[], tuple[Sequence[int], Sequence[int]]] | None = field(default=None, repr=False)
     healthy: bool = True
     consecutive_failures: int = 0
     num_ejections: int = 0
     models: frozenset[str] | None = None  # served model names; None until /v1/models answered
-    load: SharedLoad | None = field(default=None, repr=False)
-
-    def __post_init__(self) -> None:
-        if len(self.counts) <= self.index:  # a backend on its own: a count of its own
-            self.counts.extend([0] * (self.index + 1 - len(self.counts)))
 
     @property
     def in_flight(self) -> int:
-        if self.load is not None:
-            return int(self.load.in_flight()[self.index])
-        return self.counts[self.index]
+        """Requests dispatched to it and not finished (0 for a backend with no view source)."""
+        return 0 if self.load is None else int(self.load()[0][self.index])
 
     def serves(self, model: str | None) -> bool:
         """True if the backend serves ``model`` or its models are not known yet."""

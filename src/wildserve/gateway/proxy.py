@@ -62,10 +62,7 @@ class Gateway:
         if load_table is not None:
             self.local.share_load(load_table)
         # the router's in-flight count per backend lives in the view source, once
-        self.backends = [
-            Backend(i, url, self.local.in_flight, load=load_table)
-            for i, url in enumerate(cfg.backends)
-        ]
+        self.backends = [Backend(i, url, self.local.load) for i, url in enumerate(cfg.backends)]
         self.pools = [
             UpstreamPool(url, cfg.connect_timeout_s, cfg.upstream_keepalive_s)
             for url in cfg.backends

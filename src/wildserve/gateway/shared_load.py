@@ -101,6 +101,16 @@ class SharedLoadTable:
         return self._shm.name
 
     # ---- this worker's row -------------------------------------------------------------------
+    def load_rows(self) -> tuple[memoryview, memoryview]:
+        """This worker's in-flight and queued-prefill counts per backend, written in place (a
+        router keeps its own counts here, not in lists mirrored into the table)."""
+        if self.worker is None:
+            raise RuntimeError("the parent's view of the table has no row to write")
+        flat = self._views_of(0, self.table.nbytes, "q")
+        b, w = self.num_backends, self.num_workers
+        at = [(plane * w + self.worker) * b for plane in (IN_FLIGHT, QUEUED_PREFILL)]
+        return self.track(flat[at[0] : at[0] + b]), self.track(flat[at[1] : at[1] + b])
+
     def add(self, backend: int, in_flight: int, queued_prefill: int = 0) -> None:
         """Change this worker's counts for ``backend`` (negative to release)."""
         row = self._row
@@ -117,14 +127,13 @@ class SharedLoadTable:
         num_ints, num_floats = self.metric_cells
         ints_at = self._ints_at + self.worker * num_ints * 8
         floats_at = self._floats_at + self.worker * num_floats * 8
-        whole = self._shm.buf
-        views = [
-            whole[ints_at : ints_at + num_ints * 8],
-            whole[floats_at : floats_at + num_floats * 8],
-        ]
-        rows = views[0].cast("q"), views[1].cast("d")
-        self._views += [*views, *rows]
-        return rows
+        return self._views_of(ints_at, num_ints * 8, "q"), self._views_of(
+            floats_at, num_floats * 8, "d"
+        )
+
+    def _views_of(self, at: int, nbytes: int, fmt: str) -> memoryview:
+        """Bytes ``at .. at + nbytes`` of the block as a flat array of ``fmt`` (tracked)."""
+        return self.track(self.track(self._shm.buf[at : at + nbytes]).cast(fmt))
 
     def track(self, view: memoryview) -> memoryview:
         """Remember a view derived from :meth:`metric_row` so that :meth:`close` releases it."""

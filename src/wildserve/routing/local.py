@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import heapq
 from array import array
-from collections.abc import Sequence
+from collections.abc import MutableSequence, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -215,7 +215,7 @@ class PrefixIndex:
 class SharedLoad(Protocol):
     """Per-instance load shared by several routers (``gateway.shared_load.SharedLoadTable``)."""
 
-    def add(self, backend: int, in_flight: int, queued_prefill: int = 0) -> None: ...
+    def load_rows(self) -> tuple[MutableSequence[int], MutableSequence[int]]: ...
     def in_flight(self) -> Sequence[int]: ...
     def queued_prefill(self) -> Sequence[int]: ...
 
@@ -232,14 +232,17 @@ class RouterLocalViews:
     def __init__(self, num_instances: int, block_size: int, capacity_blocks: int = 1 << 20) -> None:
         self.block_size = block_size
         self.indexes = [PrefixIndex(capacity_blocks) for _ in range(num_instances)]
-        self.in_flight = [0] * num_instances
-        self.queued_prefill_tokens = [0] * num_instances
+        self.in_flight: MutableSequence[int] = [0] * num_instances
+        self.queued_prefill_tokens: MutableSequence[int] = [0] * num_instances
         self._requests: dict[object, _InFlight] = {}
         self.shared: SharedLoad | None = None
 
     def share_load(self, table: SharedLoad) -> None:
-        """Mirror this router's counts into its row of ``table`` (a gateway worker's shared load
-        table, attached before any request) and route on the sums over every worker's row."""
+        """Keep this router's counts in its row of ``table`` (a gateway worker's shared load table)
+        instead of lists of its own, and route on the sums over every worker's row."""
+        if self._requests:
+            raise RuntimeError("share_load() after requests were counted: they would be lost")
+        self.in_flight, self.queued_prefill_tokens = table.load_rows()
         self.shared = table
 
     def load(self) -> tuple[Sequence[int], Sequence[int]]:
@@ -280,15 +283,11 @@ class RouterLocalViews:
         self._requests[request.request_id] = _InFlight(instance_id, new)
         self.in_flight[instance_id] += 1
         self.queued_prefill_tokens[instance_id] += new
-        if self.shared is not None:
-            self.shared.add(instance_id, 1, new)
 
     def on_first_token(self, request_id: object) -> None:
         state = self._requests.get(request_id)
         if state is not None and state.queued_prefill_tokens:
             self.queued_prefill_tokens[state.instance] -= state.queued_prefill_tokens
-            if self.shared is not None:
-                self.shared.add(state.instance, 0, -state.queued_prefill_tokens)
             state.queued_prefill_tokens = 0
 
     def on_finish(self, request_id: object) -> None:
@@ -298,8 +297,6 @@ class RouterLocalViews:
             return
         self.queued_prefill_tokens[state.instance] -= state.queued_prefill_tokens
         self.in_flight[state.instance] -= 1
-        if self.shared is not None:
-            self.shared.add(state.instance, -1, -state.queued_prefill_tokens)
 
     def reset_index(self, instance: int) -> None:
         """Forget what was sent to ``instance`` (it restarted with an empty cache)."""
