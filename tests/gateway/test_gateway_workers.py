@@ -48,16 +48,22 @@ def _complete(url: str, out: list) -> None:
         out.append(-1)
 
 
-@pytest.mark.timeout(120)
-def test_two_workers_count_open_requests_once_and_stop_cleanly(loop_thread, processes):
-    urls, _ = start_engines(loop_thread, 2, speed=1.0)  # slow: requests stay open for seconds
-    args = ["gateway", "--workers", "2", "--policy", "least-requests"]
+def _two_workers(loop_thread, processes, num_engines: int, *options: str):
+    """A ``--workers 2`` gateway in front of slow engines (requests stay open for seconds); returns
+    it, its parent process and its two workers, once both run."""
+    urls, _ = start_engines(loop_thread, num_engines, speed=1.0)
+    args = ["gateway", "--workers", "2", *options]
     for u in urls:
         args += ["--backend", u]
     gw = processes(args)
     parent = psutil.Process(gw.proc.pid)
     assert eventually(lambda: len(_workers(parent)) == 2, 10)
-    workers = _workers(parent)
+    return gw, parent, _workers(parent)
+
+
+@pytest.mark.timeout(120)
+def test_two_workers_count_open_requests_once_and_stop_cleanly(loop_thread, processes):
+    gw, _, workers = _two_workers(loop_thread, processes, 2, "--policy", "least-requests")
     done: list[int] = []
     threads = [threading.Thread(target=_complete, args=(gw.url, done)) for _ in range(OPEN)]
     for t in threads:
@@ -81,10 +87,7 @@ def test_two_workers_count_open_requests_once_and_stop_cleanly(loop_thread, proc
 
 @pytest.mark.timeout(120)
 def test_a_killed_worker_is_replaced_and_its_load_forgotten(loop_thread, processes):
-    urls, _ = start_engines(loop_thread, 1, speed=1.0)
-    gw = processes(["gateway", "--workers", "2", "--backend", urls[0]])
-    parent = psutil.Process(gw.proc.pid)
-    assert eventually(lambda: len(_workers(parent)) == 2, 10)
+    gw, parent, _ = _two_workers(loop_thread, processes, 1)
     done: list[int] = []
     threads = [threading.Thread(target=_complete, args=(gw.url, done)) for _ in range(4)]
     for t in threads:
@@ -130,14 +133,7 @@ def _serving(workers: list[psutil.Process], port: int) -> set[int]:
 
 @pytest.mark.timeout(180)
 def test_every_scrape_counts_the_requests_of_all_workers(loop_thread, processes):
-    urls, _ = start_engines(loop_thread, 2, speed=1.0)
-    args = ["gateway", "--workers", "2"]
-    for u in urls:
-        args += ["--backend", u]
-    gw = processes(args)
-    parent = psutil.Process(gw.proc.pid)
-    assert eventually(lambda: len(_workers(parent)) == 2, 10)
-    workers = _workers(parent)
+    gw, parent, workers = _two_workers(loop_thread, processes, 2)
     done: list[int] = []
     # open requests, each on its own connection, until both workers hold some: the test is only
     # worth something if each worker's own counts are a part of the total
