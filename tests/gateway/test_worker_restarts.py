@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from tests.gateway.conftest import REPO
-from wildserve.gateway.workers import RestartBudget
+from wildserve.gateway.workers import RestartBudget, _how_it_exited
 
 
 def test_each_restart_of_a_worker_waits_twice_as_long_until_the_deaths_run_out():
@@ -30,6 +30,12 @@ def test_deaths_older_than_the_window_are_forgotten_and_the_delay_is_capped():
     many = RestartBudget(max_deaths=100, window_s=30.0)
     delays = [many.on_death(0, i * 0.01) for i in range(12)]
     assert delays[-1] == 5.0 and max(delays) == 5.0
+
+
+def test_a_worker_that_said_nothing_is_described_by_how_it_exited():
+    assert _how_it_exited(-9) == "killed by SIGKILL"
+    assert _how_it_exited(-40) == "killed by signal 40"  # real-time signals have no name
+    assert _how_it_exited(3) == "exit code 3"
 
 
 @pytest.mark.timeout(120)

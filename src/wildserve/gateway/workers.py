@@ -115,9 +115,12 @@ def _worker(
 
 
 def _how_it_exited(exitcode: int | None) -> str:
-    if exitcode is not None and exitcode < 0:
+    if exitcode is None or exitcode >= 0:
+        return f"exit code {exitcode}"
+    try:
         return f"killed by {signal.Signals(-exitcode).name}"
-    return f"exit code {exitcode}"
+    except ValueError:  # a signal with no name (a real-time one)
+        return f"killed by signal {-exitcode}"
 
 
 def bind(host: str, port: int) -> socket.socket:
