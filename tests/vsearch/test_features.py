@@ -129,15 +129,29 @@ def test_masked_question_removes_the_confirmed_ranks():
     np.testing.assert_allclose(out[5], np.var([0.4, 0.2, 0.9]))
 
 
+def _rank_sort_two_loops(values, n, out):
+    """The previous `kernel.rank_sort`: rank = values below + equal values before."""
+    for i in range(n):
+        x = values[i]
+        r = int((values[:n] < x).sum() + (values[:i] == x).sum())
+        out[r] = x
+
+
 def test_rank_sort_equals_np_sort():
-    """OMEGA's branch-free window sort gives np.sort's array: distinct values, many ties, a window
-    not yet full, one entry."""
+    """OMEGA's branch-free window sort gives np.sort's array, and bit for bit the array of the
+    previous two-loop form (so no feature, decision or search result changed): distinct values,
+    many ties, signed zeros, a window not yet full, one entry."""
     rng = np.random.default_rng(0)
     out = np.full(kernel.RING, np.nan)
+    ref = np.full(kernel.RING, np.nan)
+    zeros = rng.choice([0.0, -0.0, 1.0], kernel.RING)
     for n in (1, 2, 37, kernel.RING):
-        for values in (rng.standard_normal(kernel.RING), np.round(rng.random(kernel.RING) * 4)):
+        for values in (rng.standard_normal(kernel.RING), np.round(rng.random(kernel.RING) * 4),
+                       zeros):  # fmt: skip
             kernel.rank_sort(values, n, out)
             np.testing.assert_array_equal(out[:n], np.sort(values[:n]))
+            _rank_sort_two_loops(values, n, ref)
+            assert np.array_equal(out[:n].view(np.int64), ref[:n].view(np.int64))
 
 
 def test_training_log_labels_are_consistent():
