@@ -277,28 +277,35 @@ def trace_name(spec: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", stem).strip("-") or "trace"
 
 
-def float_list(text: str, option: str, positive: bool = False) -> tuple[float, ...]:
-    """``a,b,c`` or ``start:stop:step`` (inclusive) as floats, for list-valued options; a bad list
-    (or, with ``positive``, a value <= 0) is a one-line ``ConfigError`` naming ``option``."""
+def number_list(
+    text: str, option: str, kind: type = float, ranges: bool = False, **bounds: float
+) -> tuple:
+    """``a,b,c`` of ``kind`` (int or float) for a list-valued option, each value checked as a
+    ``bounded`` option is (``ge``/``gt``/``le``/``lt``, finite); with ``ranges`` (floats) also
+    ``start:stop:step``, inclusive. A bad or empty list, or a value outside the bounds, is a
+    one-line ``ConfigError`` naming ``option``."""
     import numpy as np
 
     from wildserve.errors import ConfigError
 
-    try:
-        if ":" in text:
+    check = BoundedNumber(kind, bounds)
+    values: list = [x for x in text.split(",") if x.strip()]
+    if ranges and ":" in text:
+        try:
             lo, hi, step = (float(x) for x in text.split(":"))
             if step <= 0 or hi < lo:
                 raise ValueError
-            out = tuple(float(x) for x in np.round(np.arange(lo, hi + step / 2, step), 6))
-        else:
-            out = tuple(float(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise ConfigError(
-            f"{option}: '{text}' is not a list a,b,c or a range start:stop:step"
-        ) from None
-    if positive and any(not x > 0 for x in out):
-        raise ConfigError(f"{option}: '{text}': every value must be positive")
-    return out
+        except ValueError:
+            raise ConfigError(
+                f"{option}: '{text}' is not a range start:stop:step (step > 0, stop >= start)"
+            ) from None
+        values = [float(x) for x in np.round(np.arange(lo, hi + step / 2, step), 6)]
+    if not values:
+        raise ConfigError(f"{option}: empty list")
+    try:
+        return tuple(check(v) for v in values)
+    except typer.BadParameter as e:
+        raise ConfigError(f"{option}: {e.message}") from None
 
 
 # ---- introspection (tests, tooling) -------------------------------------------------------------

@@ -102,17 +102,22 @@ def test_slo_objectives_are_defined_once():
     assert SloConfig() == DEFAULT_SLO and DEFAULT_SLO.ttft_slo > 0 and DEFAULT_SLO.tpot_slo > 0
 
 
-def test_float_list_reads_lists_and_ranges_and_names_the_option_when_bad():
+def test_number_list_reads_lists_and_ranges_checks_bounds_and_names_the_option_when_bad():
     import pytest
 
-    from wildserve.config_cli import float_list
+    from wildserve.config_cli import number_list
     from wildserve.errors import ConfigError
 
-    assert float_list("0.5,1,2", "--x") == (0.5, 1.0, 2.0)
-    assert float_list("2:3:0.25", "--x") == (2.0, 2.25, 2.5, 2.75, 3.0)  # inclusive
-    for bad in ("1,a", "2:x:1", "3:2:1", "1:2:0"):
-        with pytest.raises(ConfigError, match="--x: "):
-            float_list(bad, "--x")
-    assert float_list("0,1", "--x") == (0.0, 1.0)
-    with pytest.raises(ConfigError, match=r"--rate-scales: .*positive"):
-        float_list("0,1", "--rate-scales", positive=True)
+    assert number_list("0.5,1,2", "--x") == (0.5, 1.0, 2.0)
+    assert number_list("2:3:0.25", "--x", ranges=True) == (2.0, 2.25, 2.5, 2.75, 3.0)  # inclusive
+    assert number_list("1, 10,100", "--ks", int, ge=1, le=100) == (1, 10, 100)
+    bad = [("1,a", {}), ("2:x:1", {"ranges": True}), ("3:2:1", {"ranges": True}),
+           ("1:2:0", {"ranges": True}), ("1:2:1", {}), ("1,nan", {}), ("", {}), (" , ", {}),
+           ("1,2.5", {"kind": int}), ("0,1", {"gt": 0}), ("1,101", {"kind": int, "le": 100})]  # fmt: skip
+    for text, how in bad:
+        with pytest.raises(ConfigError, match=r"^--x: ") as err:
+            number_list(text, "--x", **how)
+        assert "\n" not in str(err.value)
+    assert number_list("0,1", "--x") == (0.0, 1.0)
+    with pytest.raises(ConfigError, match=r"--rate-scales: 0 is outside the allowed range > 0"):
+        number_list("0,1", "--rate-scales", gt=0)

@@ -17,14 +17,12 @@ from wildserve.config_cli import (
     TraceSpecs,
     bounded,
     bounded_option,
-    float_list,
+    number_list,
     trace_name,
 )
 from wildserve.experiments.sweep_options import ExecutorOption, RayAddressOption
 
 _SECONDS = {"parser": bounded(float, gt=0), "metavar": "FLOAT"}
-
-_BOUNDS = "burst factors must be >= 1"
 
 
 def _targets(text: str) -> tuple[tuple[float, float], ...]:
@@ -160,9 +158,7 @@ def kunserve(
         if "kunserve" not in exp.systems or len(exp.systems) < 2:
             raise ConfigError("--systems needs kunserve and at least one baseline")
     if factors is not None:
-        exp.factors = float_list(factors, "--factors")
-        if not exp.factors or min(exp.factors) < 1:
-            raise ConfigError(f"--factors: {_BOUNDS}, got {factors}")
+        exp.factors = number_list(factors, "--factors", ranges=True, ge=1)  # burst factors
     if base_targets is not None:
         exp.base_targets = _targets(base_targets)
     for name, value in (

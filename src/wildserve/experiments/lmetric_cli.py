@@ -18,7 +18,7 @@ from wildserve.config_cli import (
     ReaderOptions,
     TraceSpecs,
     config_options,
-    float_list,
+    number_list,
     trace_name,
 )
 from wildserve.engine.cluster import ClusterConfig
@@ -170,7 +170,7 @@ def lmetric(
             w = dataclasses.replace(w, options={**w.options, **reader_options})
         if w.name in loads_of:
             w = dataclasses.replace(
-                w, rate_scales=float_list(loads_of[w.name], "--rate-scales", positive=True)
+                w, rate_scales=number_list(loads_of[w.name], "--rate-scales", ranges=True, gt=0)
             )
         if w.name in seeds_of:
             w = dataclasses.replace(w, seeds=_parse_seeds(seeds_of[w.name]))

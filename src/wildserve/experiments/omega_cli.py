@@ -8,9 +8,8 @@ from pathlib import Path
 
 import typer
 
-from wildserve.config_cli import Fields, bounded, config_options
+from wildserve.config_cli import Fields, bounded, config_options, number_list
 from wildserve.io import atomic_write_text
-from wildserve.vsearch.cli import parse_list
 from wildserve.vsearch.config import (
     ALL_METHODS,
     BaselineConfig,
@@ -24,13 +23,6 @@ _TRN = TrainConfig()
 _EXP = ExperimentConfig()
 _SEED = bounded(int, ge=0)
 _POSITIVE = bounded(int, ge=1)
-
-
-def _check_range(name: str, value: float, lo: float, hi: float = float("inf")) -> None:
-    from wildserve.errors import ConfigError
-
-    if not lo <= value <= hi:
-        raise ConfigError(f"{name}: {value} outside [{lo:g}, {hi:g}]")
 
 
 @config_options(
@@ -76,10 +68,9 @@ def omega(
 
     METRICS.get(index_cfg.metric)
     ef = train_cfg.ef
-    k_list = parse_list(ks, int, "--ks", 1, ef)
-    t_list = parse_list(targets, float, "--targets", 1e-9, 1 - 1e-9)
-    caps = parse_list(ef_caps, int, "--ef-caps", max(k_list), 1e9) if ef_caps.strip() else ()
-    _check_range("--ef", ef, max(k_list))
+    k_list = number_list(ks, "--ks", int, ge=1, le=ef)
+    t_list = number_list(targets, "--targets", gt=0, lt=1)
+    caps = number_list(ef_caps, "--ef-caps", int, ge=max(k_list)) if ef_caps.strip() else ()
     weights = _EXP.k_weights if k_list == _EXP.ks else (1.0,) * len(k_list)
     cfg = dataclasses.replace(
         exp, base=dataset or exp.base, ks=k_list, k_weights=weights, targets=t_list, ef_caps=caps

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from wildserve.config_cli import Fields, bounded, config_options
+from wildserve.config_cli import Fields, bounded, config_options, number_list
 from wildserve.io import atomic_write_text
 from wildserve.vsearch.config import (
     IndexConfig,
@@ -76,8 +76,8 @@ def train(
 
     cls = METHODS.get(method)
     ef, seed = train_cfg.ef, train_cfg.seed
-    k_list = parse_list(ks, int, "--ks", 1, ef)
-    t_list = parse_list(targets, float, "--targets", 1e-9, 1 - 1e-9)
+    k_list = number_list(ks, "--ks", int, ge=1, le=ef)
+    t_list = number_list(targets, "--targets", gt=0, lt=1)
     console = Console()
     graph = HnswGraph.load(index)
     searcher = Searcher(graph)
@@ -166,28 +166,3 @@ def search(
     Console().print(table)
     if out is not None:
         save_npy(out, res.ids)
-
-
-def parse_list(value: str, kind: type, name: str, lo: float, hi: float) -> tuple:
-    """A comma-separated option; a bad one is a one-line error (exit 2) before anything runs."""
-    from wildserve.errors import ConfigError
-
-    try:
-        items = tuple(kind(v) for v in value.split(",") if v.strip())
-    except ValueError:
-        raise ConfigError(
-            f"{name}: not a comma-separated list of {kind.__name__}s: {value!r}"
-        ) from None
-    if not items:
-        raise ConfigError(f"{name}: empty list")
-    for v in items:
-        if not lo <= v <= hi:
-            raise ConfigError(f"{name}: {v} outside [{lo:g}, {hi:g}]")
-    return items
-
-
-def _check_range(name: str, value: float, lo: float, hi: float = float("inf")) -> None:
-    from wildserve.errors import ConfigError
-
-    if not lo <= value <= hi:
-        raise ConfigError(f"{name}: {value} outside [{lo:g}, {hi:g}]")
