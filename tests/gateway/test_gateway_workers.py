@@ -122,38 +122,40 @@ def _scrape_counts(url: str) -> tuple[float, float, float]:
     )
 
 
-def _serving(workers: list[psutil.Process], port: int) -> set[int]:
-    """The workers holding an accepted client connection on the gateway's port."""
-    return {
-        p.pid
-        for p in workers
-        if any(c.laddr and c.laddr.port == port and c.raddr for c in p.net_connections("tcp"))
-    }
+def _by_worker(url: str) -> list[float]:
+    """Requests each worker sent, from one scrape."""
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    return [
+        float(v)
+        for v in re.findall(
+            r'^wildserve_gateway_worker_requests_total\{worker="\d+"\} (\S+)$', text, re.M
+        )
+    ]
 
 
 @pytest.mark.timeout(180)
 def test_every_scrape_counts_the_requests_of_all_workers(loop_thread, processes):
     gw, parent, workers = _two_workers(loop_thread, processes, 2)
     done: list[int] = []
-    # open requests, each on its own connection, until both workers hold some: the test is only
-    # worth something if each worker's own counts are a part of the total
+    # requests, each on its own connection, until both workers sent some: the test is only worth
+    # something if each worker's own counts are a part of the total
     threads: list[threading.Thread] = []
-    serving: set[int] = set()
-    while len(serving) < 2 and len(threads) < 64:
+    while len(threads) < 64 and not all(_by_worker(gw.url) or [0]):
         batch = [threading.Thread(target=_complete, args=(gw.url, done)) for _ in range(8)]
         for t in batch:
             t.start()
+        for t in batch:
+            t.join(60)
         threads += batch
-        eventually(lambda n=len(threads): sum(_in_flight(gw.url)) == n, 10)
-        serving |= _serving(workers, gw.port)
-    assert len(serving) == 2, "every request went to one worker"
-    for t in threads:
-        t.join(60)
+    shares = _by_worker(gw.url)
+    assert len(shares) == 2 and all(shares), f"every request went to one worker: {shares}"
     sent = len(threads)
     assert done == [200] * sent
     # every scrape, whichever worker answers it, counts all of them, once
     scrapes = [_scrape_counts(gw.url) for _ in range(12)]
     assert all(s == (sent, sent, sent) for s in scrapes), (sent, scrapes)
+    assert sum(_by_worker(gw.url)) == sent
     # a worker that dies keeps its counts: its replacement goes on from them
     victim = workers[0]
     victim.kill()

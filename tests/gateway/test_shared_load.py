@@ -229,9 +229,14 @@ def test_metric_counts_of_every_worker_are_summed_in_each_scrape():
             m.rejected(404, "model_not_found")
             m.decision.observe(4e-5)
         # whichever worker answers, it reports the three requests and one of each failure, and
-        # the text is the one a single process that saw all of it renders
+        # the text is the one a single process that saw all of it renders, plus each worker's share
         texts = [m.render()[0].decode() for m in metrics]
-        assert texts[0] == texts[1] == alone.render()[0].decode()
+        per_worker = "wildserve_gateway_worker_requests"
+        assert 'wildserve_gateway_worker_requests_total{worker="0"} 2.0' in texts[0]
+        assert 'wildserve_gateway_worker_requests_total{worker="1"} 1.0' in texts[0]
+        same = ["\n".join(x for x in t.splitlines() if per_worker not in x) for t in texts]
+        assert same[0] == same[1] == alone.render()[0].decode().rstrip("\n")
+        assert per_worker not in alone.render()[0].decode()  # one process: no per-worker family
         assert 'wildserve_gateway_requests_total{backend="http://b1"} 3.0' in texts[0]
         assert 'kind="http_other"} 1.0' in texts[0]
         assert 'wildserve_gateway_rejected_total{reason="too_large"} 1.0' in texts[0]

@@ -8,7 +8,8 @@ reports their sums, whichever worker answers it. Not prometheus_client's multipr
 not run custom collectors (this one builds every family at scrape time), and its ``inc()`` takes a
 lock and writes an mmapped file (~1.2 us a counter, ~1.8 us a histogram here, against ~0.1 us for
 a shared-memory cell's ``+= 1``: about 5 us more per request). Summed: requests, errors, rejections,
-TTFT, latency and routing-decision histograms, and the in-flight gauge. The answering worker's own:
+TTFT, latency and routing-decision histograms, and the in-flight gauge; ``worker_requests`` gives
+each worker's share of the requests. The answering worker's own:
 backend health (each worker checks on its own), the policy's decision counters and KV-event counts
 (every worker applies every event stream).
 """
@@ -191,6 +192,17 @@ class _Collector:
             m.ttft[i].add_to(ttft, [urls[i]])
             m.latency[i].add_to(latency, [urls[i]])
         yield from (requests, in_flight, healthy, ttft, latency)
+        workers = self.m.by_worker()
+        if workers:
+            by_worker = CounterMetricFamily(
+                "wildserve_gateway_worker_requests",
+                "requests each gateway worker sent to the backends (how evenly the workers take "
+                "connections)",
+                labels=["worker"],
+            )
+            for w, counts in enumerate(workers):
+                by_worker.add_metric([str(w)], sum(counts.requests))
+            yield by_worker
         errors = CounterMetricFamily(
             "wildserve_gateway_errors", "failures by backend and kind", labels=["backend", "kind"]
         )
@@ -266,6 +278,13 @@ class GatewayMetrics(MetricCounts):
         if self.shared is None:
             return self
         return MetricCounts(len(self.urls), SliceCells(*self.shared.metric_sums()))
+
+    def by_worker(self) -> list[MetricCounts]:
+        """Each worker's own counts (empty for a single process)."""
+        if self.shared is None:
+            return []
+        n = len(self.urls)
+        return [MetricCounts(n, SliceCells(*row)) for row in self.shared.metric_rows()]
 
     def sent(self, backend: int) -> None:
         self.requests[backend] += 1

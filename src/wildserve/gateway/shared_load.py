@@ -153,6 +153,10 @@ class SharedLoadTable:
         """Every metric cell summed over the workers (the whole gateway's counts)."""
         return self._metric_ints.sum(axis=0).tolist(), self._metric_floats.sum(axis=0).tolist()
 
+    def metric_rows(self) -> list[tuple[list[int], list[float]]]:
+        """Each worker's metric cells, by worker."""
+        return list(zip(self._metric_ints.tolist(), self._metric_floats.tolist(), strict=True))
+
     def clear_row(self, worker: int) -> None:
         """Forget a dead worker's load (the parent, before a replacement starts on that row); its
         metric counts stay, for the replacement to go on from."""
