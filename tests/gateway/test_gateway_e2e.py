@@ -54,8 +54,9 @@ def test_openai_client_streaming_and_not_completions_and_chat(loop_thread, view_
 
 
 def _hold(client: openai.OpenAI, prompt: str, started: threading.Event, out: list) -> None:
-    """A long streamed request that keeps its instance busy until it ends."""
-    stream = client.completions.create(model=MODEL, prompt=prompt, max_tokens=60, stream=True)
+    """A long streamed request that keeps its instance busy until it ends (1,000 tokens: ~1.5 s at
+    speed 10; 60 lasted ~0.1 s, and on a loaded box the first hold was over before the probe)."""
+    stream = client.completions.create(model=MODEL, prompt=prompt, max_tokens=1000, stream=True)
     for i, _ in enumerate(stream):
         if i == 0:
             started.set()
