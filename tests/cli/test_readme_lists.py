@@ -1,5 +1,5 @@
-"""The README's lists of routing and eviction policies name every registered one, and only those:
-a policy added to a registry without a word in the README fails here."""
+"""The README's lists of routing policies, eviction policies and overload systems name every
+registered one, and only those: one added to a registry without a word in the README fails here."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from wildserve.kvcache.policy import EVICTION_POLICIES
+from wildserve.overload.systems import SYSTEMS
 from wildserve.routing import ROUTING_POLICIES
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -27,9 +28,10 @@ def listed(start: str, end: str) -> set[str]:
     [
         (ROUTING_POLICIES, "Policies (`--policy`):", "They decide on"),
         (EVICTION_POLICIES, "`EngineConfig.eviction_policy`):", "Append `:leaf`"),
+        (SYSTEMS, "`--systems` spells them", "Every engine step"),
     ],
 )
-def test_the_readme_lists_every_registered_policy(registry, start, end):
+def test_the_readme_lists_every_registered_name(registry, start, end):
     names = listed(start, end)
     assert set(registry.names()) - names == set(), "registered but not in the README"
     assert names - set(registry.names()) == set(), "in the README but not registered"
