@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-import time
-
 import openai
 import pytest
 
@@ -53,40 +50,66 @@ def test_openai_client_streaming_and_not_completions_and_chat(loop_thread, view_
     assert gw.cfg.view_source == view_source
 
 
-def _hold(client: openai.OpenAI, prompt: str, started: threading.Event, out: list) -> None:
-    """A long streamed request that keeps its instance busy until it ends (1,000 tokens: ~1.5 s at
-    speed 10; 60 lasted ~0.1 s, and on a loaded box the first hold was over before the probe)."""
-    stream = client.completions.create(model=MODEL, prompt=prompt, max_tokens=1000, stream=True)
-    for i, _ in enumerate(stream):
-        if i == 0:
-            started.set()
-    out.append(True)
+def _hold(client: openai.OpenAI, prompt: str):
+    """A streamed request that keeps its instance busy until the caller closes it: its first chunk
+    has arrived (so the gateway has dispatched it), and 20,000 tokens take >= 30 s at speed 10, far
+    longer than the test needs it (the test checks that it is still in flight after the probe)."""
+    stream = client.completions.create(model=MODEL, prompt=prompt, max_tokens=20_000, stream=True)
+    next(iter(stream))
+    return stream
+
+
+def _engines_idle(urls) -> bool:
+    """Every engine's own /metrics says nothing runs or waits (the held streams were aborted)."""
+    import urllib.request
+
+    for u in urls:
+        text = urllib.request.urlopen(f"{u}/metrics", timeout=5).read().decode()
+        gauges = ("vllm:num_requests_running{", "vllm:num_requests_waiting{")
+        if any(
+            line.startswith(gauges) and float(line.rsplit(" ", 1)[1]) != 0
+            for line in text.splitlines()
+        ):
+            return False
+    return True
 
 
 @pytest.mark.parametrize("view_source", ["router-local", "kv-events"])
 def test_lmetric_sends_a_repeated_prefix_to_the_instance_that_holds_it(loop_thread, view_source):
     """Busy instances 0 and 1 push a long prompt onto instance 2; its follow-ups go back there,
-    although instance 0 (the lowest index, LMetric's tie-break) is idle again by then."""
+    although instance 0 (the lowest index, LMetric's tie-break) is idle again by then.
+
+    Each precondition is waited for, not timed: the holds are open until the probe has been routed
+    (and are checked to be), and the follow-ups start once the gateway sees every instance idle
+    and (with KV events) instance 2 holding the prefix. Under load the timed version (60-token
+    holds, then a 0.3 s sleep) sent the probe to instance 0 when the holds ended first."""
     urls, endpoints = start_engines(loop_thread, 3, speed=10, kv=view_source == "kv-events")
     url, gw = start_gateway(loop_thread, urls, kv_events=endpoints, policy="lmetric")
     client = _client(url)
-    held: list = []
-    threads = []
-    for i in range(2):
-        started = threading.Event()
-        t = threading.Thread(target=_hold, args=(client, f"busy {i} " * 50, started, held))
-        t.start()
-        started.wait(10)
-        threads.append(t)
+    holds = [_hold(client, f"busy {i} " * 50) for i in range(2)]
+    assert [b.in_flight for b in gw.backends] == [1, 1, 0]
     shared = "You are a careful assistant. Answer briefly. " * 40  # 1,800 bytes
     first = client.with_raw_response.completions.create(
         model=MODEL, prompt=shared + "Q0", max_tokens=2
     )
     assert first.headers["x-wildserve-backend"] == "2"
-    for t in threads:
-        t.join(30)
-    assert len(held) == 2
-    time.sleep(0.3)  # KV events and metrics polls catch up
+    # the holds were in flight while the probe was routed: they still are
+    assert [b.in_flight for b in gw.backends] == [1, 1, 0]
+    for stream in holds:  # the client leaves; the gateway drops the upstream, the engine aborts
+        stream.close()
+    assert eventually(lambda: all(b.in_flight == 0 for b in gw.backends))
+    assert eventually(lambda: _engines_idle(urls), timeout=10)
+    from wildserve.blocks import token_block_hashes
+
+    hashes = token_block_hashes((shared + "Q9").encode(), 16)
+    if gw.kv_index is not None:  # the polled load and the engines' KV events have caught up
+        assert eventually(
+            lambda: (
+                all(s.num_running == 0 and s.num_waiting == 0 for s in gw.views.loads)
+                and gw.kv_index.match_all(hashes)[2] == len(shared) // 16
+            ),
+            timeout=10,
+        )
     for q in range(1, 4):
         r = client.with_raw_response.completions.create(
             model=MODEL, prompt=shared + f"Q{q}", max_tokens=2
@@ -94,11 +117,9 @@ def test_lmetric_sends_a_repeated_prefix_to_the_instance_that_holds_it(loop_thre
         assert r.headers["x-wildserve-backend"] == "2"
         assert r.parse().usage.prompt_tokens_details.cached_tokens >= len(shared) // 16 * 16
     if gw.kv_index is not None:  # the engines' own events say instance 2 holds the prefix
-        from wildserve.blocks import token_block_hashes
-
-        hashes = token_block_hashes((shared + "Q9").encode(), 16)
         assert gw.kv_index.match_all(hashes) == [0, 0, len(shared) // 16]
     # an unrelated prompt on an idle cluster goes to the lowest index, as LMetric's tie-break says
+    assert eventually(lambda: all(b.in_flight == 0 for b in gw.backends))
     other = client.with_raw_response.completions.create(model=MODEL, prompt="z" * 900, max_tokens=2)
     assert other.headers["x-wildserve-backend"] == "0"
 

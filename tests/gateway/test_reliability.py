@@ -9,7 +9,6 @@ import json
 import socket
 import struct
 import threading
-import time
 import urllib.error
 import urllib.request
 
@@ -146,9 +145,9 @@ def test_engine_killed_while_streams_queue_retries_those_with_no_token(loop_thre
             errors[i] = str(exc)
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(9)]
-    for t in threads:
-        t.start()
-        time.sleep(0.05)  # in order: round-robin puts requests 0, 3, 6 on engine 0
+    for i, t in enumerate(threads):  # in order: round-robin puts requests 0, 3, 6 on engine 0
+        t.start()  # the next starts once this one is sent upstream (a fixed sleep raced under load)
+        assert eventually(lambda n=i + 1: len(gw.active) == n, timeout=10)
     assert eventually(lambda: all(b.in_flight == 3 for b in gw.backends), timeout=10)
     assert eventually(lambda: progress[0] > 0, timeout=10)  # engine 0 streams request 0 ...
     engines[0].kill()
