@@ -113,16 +113,27 @@ def test_wire_layout_is_vllms():
     assert typed.events[0].token_ids == tokens and typed.events[1].block_hashes == [11]
 
 
+async def _until(cond, timeout: float = 10.0) -> bool:
+    """Poll ``cond`` on the running loop until it holds or ``timeout`` passes; its last value."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.01)
+    return True
+
+
 async def _pub_sub(batches: list[tuple[int, bytes]], topic: bytes = b"kv@pod-0@m", sub_topic=""):
     """Send (seq, payload) batches from a raw PUB socket to our subscriber; returns the index."""
     port = free_port()
     ctx = zmq.Context()
-    pub = ctx.socket(zmq.PUB)
+    pub = ctx.socket(zmq.XPUB)  # a PUB that also hands us the subscriptions it receives
     pub.bind(f"tcp://127.0.0.1:{port}")
     index = KVEventIndex(2, 16)
     sub = KVEventSubscriber(index, 1, f"tcp://127.0.0.1:{port}", sub_topic)
     sub.start()
-    await asyncio.sleep(0.3)  # the slow-joiner: let the SUB connect before publishing
+    # the slow-joiner: publish once the SUB's subscription has arrived (was a 0.3 s sleep)
+    assert await _until(lambda: pub.poll(0) != 0)
     for seq, payload in batches:
         pub.send_multipart([topic, seq.to_bytes(8, "big"), payload])
     deadline = time.monotonic() + 5
@@ -203,10 +214,11 @@ def test_our_publisher_and_the_emulated_engine_chain_to_the_prompts_hashes():
             stream.event.clear()
             await stream.event.wait()
         emu.finish(stream)
-        await asyncio.sleep(0.2)
-        before = index.match(0, token_block_hashes(prompt, 16))
+        hashes = token_block_hashes(prompt, 16)
+        await _until(lambda: index.match(0, hashes) == len(hashes))  # the events have arrived
+        before = index.match(0, hashes)
         emu.reset_prefix_cache()
-        await asyncio.sleep(0.2)
+        await _until(lambda: index.num_blocks(0) == 0)
         after_reset = index.num_blocks(0)
         await sub.close()
         await emu.stop()
