@@ -56,6 +56,7 @@ def test_a_gateway_whose_workers_cannot_start_exits_with_one_line_naming_why(tmp
     assert lines[-1].startswith("wildserve: error: gateway workers died 5 times within 600 s")
     assert f"{missing}: tokenizer file not found" in lines[-1]
     assert "Traceback" not in done.stderr  # an expected failure is a line, not a stack
+    assert "gateway on http://" not in done.stderr  # never announced: no worker ever served
     # four restarts, each worker's waiting twice as long as its previous one
     delays = re.findall(r"restarting it in (\S+) s", done.stderr)
     assert sorted(map(float, delays)) == [0.1, 0.1, 0.2, 0.2], done.stderr

@@ -20,7 +20,8 @@ them all; a worker that exits on its own is logged, its load row cleared and a r
 after a backoff that doubles with each of that worker's recent deaths (a worker that cannot start
 is not respawned ten times a second). ``worker_deaths`` deaths within ``worker_death_window_s``
 stop the gateway with one error line naming the last worker's cause (what it raised, or how it
-exited), as a single-process gateway stops on the same fault.
+exited), as a single-process gateway stops on the same fault. Each worker reports on its pipe
+when it serves; the parent announces the gateway once all do.
 """
 
 from __future__ import annotations
@@ -88,9 +89,10 @@ def _die_with_parent() -> None:
 
 
 def _worker(
-    cfg: GatewayConfig, sock: socket.socket, name: str, workers: int, w: int, cause: Connection
+    cfg: GatewayConfig, sock: socket.socket, name: str, workers: int, w: int, report: Connection
 ) -> None:
-    """One gateway process; what stopped it, if anything did, goes to the parent on ``cause``."""
+    """One gateway process. It tells the parent on ``report`` when it serves (``("ready", "")``)
+    and, if something stops it, what (``("failed", why)``)."""
     from wildserve.gateway.proxy import GatewayApp
     from wildserve.gateway.serve import run_forever
 
@@ -102,16 +104,21 @@ def _worker(
         name, workers, num_backends, w, MetricCounts.cells_needed(num_backends)
     )
     try:
-        run_forever(lambda: GatewayApp(cfg, table, sock), cfg.host, cfg.port)
+        run_forever(
+            lambda: GatewayApp(cfg, table, sock),
+            cfg.host,
+            cfg.port,
+            lambda port: report.send(("ready", "")),
+        )
     except WildserveError as exc:  # an expected failure (a bad file, a taken resource): one line
-        cause.send(str(exc))
+        report.send(("failed", str(exc)))
         raise SystemExit(1) from None
     except BaseException as exc:  # a bug: the traceback goes to stderr as well
-        cause.send(f"{type(exc).__name__}: {exc}")
+        report.send(("failed", f"{type(exc).__name__}: {exc}"))
         raise
     finally:
         table.close()
-        cause.close()
+        report.close()
 
 
 def _how_it_exited(exitcode: int | None) -> str:
@@ -132,8 +139,55 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+class _Slot:
+    """One worker's place: its process (None while it waits to be restarted) and what it said."""
+
+    def __init__(self) -> None:
+        self.proc: mp.Process | None = None
+        self.reader: Connection | None = None
+        self.ready = False
+        self.cause: str | None = None
+        self.restart_at = 0.0
+
+    def start(self, ctx, w: int, args: tuple) -> None:
+        """Start worker ``w``: ``_worker(*args, w, its end of the pipe)``."""
+        self.reader, writer = ctx.Pipe(duplex=False)
+        self.proc = ctx.Process(target=_worker, args=(*args, w, writer), name=f"gateway-{w}")
+        self.proc.start()
+        writer.close()  # the worker's end: EOF on ``reader`` once it is gone
+        self.ready, self.cause = False, None
+
+    def read(self) -> None:
+        """Take what the worker sent so far."""
+        try:
+            while self.reader is not None and self.reader.poll():
+                kind, text = self.reader.recv()
+                if kind == "ready":
+                    self.ready = True
+                else:
+                    self.cause = text
+        except (EOFError, OSError):  # it is gone; it said all it had to say
+            pass
+
+    def reap(self) -> str:
+        """Forget the dead worker; returns what stopped it (what it said, else how it exited)."""
+        assert self.proc is not None and self.reader is not None
+        self.read()
+        cause = self.cause or _how_it_exited(self.proc.exitcode)
+        self.reader.close()
+        self.proc = self.reader = None
+        return cause
+
+
 def serve_workers(cfg: GatewayConfig, workers: int, on_ready=None) -> None:
-    """Run ``workers`` gateway processes on ``cfg.host:cfg.port`` until SIGINT/SIGTERM."""
+    """Run ``workers`` gateway processes on ``cfg.host:cfg.port`` until SIGINT/SIGTERM;
+    ``on_ready(port)`` once every worker serves."""
+    from wildserve.blocks import load_native
+    from wildserve.gateway import proxy  # noqa: F401  (imported once here, not in every worker)
+
+    # compiled (or loaded from numba's cache) before the fork: a worker, and each restart of one,
+    # starts without loading them (~0.5 s each here) and the workers share their pages
+    load_native()
     sock = bind(cfg.host, cfg.port)
     num_backends = len(cfg.backends)
     table = SharedLoadTable.create(workers, num_backends, MetricCounts.cells_needed(num_backends))
@@ -144,44 +198,25 @@ def serve_workers(cfg: GatewayConfig, workers: int, on_ready=None) -> None:
         nonlocal stop
         stop = True
 
-    def _start(w: int) -> tuple[mp.Process, Connection]:
-        reader, writer = ctx.Pipe(duplex=False)
-        args = (cfg, sock, table.name, workers, w, writer)
-        proc = ctx.Process(target=_worker, args=args, name=f"gateway-{w}")
-        proc.start()
-        writer.close()  # the worker's end: EOF on ``reader`` once it is gone
-        return proc, reader
-
-    def _cause(proc: mp.Process, reader: Connection) -> str:
-        """What the dead worker said stopped it, else how it exited."""
-        try:
-            if reader.poll():
-                return reader.recv()
-        except (EOFError, OSError):
-            pass
-        finally:
-            reader.close()
-        return _how_it_exited(proc.exitcode)
-
     budget = RestartBudget(cfg.worker_deaths, cfg.worker_death_window_s)
     old = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    procs: list[tuple[mp.Process, Connection] | None] = [_start(w) for w in range(workers)]
-    restart_at = [0.0] * workers
+    slots = [_Slot() for _ in range(workers)]
+    args = (cfg, sock, table.name, workers)
+    announced = on_ready is None
     try:
-        if on_ready is not None:
-            on_ready(sock.getsockname()[1])
+        for w, slot in enumerate(slots):
+            slot.start(ctx, w, args)
         while not stop:
             now = time.monotonic()
-            for w, running in enumerate(procs):
-                if running is None:
-                    if now >= restart_at[w] and not stop:
-                        procs[w] = _start(w)
+            for w, slot in enumerate(slots):
+                if slot.proc is None:
+                    if now >= slot.restart_at:
+                        slot.start(ctx, w, args)
                     continue
-                proc, reader = running
-                if proc.is_alive() or stop:
+                slot.read()
+                if slot.proc.is_alive():
                     continue
-                procs[w] = None
-                cause = _cause(proc, reader)
+                cause = slot.reap()
                 table.clear_row(w)
                 delay = budget.on_death(w, now)
                 if delay is None:
@@ -192,20 +227,23 @@ def serve_workers(cfg: GatewayConfig, workers: int, on_ready=None) -> None:
                 log.warning(
                     "gateway worker %d stopped (%s); restarting it in %.1f s", w, cause, delay
                 )
-                restart_at[w] = now + delay
+                slot.restart_at = now + delay
+            if not announced and all(slot.ready for slot in slots):
+                announced = True
+                on_ready(sock.getsockname()[1])
             time.sleep(0.05)
     finally:
-        started = [running for running in procs if running is not None]
-        for proc, _ in started:
-            if proc.is_alive():
-                proc.terminate()
+        started = [slot for slot in slots if slot.proc is not None]
+        for slot in started:
+            if slot.proc.is_alive():
+                slot.proc.terminate()
         deadline = time.monotonic() + 3.0
-        for proc, reader in started:
-            proc.join(max(0.0, deadline - time.monotonic()))
-            if proc.is_alive():
-                proc.kill()
-                proc.join(1.0)
-            reader.close()
+        for slot in started:
+            slot.proc.join(max(0.0, deadline - time.monotonic()))
+            if slot.proc.is_alive():
+                slot.proc.kill()
+                slot.proc.join(1.0)
+            slot.reader.close()
         for sig, handler in old.items():
             signal.signal(sig, handler)
         table.close()
