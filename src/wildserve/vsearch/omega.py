@@ -30,7 +30,7 @@ import numpy as np
 from wildserve.errors import ConfigError
 from wildserve.vsearch import kernel, omega_rule
 from wildserve.vsearch.baselines import subsample_rows
-from wildserve.vsearch.config import OmegaConfig, TrainConfig
+from wildserve.vsearch.config import DEFAULT_TARGETS, OmegaConfig, TrainConfig
 from wildserve.vsearch.index import _atomic_savez
 from wildserve.vsearch.methods import METHODS, FitContext, Method
 from wildserve.vsearch.omega_calibrate import (
@@ -197,7 +197,8 @@ def fit_omega(
 ) -> OmegaModel:
     """Train the K=1 model, calibrate it per rank bucket and replay it for the stop levels."""
     draft, rs = fit_draft(train, train_config, config)
-    cal_targets = tuple(sorted(set(config.calibration_targets) | {float(t) for t in targets}))
+    asked = set(config.calibration_targets) | {float(t) for t in targets}
+    cal_targets = tuple(sorted(asked or DEFAULT_TARGETS))
     levels = calibrate_levels(
         rs, draft.schedule, draft.cum, draft.edges, draft.grid, cal_targets,
         config.confirm_thresholds, candidate_schedules(config), draft.k_max,

@@ -1,8 +1,10 @@
 """OMEGA's offline calibration, on held-out training queries only (never validation or test queries).
 
-1. Masked probabilities: every logged row of the held-out queries is asked the masked top-1 question
-   at every rank (the same `window_features` the online search uses, from the row's stored window), and
-   an isotonic map per rank bucket turns the raw forest score into P(true neighbour of that rank found).
+1. Masked probabilities: logged rows of the held-out queries are asked the masked top-1 question
+   (the same `window_features` the online search uses, from the row's stored window), and an
+   isotonic map per rank bucket, fitted on a fixed sample of (row, rank) pairs, turns the raw forest
+   score into P(true neighbour of that rank found). Pairs outside the sample are asked only when a
+   replay reaches them (a replay asks few of a row's 100 ranks).
 2. Stop levels: for each recall target and each K of a fixed grid (not the Ks under test), the online
    rule is replayed over those trajectories (`omega_rule.replay`) and its stop level `theta` bisected to
    the smallest value whose replayed recall meets the target with the same one-sided margin the
@@ -26,7 +28,7 @@ from numba import njit
 
 from wildserve.vsearch import kernel
 from wildserve.vsearch.methods import bisect_smallest, lower_bound
-from wildserve.vsearch.omega_rule import S_TAU, S_THETA, rank_bucket, replay
+from wildserve.vsearch.omega_rule import S_TAU, S_THETA, load_logged, rank_bucket, replay
 from wildserve.vsearch.trajectory import TrajectoryLog
 from wildserve.vsearch.trees import FlatForest, fit_isotonic, forest_raw
 
@@ -37,35 +39,25 @@ K_GRID = (1, 2, 4, 8, 16, 32, 64, 100)
 
 
 @njit(cache=True)
-def masked_raw_scores(feats, tops, wins, rows, forest, k_max):
-    """raw[i, r]: the forest's raw score of the masked question at rank r+1 in logged row rows[i]."""
-    out = np.empty((rows.size, k_max), np.float64)
+def masked_raw_scores(table, col, need, forest, top_w):
+    """raw[i, r]: the forest's raw score of the masked question at rank r+1 in row i of the replay
+    table (logged state from column `col` on) where need[i, r], NaN elsewhere."""
+    rows, k_max = need.shape
+    out = np.full((rows, k_max), np.nan)
     tr = np.zeros(kernel.NUM_TR)
-    top_d = np.empty(tops.shape[1], np.float64)
+    top_d = np.empty(top_w, np.float64)
     srt = np.empty(kernel.RING, np.float64)
     pre1 = np.empty(kernel.RING + 1, np.float64)
     pre2 = np.empty(kernel.RING + 1, np.float64)
     x = np.empty(kernel.NUM_BASE_FEATURES, np.float64)
-    for i in range(rows.size):
-        row = rows[i]
-        tr[kernel.T_HOPS] = feats[row, 0]
-        tr[kernel.T_NDIS] = feats[row, 1]
-        tr[kernel.T_EP] = feats[row, 2]
-        topn = 0
-        for j in range(tops.shape[1]):
-            top_d[j] = tops[row, j]
-            if np.isfinite(top_d[j]):
-                topn += 1
-        tr[kernel.T_TOPN] = topn
-        n = 0
-        for j in range(kernel.RING):
-            if np.isfinite(wins[row, j]):
-                srt[j] = wins[row, j]
-                n += 1
-        kernel.prefix_sums(srt, n, pre1, pre2)
+    for i in range(rows):
+        if not need[i].any():
+            continue
+        n = load_logged(table, i, col, tr, top_d, srt, pre1, pre2)
         for r in range(k_max):
-            kernel.window_features(tr, top_d, srt, pre1, pre2, n, r + 1, x)
-            out[i, r] = forest_raw(forest, x)
+            if need[i, r]:
+                kernel.window_features(tr, top_d, srt, pre1, pre2, n, r + 1, x)
+                out[i, r] = forest_raw(forest, x)
     return out
 
 
@@ -90,19 +82,25 @@ class Calibration:
     base_cost: np.ndarray  # (T, G) the same with the base schedule (the first candidate)
 
 
-def fit_bucket_calibration(raw: np.ndarray, found: np.ndarray, k_max: int, cap: int, seed: int):
-    """Isotonic map per rank bucket from (raw score, found) pairs of all ranks in the bucket."""
+def calibration_picks(rows: int, k_max: int, cap: int, seed: int) -> list[tuple[np.ndarray, ...]]:
+    """Per rank bucket, the (row, rank) pairs its isotonic map is fitted on: every pair of the bucket's
+    ranks, or a uniform sample of `cap` of them. They depend only on the sizes, so only these pairs'
+    raw scores are computed up front (a quarter of the table at 1,000 training queries)."""
     rng = np.random.default_rng(seed)
-    num_buckets = rank_bucket(k_max - 1) + 1
+    picks = []
+    for b in range(rank_bucket(k_max - 1) + 1):
+        ranks = np.array([r for r in range(k_max) if rank_bucket(r) == b])
+        size = rows * ranks.size
+        flat = rng.choice(size, cap, replace=False) if size > cap else np.arange(size)
+        picks.append((flat // ranks.size, ranks[flat % ranks.size]))
+    return picks
+
+
+def fit_bucket_calibration(raw: np.ndarray, found: np.ndarray, picks) -> tuple[np.ndarray, ...]:
+    """Isotonic map per rank bucket from the (raw score, found) pairs `calibration_picks` chose."""
     xs, ys, off = [], [], [0]
-    for b in range(num_buckets):
-        ranks = [r for r in range(k_max) if rank_bucket(r) == b]
-        x = raw[:, ranks].ravel()
-        y = found[:, ranks].ravel()
-        if x.size > cap:
-            pick = rng.choice(x.size, cap, replace=False)
-            x, y = x[pick], y[pick]
-        iso = fit_isotonic(x, y.astype(np.float64))
+    for rows, ranks in picks:
+        iso = fit_isotonic(raw[rows, ranks], found[rows, ranks].astype(np.float64))
         xs.append(iso.x)
         ys.append(iso.y)
         off.append(off[-1] + iso.x.size)
@@ -113,13 +111,15 @@ def fit_bucket_calibration(raw: np.ndarray, found: np.ndarray, k_max: int, cap: 
 class ReplaySet:
     """Held-out trajectories prepared for fast replays."""
 
-    table: np.ndarray  # (rows, k_max) float64 calibrated masked probabilities
+    # (rows, k_max + logged columns): calibrated masked probabilities (NaN until a replay first asks
+    # for one, see `omega_rule.probe`), then each row's logged state (`logged_columns`)
+    table: np.ndarray
     row_ndis: np.ndarray
     row_topn: np.ndarray
     starts: np.ndarray
     found_at: np.ndarray  # (nq, k_max)
     final_ndis: np.ndarray
-    oargs: tuple  # the online probe's arguments, only for their types (the table is read instead)
+    oargs: tuple  # the model and scratch that fill the table, laid out as the online probe's
 
     def run(self, k: int, sched: np.ndarray, cum, edges, grid) -> np.ndarray:
         out = np.empty((self.starts.size - 1, 4))
@@ -128,22 +128,40 @@ class ReplaySet:
         return out
 
 
+def logged_columns(train: TrajectoryLog, rows: np.ndarray) -> list[np.ndarray]:
+    """The logged state a masked question is asked from (`omega_rule.load_logged`'s layout)."""
+    return [train.feats[rows, :3], train.tops[rows], train.windows[rows]]
+
+
 def build_replay_set(
     train: TrajectoryLog, queries: np.ndarray, forest: FlatForest, k_max: int, seed: int
 ) -> tuple[ReplaySet, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Masked raw scores of the held-out queries' rows, their isotonic maps, and the replay tables."""
+    """The held-out queries' rows, the isotonic maps fitted on a sample of their masked raw scores,
+    and the replay table holding the sample's calibrated probabilities (the rest on demand)."""
     rows = np.flatnonzero(np.isin(train.row_query, queries))
     rows = rows[np.lexsort((train.row_ndis[rows], train.row_query[rows]))]
-    raw = masked_raw_scores(train.feats, train.tops, train.windows, rows, forest.packed, k_max)
+    logged = logged_columns(train, rows)
+    top_w = train.tops.shape[1]
+    table = np.empty((rows.size, k_max + sum(a.shape[1] for a in logged)))
+    col = k_max
+    for part in logged:
+        table[:, col : col + part.shape[1]] = part
+        col += part.shape[1]
+    picks = calibration_picks(rows.size, k_max, cap=300_000, seed=seed)
+    need = np.zeros((rows.size, k_max), bool)
+    for pick_rows, pick_ranks in picks:
+        need[pick_rows, pick_ranks] = True
+    raw = masked_raw_scores(table, k_max, need, forest.packed, top_w)
     qs = train.row_query[rows]
     found = train.found_at[qs, :k_max] <= train.row_ndis[rows][:, None]
-    cal = fit_bucket_calibration(raw, found, k_max, cap=300_000, seed=seed)
-    table = np.empty_like(raw)
+    cal = fit_bucket_calibration(raw, found, picks)
     cal_x, cal_y, cal_off = cal
+    table[:, :k_max] = np.nan
     for r in range(k_max):
         b = rank_bucket(r)
         lo, hi = cal_off[b], cal_off[b + 1]
-        table[:, r] = np.interp(raw[:, r], cal_x[lo:hi], cal_y[lo:hi])
+        asked = need[:, r]
+        table[asked, r] = np.interp(raw[asked, r], cal_x[lo:hi], cal_y[lo:hi])
     # renumber the held-out queries 0..n-1 in row order
     uniq, inv = np.unique(qs, return_inverse=True)
     starts = np.concatenate([[0], np.flatnonzero(np.diff(inv)) + 1, [inv.size]]).astype(np.int64)
@@ -155,15 +173,16 @@ def build_replay_set(
         starts=starts,
         found_at=train.found_at[uniq, :k_max].copy(),
         final_ndis=train.final_ndis[uniq].copy(),
-        oargs=typing_oargs(forest, cal_x, cal_y, cal_off),
+        oargs=replay_oargs(forest, cal_x, cal_y, cal_off, top_w),
     )
     return rs, cal
 
 
-def typing_oargs(forest: FlatForest, cal_x, cal_y, cal_off) -> tuple:
-    """Arguments of the same types as the online probe's (the replay passes but never reads them)."""
+def replay_oargs(forest: FlatForest, cal_x, cal_y, cal_off, top_w: int) -> tuple:
+    """The online probe's arguments with scratch for one logged row: the replay fills its table's
+    missing entries with them (`omega_rule.fill_entry`)."""
     ring = kernel.RING
-    return (forest.packed, cal_x, cal_y, cal_off, np.zeros(kernel.NUM_TR), np.zeros(1),
+    return (forest.packed, cal_x, cal_y, cal_off, np.zeros(kernel.NUM_TR), np.zeros(top_w),
             np.zeros(ring), np.zeros(ring + 1), np.zeros(ring + 1), 0,
             np.zeros(kernel.NUM_BASE_FEATURES))  # fmt: skip
 
@@ -204,9 +223,13 @@ def calibrate_levels(
         sched = sched_for(k, target, quantile, gap_scale).copy()
         sched[S_TAU] = tau
 
+        runs: dict[float, np.ndarray] = {}  # the bisection ends on a level it already replayed
+
         def run(th: float) -> np.ndarray:
-            sched[S_THETA] = th
-            return rs.run(k, sched, cum, edges, grid)
+            if th not in runs:
+                sched[S_THETA] = th
+                runs[th] = rs.run(k, sched, cum, edges, grid)
+            return runs[th]
 
         th = _bisect_theta(run, target, z, steps)
         out = run(th)

@@ -19,7 +19,8 @@ would reach it. Checks snap to the grid the training rows were logged on, so the
 sees exactly the states the online search checks at.
 
 `probe` returns the calibrated probability of a masked rank: online it builds the masked features and
-calls the forest; offline it reads a precomputed table (one function, so both paths decide alike).
+calls the forest; offline it reads the replay table, whose entries are computed from the logged row
+the first time a replay asks for them (one function, so both paths decide alike).
 """
 
 from __future__ import annotations
@@ -62,12 +63,52 @@ def calibrate(raw, rank, cal_x, cal_y, cal_off):
 @njit(cache=True)
 def probe(table, row, oargs, rank):
     """Calibrated probability of masked `rank`: table[row, rank - 1] when row >= 0 (the offline
-    replay), else computed from the live search state in `oargs` (masked features + forest)."""
+    replay; computed from the logged row and stored when still NaN, see `fill_entry`), else
+    computed from the live search state in `oargs` (masked features + forest)."""
     if row >= 0:
-        return table[row, rank - 1]
+        p = table[row, rank - 1]
+        return fill_entry(table, row, oargs, rank) if np.isnan(p) else p
     forest, cal_x, cal_y, cal_off, tr, top_d, srt, pre1, pre2, n, feats = oargs
     kernel.window_features(tr, top_d, srt, pre1, pre2, n, rank, feats)
     return calibrate(forest_raw(forest, feats), rank, cal_x, cal_y, cal_off)
+
+
+@njit(cache=True)
+def load_logged(table, row, col, tr, top_d, srt, pre1, pre2):
+    """Load logged row `row` (hops, computations, entry distance, best distances, sorted window,
+    stored from column `col` on; `omega_calibrate.logged_columns`) into a search's scratch, as the
+    online check sees it. Returns the window's size."""
+    tr[kernel.T_HOPS] = table[row, col]
+    tr[kernel.T_NDIS] = table[row, col + 1]
+    tr[kernel.T_EP] = table[row, col + 2]
+    col += 3
+    topn = 0
+    for j in range(top_d.size):
+        top_d[j] = table[row, col + j]
+        if np.isfinite(top_d[j]):
+            topn += 1
+    tr[kernel.T_TOPN] = topn
+    col += top_d.size
+    n = 0
+    for j in range(kernel.RING):
+        if np.isfinite(table[row, col + j]):
+            srt[n] = table[row, col + j]
+            n += 1
+    kernel.prefix_sums(srt, n, pre1, pre2)
+    return n
+
+
+@njit(cache=True)
+def fill_entry(table, row, oargs, rank):
+    """Compute, store and return the calibrated probability of masked `rank` at logged row `row`
+    of the replay table (`oargs`: the model and scratch, laid out as the online probe's)."""
+    forest, cal_x, cal_y, cal_off, tr, top_d, srt, pre1, pre2, _, feats = oargs
+    col = table.shape[1] - 3 - top_d.size - kernel.RING
+    n = load_logged(table, row, col, tr, top_d, srt, pre1, pre2)
+    kernel.window_features(tr, top_d, srt, pre1, pre2, n, rank, feats)
+    p = calibrate(forest_raw(forest, feats), rank, cal_x, cal_y, cal_off)
+    table[row, rank - 1] = p
+    return p
 
 
 @njit(cache=True)
@@ -202,9 +243,9 @@ def replay(
     table, row_ndis, row_topn, starts, found_at, final_ndis, k, sched, cum, edges, grid, oargs, out
 ):
     """Run the online rule over logged trajectories: query i's rows are starts[i]:starts[i+1] (in
-    search order) and table[row, r] the calibrated probability of masked rank r+1 at that row.
-    out[i] = (recall@k at the stop, distance computations, model calls, checks); `oargs` is only
-    typed."""
+    search order) and table[row, r] the calibrated probability of masked rank r+1 at that row
+    (NaN until first asked; `oargs` holds the model that fills it). out[i] = (recall@k at the stop,
+    distance computations, model calls, checks)."""
     for i in range(starts.size - 1):
         c = 0
         h = 0
