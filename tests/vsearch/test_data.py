@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -79,3 +81,25 @@ def test_glove_loads_when_installed():
 
     x = load_glove()
     assert x.shape == (400_000, 50) and x.dtype == np.float32
+
+
+def test_a_cached_ground_truth_is_charged_what_computing_it_cost(tmp_path):
+    """Loading the cache must not make a method's preprocessing cheaper than computing it."""
+    from wildserve.vsearch.experiment import _cached
+
+    calls = []
+
+    def make():
+        calls.append(1)
+        start = time.process_time()
+        while time.process_time() - start < 0.05:
+            pass
+        return np.arange(6).reshape(2, 3)
+
+    first, cost = _cached(tmp_path, "truth", make)
+    again, cost_again = _cached(tmp_path, "truth", make)
+    assert len(calls) == 1 and cost >= 0.05 and cost_again == cost
+    np.testing.assert_array_equal(first, again)
+    (tmp_path / "truth.json").unlink()  # an entry without its cost is remade
+    _cached(tmp_path, "truth", make)
+    assert len(calls) == 2

@@ -14,6 +14,7 @@ Mean distance computations are the load-independent cost.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from wildserve.io import atomic_write_json
 from wildserve.vsearch import baselines, omega  # noqa: F401  (register the methods)
 from wildserve.vsearch.config import (
     ALL_METHODS,
@@ -168,16 +170,24 @@ def batched_ground_truth(
     return out
 
 
-def _cached(cache: Path | None, key: str, make: Callable[[], np.ndarray]) -> np.ndarray:
-    if cache is None:
-        return make()
-    path = cache / f"{key}.npy"
-    if path.exists():
-        return np.load(path)
+def _cached(
+    cache: Path | None, key: str, make: Callable[[], np.ndarray]
+) -> tuple[np.ndarray, float]:
+    """make()'s array and the CPU seconds it took. Cached as KEY.npy with the seconds in KEY.json, so
+    a run that loads it still charges what computing it cost (an entry without its seconds is
+    remade)."""
+    path = None if cache is None else cache / f"{key}.npy"
+    cost = None if path is None else path.with_suffix(".json")
+    if path is not None and path.exists() and cost.exists():
+        return np.load(path), float(json.loads(cost.read_text())["cpu_seconds"])
+    start = time.process_time()
     out = make()
-    cache.mkdir(parents=True, exist_ok=True)
-    save_npy(path, out)
-    return out
+    seconds = time.process_time() - start
+    if path is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+        save_npy(path, out)
+        atomic_write_json(cost, {"cpu_seconds": seconds})
+    return out, seconds
 
 
 def collect_logs(
@@ -237,8 +247,8 @@ def prepare(
                 graph.vectors, q, graph.metric, k, f"ground truth ({name})", progress
             )
 
-        start = time.process_time()
         if name == "test" and data.test_truth is not None:
+            start = time.process_time()
             t = data.test_truth.copy()
             lost = np.flatnonzero((t < 0).any(axis=1))
             if lost.size:
@@ -246,10 +256,11 @@ def prepare(
                     graph.vectors, q[lost], graph.metric, t.shape[1], "ground truth (test)",
                     progress,
                 )  # fmt: skip
+            seconds = time.process_time() - start
         else:
-            t = _cached(cache_dir, f"truth-{name}-{key}-{_digest(q)}-{k}", make)
+            t, seconds = _cached(cache_dir, f"truth-{name}-{key}-{_digest(q)}-{k}", make)
         truth[name] = t
-        secs[f"ground_truth_{name}"] = time.process_time() - start
+        secs[f"ground_truth_{name}"] = seconds
     train_log, val_log = collect_logs(searcher, split, truth, train_config, progress)
     secs["train_searches"] = train_log.seconds
     secs["val_searches"] = val_log.seconds
