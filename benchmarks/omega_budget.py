@@ -22,31 +22,22 @@ from pathlib import Path
 
 import numpy as np
 
+from omega_setup import add_data_options, prepared
+
 
 def number_list(text: str) -> tuple[float, ...]:
     return tuple(float(x) for x in text.split(","))
 
 
 def main() -> None:
-    from wildserve.vsearch.config import (
-        BaselineConfig,
-        ExperimentConfig,
-        IndexConfig,
-        OmegaConfig,
-        TrainConfig,
-    )
-    from wildserve.vsearch.experiment import _context, prepare, preprocessing_seconds
+    from wildserve.vsearch.experiment import preprocessing_seconds
     from wildserve.vsearch.methods import METHODS
     from wildserve.vsearch.search import recall_at_k
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--base", default="glove")
-    p.add_argument("--metric", default="angular")
-    p.add_argument("--n-base", type=int, default=100_000)
-    p.add_argument("--n-test", type=int, default=500)
+    add_data_options(p)
     p.add_argument("--fractions", type=number_list, default=(1.0, 0.8, 0.6, 0.4, 0.2))
     p.add_argument("--methods", default="laet,darth")
-    p.add_argument("--cache", type=Path, default=None)
     p.add_argument("--json", type=Path, default=None, help="also write the table here")
     args = p.parse_args()
     if not all(0.0 < f <= 1.0 for f in args.fractions):
@@ -55,11 +46,7 @@ def main() -> None:
     unknown = [n for n in names if n not in ("laet", "darth")]
     if unknown:
         p.error(f"--methods: only laet and darth are refitted at a share, got {unknown}")
-    cfg = ExperimentConfig(base=args.base, n_base=args.n_base, n_test=args.n_test)
-    tc = TrainConfig()
-    rng = np.random.default_rng(cfg.seed)  # the experiment's split
-    prep = prepare(cfg, IndexConfig(metric=args.metric), tc, rng, args.cache)
-    ctx = _context(prep, cfg, tc, OmegaConfig(), BaselineConfig())
+    cfg, _, prep, ctx = prepared(args)
     q, truth = prep.split.test, prep.truth["test"]
     cells = [(k, t) for k in cfg.ks for t in cfg.targets]
 

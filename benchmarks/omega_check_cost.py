@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from pathlib import Path
 
 import numpy as np
 from numba import njit
 
 from omega_cost import cpu_us, stop_at_budget
+from omega_setup import add_data_options, prepared
 from wildserve.vsearch import kernel, omega_rule
 from wildserve.vsearch.search import StopRule
 
@@ -63,33 +63,20 @@ def check_plus_calls(tr, top_d, ring, q, cargs, pst):
 
 
 def main() -> None:
-    from wildserve.vsearch.config import (
-        BaselineConfig,
-        ExperimentConfig,
-        IndexConfig,
-        OmegaConfig,
-        TrainConfig,
-    )
-    from wildserve.vsearch.experiment import _context, prepare, warm_up
+    from wildserve.vsearch.config import OmegaConfig
+    from wildserve.vsearch.experiment import warm_up
     from wildserve.vsearch.methods import METHODS
 
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--base", default="glove")
-    p.add_argument("--metric", default="angular")
-    p.add_argument("--n-base", type=int, default=100_000)
-    p.add_argument("--n-test", type=int, default=500)
+    add_data_options(p)
     p.add_argument("--repeats", type=int, default=9)
     p.add_argument("--extra", type=int, default=8, help="extra model calls per check")
-    p.add_argument("--cache", type=Path, default=None)
     args = p.parse_args()
-    cfg = ExperimentConfig(base=args.base, n_base=args.n_base, n_test=args.n_test)
-    tc = TrainConfig()
-    prep = prepare(cfg, IndexConfig(metric=args.metric), tc, np.random.default_rng(0), args.cache)
     # the base schedule only, so the measured costs do not depend on the costs the replay assumed
     base = OmegaConfig()
     base = dataclasses.replace(base, first_check_quantiles=base.first_check_quantiles[:1],
                                gap_scales=base.gap_scales[:1])  # fmt: skip
-    ctx = _context(prep, cfg, tc, base, BaselineConfig())
+    _, tc, prep, ctx = prepared(args, base)
     warm_up(ctx, ("omega",))
     omega = METHODS.get("omega")()
     omega.fit(ctx)

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from numba import njit
 
+from omega_setup import add_data_options, prepared
 from wildserve.vsearch import kernel
 from wildserve.vsearch.search import NEVER, StopRule
 
@@ -56,26 +57,15 @@ def fixed_ef_near(searcher, queries, k, ndis_goal: float) -> tuple[int, float]:
 
 
 def main() -> None:
-    from wildserve.vsearch.config import (
-        BaselineConfig,
-        ExperimentConfig,
-        IndexConfig,
-        OmegaConfig,
-        TrainConfig,
-    )
-    from wildserve.vsearch.experiment import _context, prepare, warm_up
+    from wildserve.vsearch.experiment import warm_up
     from wildserve.vsearch.methods import METHODS
 
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--base", default="glove")
-    p.add_argument("--metric", default="angular")
-    p.add_argument("--n-base", type=int, default=100_000)
-    p.add_argument("--n-test", type=int, default=500)
+    add_data_options(p)
     p.add_argument("--ks", default="1,10,100")
     p.add_argument("--targets", default="0.9,0.95,0.99")
     p.add_argument("--methods", default="omega,laet,darth")
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--cache", type=Path, default=None)
     p.add_argument(
         "--dump", type=Path, default=None, help="save every search's ids, counts, scratch"
     )
@@ -84,11 +74,7 @@ def main() -> None:
     ks = tuple(int(x) for x in args.ks.split(","))
     targets = tuple(float(x) for x in args.targets.split(","))
     names = tuple(args.methods.split(","))
-    cfg = ExperimentConfig(base=args.base, n_base=args.n_base, n_test=args.n_test, ks=ks,
-                           k_weights=(1,) * len(ks), targets=targets)  # fmt: skip
-    tc = TrainConfig()
-    prep = prepare(cfg, IndexConfig(metric=args.metric), tc, np.random.default_rng(0), args.cache)
-    ctx = _context(prep, cfg, tc, OmegaConfig(), BaselineConfig())
+    _, _, prep, ctx = prepared(args, ks=ks, k_weights=(1,) * len(ks), targets=targets)
     warm_up(ctx, names)
     fitted = {}
     for name in names:

@@ -27,11 +27,11 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import numpy as np
 from numba import njit
 
+from omega_setup import add_data_options, prepared
 from wildserve.vsearch import kernel, omega_rule
 from wildserve.vsearch.search import StopRule
 
@@ -135,25 +135,14 @@ def step_cost(s, q, k: int, ef: int, repeats: int, groups: int = 5) -> tuple[flo
 
 
 def main() -> None:
-    from wildserve.vsearch.config import (
-        BaselineConfig,
-        ExperimentConfig,
-        IndexConfig,
-        OmegaConfig,
-        TrainConfig,
-    )
-    from wildserve.vsearch.experiment import _context, prepare, warm_up
+    from wildserve.vsearch.experiment import warm_up
     from wildserve.vsearch.methods import METHODS
 
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--base", default="glove")
-    p.add_argument("--metric", default="angular")
-    p.add_argument("--n-base", type=int, default=100_000)
-    p.add_argument("--n-test", type=int, default=500)
+    add_data_options(p)
     p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--chunk", type=int, default=100, help="queries timed together")
     p.add_argument("--cells", default="", help="K@target,... (default: all 24)")
-    p.add_argument("--cache", type=Path, default=None)
     p.add_argument(
         "--step-cost", action="store_true", help="also fit per-computation/expansion cost"
     )
@@ -161,10 +150,7 @@ def main() -> None:
     cells = CELLS
     if args.cells:
         cells = tuple((int(a), float(b)) for a, b in (c.split("@") for c in args.cells.split(",")))
-    cfg = ExperimentConfig(base=args.base, n_base=args.n_base, n_test=args.n_test)
-    tc = TrainConfig()
-    prep = prepare(cfg, IndexConfig(metric=args.metric), tc, np.random.default_rng(0), args.cache)
-    ctx = _context(prep, cfg, tc, OmegaConfig(), BaselineConfig())
+    _, tc, prep, ctx = prepared(args)
     warm_up(ctx, ("omega", "laet"))
     omega, laet = METHODS.get("omega")(), METHODS.get("laet")()
     omega.fit(ctx)
