@@ -25,28 +25,29 @@ import numpy as np
 from omega_setup import add_data_options, prepared
 
 
-def number_list(text: str) -> tuple[float, ...]:
-    return tuple(float(x) for x in text.split(","))
-
-
 def main() -> None:
-    from wildserve.vsearch.experiment import preprocessing_seconds
+    from wildserve.config_cli import number_list
+    from wildserve.errors import ConfigError
+    from wildserve.vsearch.experiment import preprocessing_seconds, warm_up
     from wildserve.vsearch.methods import METHODS
     from wildserve.vsearch.search import recall_at_k
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     add_data_options(p)
-    p.add_argument("--fractions", type=number_list, default=(1.0, 0.8, 0.6, 0.4, 0.2))
+    p.add_argument("--fractions", default="1.0,0.8,0.6,0.4,0.2", help="shares refitted at")
     p.add_argument("--methods", default="laet,darth")
     p.add_argument("--json", type=Path, default=None, help="also write the table here")
     args = p.parse_args()
-    if not all(0.0 < f <= 1.0 for f in args.fractions):
-        p.error(f"--fractions must be in (0, 1], got {args.fractions}")
+    try:
+        fractions = number_list(args.fractions, "--fractions", gt=0, le=1)
+    except ConfigError as exc:
+        p.error(str(exc))
     names = tuple(n for n in args.methods.split(",") if n)
     unknown = [n for n in names if n not in ("laet", "darth")]
     if unknown:
         p.error(f"--methods: only laet and darth are refitted at a share, got {unknown}")
     cfg, _, prep, ctx = prepared(args)
+    warm_up(ctx, ("omega", *names))  # so that no fit below is charged numba's compilation
     q, truth = prep.split.test, prep.truth["test"]
     cells = [(k, t) for k in cfg.ks for t in cfg.targets]
 
@@ -66,7 +67,7 @@ def main() -> None:
           f"{'omega ndis <=':>13} {'omega/it ndis (geo mean)':>24}")  # fmt: skip
     rows = []
     for name in names:
-        for f in args.fractions:
+        for f in fractions:
             m = METHODS.get(name)(fraction=f)
             m.fit(ctx)
             c = counts(m)
